@@ -1,0 +1,39 @@
+"""The exception tree, and the one place where C's -errno becomes one."""
+from __future__ import annotations
+
+import errno
+import os
+
+
+class GovernorError(Exception):
+    """Base of every error governor raises."""
+
+
+class PolicyError(GovernorError, ValueError):
+    """A limit, a policy file or a command-line option is wrong.
+
+    `source` is the file (or "--limit"), `key` the offending key."""
+
+    def __init__(self, source: str, key: str | None, reason: str):
+        self.source, self.key, self.reason = source, key, reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class SpawnError(GovernorError, OSError):
+    """A command could not be started. `errno` says why (ENOENT: not found)."""
+
+    def __init__(self, err: int, command: str):
+        self.command = command
+        super().__init__(err, f"{command}: {os.strerror(err)}")
+
+
+class EngineError(GovernorError, OSError):
+    """The engine refused an operation."""
+
+
+def check(rc: int, what: str) -> int:
+    """Returns rc if it is not negative; raises EngineError(-rc) otherwise."""
+    if rc < 0:
+        raise EngineError(-rc, f"{what}: {os.strerror(-rc)} ({errno.errorcode.get(-rc, '?')})")
+    return rc

@@ -1,0 +1,160 @@
+"""governor's command line: `governor run [options] -- CMD ARGS...`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import sys
+import time
+
+import structlog
+
+from ._errors import GovernorError, PolicyError, SpawnError
+from .limits import KEYS, NOT_YET, Limits, parse_assignments
+from .policy import load_policy
+from .supervisor import Supervisor
+
+# Signals that `governor run` passes on to the command.
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="governor",
+                                description="Run programs under per-group resource limits, "
+                                            "enforced by holding their system calls.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="run a command tree as one group under limits",
+        description="Run CMD and every process it starts as one group. Exit status: the "
+                    "command's (128+N if signal N killed it); 127 if it is not found, 126 if "
+                    "it cannot be executed, 125 if governor itself failed.",
+        epilog=f"limit keys: {', '.join(KEYS)}. Units: 4MiB/s, 500KB/s, 64MiB, plain integers.")
+    run.add_argument("--name", help="group name (default: the command's base name)")
+    run.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
+                     help="a limit, e.g. net_send=4MiB/s, processes=32, memory=256MiB")
+    run.add_argument("--burst", action="append", default=[], metavar="KEY=SIZE",
+                     help="bucket size of a rate limit (default: 0.1 s of the rate)")
+    run.add_argument("--on-exhausted", action="append", default=[], metavar="KEY=hold|deny",
+                     help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM)")
+    run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
+    run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="log more (-v: spawns and denials, -vv: every hold)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    return p
+
+
+def _limits(args) -> Limits:
+    base = load_policy(args.policy) if args.policy else Limits()
+    override = Limits(burst=parse_assignments(args.burst, "--burst"),
+                      on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
+                      source="--limit", **parse_assignments(args.limit, "--limit"))
+    return base.merged(override)
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _run(args) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("governor run: missing command (governor run [options] -- CMD ARGS...)",
+              file=sys.stderr)
+        return 2
+    try:
+        limits = _limits(args)
+    except PolicyError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return 2
+    name = args.name or os.path.basename(cmd[0]) or "group"
+    structlog.contextvars.bind_contextvars(group=name)
+    log = structlog.get_logger("governor")
+    started = time.monotonic()
+    with Supervisor() as sup:
+        group = sup.group(name, limits)
+        try:
+            proc = group.spawn(cmd)
+        except SpawnError as e:
+            msg = "command not found" if e.errno == 2 else e.strerror
+            print(f"governor: {cmd[0]}: {msg}", file=sys.stderr)
+            return 127 if e.errno == 2 else 126
+        structlog.contextvars.bind_contextvars(pid=proc.pid)
+        if not sup.sync_wakeup:
+            log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
+        log.info("started", argv=cmd, limits=dict(limits.items()))
+        _forward_signals(proc)
+        _wait(sup, proc, log)
+        status = _exit_status(proc.returncode)
+        usage = group.usage()
+        log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
+        if args.stats_json:
+            report = {"group": name, "command": cmd, "exit_status": status,
+                      "seconds": time.monotonic() - started, **limits.as_dict(),
+                      "usage": usage.as_dict()}
+            with open(args.stats_json, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+    return status
+
+
+def _forward_signals(proc) -> None:
+    def forward(sig, _frame):
+        proc.send_signal(sig)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    # A terminal sends these to the whole foreground process group, command
+    # included; passing them on would deliver them twice.
+    for sig in TTY_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN if os.isatty(0) else forward)
+
+
+def _wait(sup: Supervisor, proc, log) -> None:
+    """Waits for the command, logging engine events as they come (no polling)."""
+    while proc.returncode is None:
+        try:
+            ready, _, _ = select.select([proc.status_fd, sup.event_fd], [], [])
+        except InterruptedError:
+            continue
+        if sup.event_fd in ready:
+            for ev in sup.events():
+                if ev.kind == "denied":
+                    log.info("denied", resource=ev.resource, pid=ev.pid, errno=ev.value)
+                elif ev.kind == "compat_denied":
+                    log.warning("refused a governed call through the i386/x32 entry",
+                                pid=ev.pid, nr=ev.value)
+                elif ev.kind in ("held", "released"):
+                    log.debug(ev.kind, resource=ev.resource, pid=ev.pid, value=ev.value)
+        if proc.status_fd in ready:
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(getattr(args, "verbose", 0))
+    try:
+        return _run(args)
+    except GovernorError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Limits: what a group may use, parsed and validated once.
+
+Keys and units are the same on the command line (``--limit key=value``) and
+in policy files (``[limits]``, ``[burst]``, ``[on_exhausted]`` tables).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ._errors import PolicyError
+
+RATE_KEYS = ("net_send", "net_recv", "disk_write", "disk_read")
+COUNT_KEYS = ("processes",)
+SIZE_KEYS = ("memory",)
+KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS
+# Known keys that this version cannot enforce: refused with a reason.
+NOT_YET = {
+    "disk_space": "needs a container (--rootfs), which this version does not provide yet",
+    "cpu": "is not enforced by this version yet",
+    "memory_resident": "is not enforced by this version yet",
+}
+MODES = ("hold", "deny")
+# Bucket size when the policy sets none: a tenth of a second of the rate.
+DEFAULT_BURST_SECONDS = 0.1
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}
+_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*(/\s*s)?\s*$")
+
+
+def _parse(value: Any, *, rate: bool, source: str, key: str) -> float:
+    if isinstance(value, bool):
+        raise PolicyError(source, key, f"expected a {'rate' if rate else 'size'}, got a boolean")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        m = _QUANTITY.match(value)
+        if not m:
+            example = "4MiB/s" if rate else "64MiB"
+            if value.strip().startswith("-"):
+                raise PolicyError(source, key, f"must not be negative: {value!r}")
+            raise PolicyError(source, key, f"cannot parse {value!r} (example: {example!r})")
+        unit = m.group(2).lower()
+        if unit not in _UNITS:
+            raise PolicyError(source, key, f"unknown unit {m.group(2)!r} in {value!r}")
+        if m.group(3) and not rate:
+            raise PolicyError(source, key, f"is a size, not a rate: {value!r}")
+        number = float(m.group(1)) * _UNITS[unit]
+    else:
+        raise PolicyError(source, key, f"expected a number or a string, got {type(value).__name__}")
+    if number < 0:
+        raise PolicyError(source, key, f"must not be negative: {value!r}")
+    if rate and number == 0:
+        raise PolicyError(source, key, "a rate of 0 would hold every call forever")
+    return number
+
+
+def _parse_count(value: Any, source: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise PolicyError(source, key, f"expected a whole number, got {type(value).__name__}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise PolicyError(source, key, f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise PolicyError(source, key, f"must be at least 1, got {n}")
+    return n
+
+
+def _check_key(key: str, source: str) -> None:
+    if key in NOT_YET:
+        raise PolicyError(source, key, NOT_YET[key])
+    if key not in KEYS:
+        raise PolicyError(source, key, f"unknown limit (known: {', '.join(KEYS)})")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A group's allocation. Rates in bytes per second, sizes in bytes.
+
+    Values may be given as numbers or as strings with units:
+    ``Limits(net_send="4MiB/s", processes=32, memory="256MiB")``.
+    """
+
+    net_send: float | None = None
+    net_recv: float | None = None
+    disk_write: float | None = None
+    disk_read: float | None = None
+    processes: int | None = None
+    memory: int | None = None
+    burst: Mapping[str, float] = field(default_factory=dict)
+    on_exhausted: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(self, *, burst: Mapping[str, Any] | None = None,
+                 on_exhausted: Mapping[str, str] | None = None, source: str = "Limits",
+                 **values: Any):
+        parsed: dict[str, Any] = {}
+        for key, value in values.items():
+            _check_key(key, source)
+            if value is None:
+                continue
+            if key in RATE_KEYS:
+                parsed[key] = _parse(value, rate=True, source=source, key=key)
+            elif key in COUNT_KEYS:
+                parsed[key] = _parse_count(value, source, key)
+            else:
+                size = _parse(value, rate=False, source=source, key=key)
+                if size < 4096:
+                    raise PolicyError(source, key, f"must be at least one page (4096 bytes), got {value!r}")
+                parsed[key] = int(size)
+        bursts: dict[str, float] = {}
+        for key, value in (burst or {}).items():
+            _check_key(key, f"{source} burst")
+            if key not in RATE_KEYS:
+                raise PolicyError(f"{source} burst", key, "only rates have a burst")
+            bursts[key] = _parse(value, rate=False, source=f"{source} burst", key=key)
+            if bursts[key] <= 0:
+                raise PolicyError(f"{source} burst", key, "must be more than 0")
+        modes: dict[str, str] = {}
+        for key, mode in (on_exhausted or {}).items():
+            _check_key(key, f"{source} on_exhausted")
+            if mode not in MODES:
+                raise PolicyError(f"{source} on_exhausted", key,
+                                  f"must be 'hold' or 'deny', got {mode!r}")
+            modes[key] = mode
+        for key in KEYS:
+            object.__setattr__(self, key, parsed.get(key))
+        object.__setattr__(self, "burst", bursts)
+        object.__setattr__(self, "on_exhausted", modes)
+
+    def items(self) -> list[tuple[str, float | int]]:
+        """The limits that are set, in key order."""
+        return [(k, getattr(self, k)) for k in KEYS if getattr(self, k) is not None]
+
+    def burst_of(self, key: str) -> float:
+        rate = getattr(self, key)
+        return self.burst.get(key, max(rate * DEFAULT_BURST_SECONDS, 1.0))
+
+    def mode_of(self, key: str) -> str:
+        return self.on_exhausted.get(key, "hold")
+
+    def merged(self, other: "Limits") -> "Limits":
+        """self, with every key that `other` sets taken from other."""
+        values = {k: getattr(self, k) for k in KEYS}
+        values.update({k: v for k, v in other.items()})
+        return Limits(burst={**self.burst, **other.burst},
+                      on_exhausted={**self.on_exhausted, **other.on_exhausted}, **values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "limits": dict(self.items()),
+            "burst": {k: self.burst_of(k) for k in RATE_KEYS if getattr(self, k) is not None},
+            "on_exhausted": {k: self.mode_of(k) for k, _ in self.items()},
+        }
+
+
+def parse_assignments(pairs: list[str], source: str) -> dict[str, str]:
+    """["net_send=4MiB/s", ...] -> {"net_send": "4MiB/s"}, with clear errors."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise PolicyError(source, key or None, f"expected KEY=VALUE, got {pair!r}")
+        out[key] = value.strip()
+    return out

@@ -1,0 +1,331 @@
+"""Supervisor, Group and Process: the library API over the C engine."""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import psutil
+
+from . import _native
+from ._errors import GovernorError, SpawnError, check
+from .limits import KEYS, RATE_KEYS, Limits
+
+ffi, lib = _native.ffi, _native.lib
+log = logging.getLogger(__name__)
+
+RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory")
+_EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
+           lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
+           lib.GOV_EV_OVERFLOW: "events_lost"}
+_FILTER_MAX = 1 << 16
+_SAMPLE_SECONDS = 0.2
+
+
+@dataclass
+class ResourceUsage:
+    used: int = 0            # bytes moved (rates) or current level (processes, memory)
+    held_calls: int = 0
+    held_seconds: float = 0.0
+    denied_calls: int = 0
+
+
+@dataclass
+class Usage:
+    """A group's usage: per resource, and peaks of tasks and committed memory."""
+
+    resources: dict[str, ResourceUsage] = field(default_factory=dict)
+    tasks: int = 0
+    peak_tasks: int = 0
+    memory: int = 0
+    peak_memory: int = 0
+    notifications: int = 0
+    compat_denied: int = 0
+    held_now: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "resources": {k: vars(v) for k, v in self.resources.items()},
+            "tasks": self.tasks, "peak_tasks": self.peak_tasks,
+            "memory": self.memory, "peak_memory": self.peak_memory,
+            "notifications": self.notifications, "compat_denied": self.compat_denied,
+        }
+
+
+@dataclass
+class Event:
+    kind: str
+    group: str
+    resource: str | None
+    pid: int
+    value: int
+
+
+def _c_limits(limits: Limits):
+    c = ffi.new("struct gov_limits *")
+    for i, key in enumerate(RESOURCES):
+        value = getattr(limits, key)
+        if value is None:
+            continue
+        r = c.r[i]
+        r.set = 1
+        r.mode = lib.GOV_DENY if limits.mode_of(key) == "deny" else lib.GOV_HOLD
+        if key in RATE_KEYS:
+            r.rate = float(value)
+            r.burst = float(limits.burst_of(key))
+        else:
+            r.cap = int(value)
+    return c
+
+
+class Process:
+    """The root command of a spawn. Its exit ends its namespace: every task it
+    left behind is killed by the kernel."""
+
+    def __init__(self, group: "Group", pid: int, init_pid: int, status_fd: int, exec_fd: int,
+                 argv: Sequence[str]):
+        self.group, self.pid, self.init_pid, self.argv = group, pid, init_pid, list(argv)
+        self._status_fd, self._exec_fd = status_fd, exec_fd
+        self.returncode: int | None = None
+        self.exec_errno: int | None = None
+
+    def _read_exec_result(self) -> None:
+        data = os.read(self._exec_fd, 4)
+        os.close(self._exec_fd)
+        self._exec_fd = -1
+        if len(data) == 4:
+            self.exec_errno = struct.unpack("i", data)[0]
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Waits for the command; returns its status like subprocess: the
+        exit code, or -N when signal N killed it. TimeoutError on timeout."""
+        if self.returncode is not None:
+            return self.returncode
+        ready, _, _ = select.select([self._status_fd], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"{self.argv[0]} (pid {self.pid}) still running after {timeout}s")
+        data = os.read(self._status_fd, 4)
+        os.close(self._status_fd)
+        self._status_fd = -1
+        os.waitpid(self.init_pid, 0)  # the namespace is gone with it
+        self.group._forget_init(self.init_pid)
+        if len(data) < 4:  # the init was killed from outside
+            self.returncode = -signal.SIGKILL
+        else:
+            status = struct.unpack("i", data)[0]
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(0)
+        except TimeoutError:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        """Kills the command and everything in its group namespace."""
+        if self.returncode is None:
+            try:
+                os.kill(self.init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait()
+
+    @property
+    def status_fd(self) -> int:
+        return self._status_fd
+
+
+class Group:
+    """Processes that share one allocation. Create with Supervisor.group()."""
+
+    def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int):
+        self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
+        self._filter = self._build_filter()
+        self._inits: set[int] = set()
+        self._processes: list[Process] = []
+        self._peak_tasks = 0
+        self._peak_memory = 0
+
+    def _build_filter(self) -> bytes:
+        buf = ffi.new("char[]", _FILTER_MAX)
+        n = check(lib.gov_filter_build(_c_limits(self.limits), buf, _FILTER_MAX), "seccomp filter")
+        return ffi.buffer(buf, n)[:]
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              cwd: str | None = None) -> Process:
+        """Starts argv in the group. SpawnError(ENOENT) if it is not found."""
+        if not argv:
+            raise GovernorError("spawn: empty command")
+        env = dict(os.environ if env is None else env)
+        path = shutil.which(argv[0], path=env.get("PATH", os.defpath)) if "/" not in argv[0] else argv[0]
+        if path is None or not os.path.exists(path):
+            raise SpawnError(2, argv[0])  # ENOENT
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise SpawnError(13, argv[0])  # EACCES
+        keep = []
+
+        def cstr(s: str):
+            p = ffi.new("char[]", os.fsencode(s))
+            keep.append(p)
+            return p
+
+        c_argv = ffi.new("char *[]", [cstr(a) for a in argv] + [ffi.NULL])
+        c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
+        c_filter = ffi.new("char[]", self._filter)
+        req = ffi.new("struct gov_spawn_req *")
+        req.path = cstr(path)
+        req.argv, req.envp = c_argv, c_env
+        req.cwd = cstr(cwd) if cwd else ffi.NULL
+        req.filter, req.filter_len = c_filter, len(self._filter)
+        req.timeout_ms = 10000
+        res = ffi.new("struct gov_spawn_res *")
+        rc = lib.gov_spawn(req, res)
+        if rc < 0:
+            raise SpawnError(-rc, argv[0])
+        sup = self.supervisor
+        check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
+        self._inits.add(res.init_pid)
+        check(lib.gov_group_add_listener(sup._engine, self.id, res.listener), "add listener")
+        proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
+        proc._read_exec_result()  # after the engine has the listener: the child may write
+        self._processes.append(proc)
+        log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
+        if proc.exec_errno:
+            proc.wait()
+            raise SpawnError(proc.exec_errno, argv[0])
+        return proc
+
+    def _forget_init(self, init_pid: int) -> None:
+        if init_pid in self._inits:
+            self._inits.discard(init_pid)
+            lib.gov_group_drop_init(self.supervisor._engine, self.id, init_pid)
+
+    def pids(self) -> list[int]:
+        """Every live process of the group."""
+        pids = []
+        for init in list(self._inits):
+            try:
+                pids += [p.pid for p in psutil.Process(init).children(recursive=True)]
+            except psutil.Error:
+                pass
+        return pids
+
+    def _sample(self) -> None:
+        """Peaks for limits that the engine does not count itself."""
+        tasks = memory = 0
+        for pid in self.pids():
+            try:
+                p = psutil.Process(pid)
+                tasks += p.num_threads()
+                memory += p.memory_info().data
+            except psutil.Error:
+                pass
+        self._peak_tasks = max(self._peak_tasks, tasks)
+        self._peak_memory = max(self._peak_memory, memory)
+
+    def usage(self) -> Usage:
+        u = ffi.new("struct gov_usage *")
+        check(lib.gov_group_usage(self.supervisor._engine, self.id, u), "usage")
+        res = {}
+        for i, key in enumerate(RESOURCES):
+            r = u.r[i]
+            res[key] = ResourceUsage(int(r.used), int(r.held_calls), r.held_ns / 1e9, int(r.denied))
+        return Usage(resources=res, tasks=int(u.tasks),
+                     peak_tasks=max(int(u.peak_tasks), self._peak_tasks),
+                     memory=int(u.memory), peak_memory=max(int(u.peak_memory), self._peak_memory),
+                     notifications=int(u.notifications), compat_denied=int(u.compat_denied),
+                     held_now=int(u.held_now))
+
+    def kill(self) -> None:
+        """Kills every process of the group."""
+        for proc in self._processes:
+            proc.kill()
+
+
+class Supervisor:
+    """Owns the engine thread and the groups. Use as a context manager: on
+    exit every group's processes are killed and every fd is closed."""
+
+    def __init__(self, backend: str = "seccomp"):
+        if backend != "seccomp":
+            raise GovernorError(f"backend {backend!r} is not available (available: seccomp)")
+        p = ffi.new("struct gov_engine **")
+        check(lib.gov_engine_new(p), "engine")
+        self._engine = p[0]
+        self._groups: dict[str, Group] = {}
+        self._names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
+                                         daemon=True)
+        self._sampler.start()
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def sync_wakeup(self) -> bool | None:
+        """Whether the kernel has SYNC_WAKE_UP (None until a group ran)."""
+        v = lib.gov_engine_sync_wakeup(self._engine)
+        return None if v < 0 else bool(v)
+
+    def group(self, name: str, limits: Limits | None = None) -> Group:
+        if name in self._groups:
+            raise GovernorError(f"group {name!r} exists already")
+        limits = limits or Limits()
+        gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
+        g = Group(self, name, limits, gid)
+        self._groups[name] = g
+        self._names[gid] = name
+        return g
+
+    @property
+    def event_fd(self) -> int:
+        """Readable when events() has something; for select/poll loops."""
+        return lib.gov_engine_event_fd(self._engine)
+
+    def events(self) -> list[Event]:
+        buf = ffi.new("struct gov_event[]", 256)
+        out = []
+        while (n := lib.gov_engine_events(self._engine, buf, 256)) > 0:
+            for e in buf[0:n]:
+                res = RESOURCES[e.resource] if 0 <= e.resource < len(RESOURCES) else None
+                out.append(Event(_EVENTS.get(e.type, str(e.type)), self._names.get(e.group, "?"),
+                                 res, int(e.pid), int(e.value)))
+        return out
+
+    def _sample_loop(self) -> None:
+        while not self._stop.wait(_SAMPLE_SECONDS):
+            for g in list(self._groups.values()):
+                g._sample()
+
+    def close(self) -> None:
+        if self._engine is None:
+            return
+        self._stop.set()
+        for g in self._groups.values():
+            g.kill()
+        self._sampler.join()
+        lib.gov_engine_free(self._engine)
+        self._engine = None
+
+
+def resource_keys() -> Iterable[str]:
+    return KEYS

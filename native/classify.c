@@ -1,0 +1,316 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "gov.h"
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#define MAX_IOV 1024
+#define PAGE 4096ULL
+
+void gov_pidfds_init(struct gov_pidfds *c)
+{
+    for (int i = 0; i < GOV_PIDFD_SLOTS; i++) {
+        c->tid[i] = 0;
+        c->fd[i] = -1;
+    }
+}
+
+void gov_pidfds_clear(struct gov_pidfds *c)
+{
+    for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
+        if (c->fd[i] >= 0)
+            close(c->fd[i]);
+    gov_pidfds_init(c);
+}
+
+static int slot_open(struct gov_pidfds *c, int tid)
+{
+    int s = tid % GOV_PIDFD_SLOTS;
+    if (c->fd[s] >= 0)
+        close(c->fd[s]);
+    c->tid[s] = tid;
+    c->fd[s] = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    return c->fd[s];
+}
+
+/* A duplicate of the tenant's fd (close it), or -1. */
+static int tenant_fd(struct gov_pidfds *c, int tid, int fd)
+{
+    int s = tid % GOV_PIDFD_SLOTS;
+    int pidfd = c->tid[s] == tid && c->fd[s] >= 0 ? c->fd[s] : slot_open(c, tid);
+    if (pidfd < 0)
+        return -1;
+    int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    if (dup < 0 && (errno == ESRCH || errno == EBADF)) {
+        /* Maybe a stale slot: the tid now names another task. */
+        if ((pidfd = slot_open(c, tid)) < 0)
+            return -1;
+        dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    }
+    return dup;
+}
+
+enum { FD_OTHER, FD_FILE, FD_SOCKET, FD_PIPE };
+
+static int fd_kind(int dup, struct stat *st)
+{
+    if (fstat(dup, st) < 0)
+        return FD_OTHER;
+    if (S_ISREG(st->st_mode))
+        return FD_FILE;
+    if (S_ISSOCK(st->st_mode))
+        return FD_SOCKET;
+    if (S_ISFIFO(st->st_mode))
+        return FD_PIPE;
+    return FD_OTHER;
+}
+
+static int read_mem(int pid, uint64_t addr, void *buf, size_t len)
+{
+    struct iovec local = {buf, len}, remote = {(void *)addr, len};
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* Sum of iov_len over an iovec array in the tenant; 0 if unreadable. */
+static double iov_sum(int pid, uint64_t addr, uint64_t count)
+{
+    struct iovec iov[64];
+    double sum = 0;
+    if (count > MAX_IOV)
+        count = MAX_IOV;
+    for (uint64_t done = 0; done < count;) {
+        size_t n = count - done < 64 ? count - done : 64;
+        if (read_mem(pid, addr + done * sizeof(struct iovec), iov, n * sizeof(struct iovec)))
+            break;
+        for (size_t i = 0; i < n; i++)
+            sum += (double)iov[i].iov_len;
+        done += n;
+    }
+    return sum;
+}
+
+static double msghdr_sum(int pid, uint64_t addr)
+{
+    struct msghdr m;
+    if (read_mem(pid, addr, &m, sizeof m))
+        return 0;
+    return iov_sum(pid, (uint64_t)m.msg_iov, m.msg_iovlen);
+}
+
+static double mmsg_sum(int pid, uint64_t addr, uint64_t vlen)
+{
+    double sum = 0;
+    if (vlen > MAX_IOV)
+        vlen = MAX_IOV;
+    for (uint64_t i = 0; i < vlen; i++)
+        sum += msghdr_sum(pid, addr + i * sizeof(struct mmsghdr));
+    return sum;
+}
+
+/* Bytes a read of `want` from a regular file at `pos` returns. */
+static double file_read_cost(const struct stat *st, int64_t pos, double want)
+{
+    double left = pos < st->st_size ? (double)(st->st_size - pos) : 0;
+    return want < left ? want : left;
+}
+
+static int64_t position(int dup, int pid, uint64_t offptr)
+{
+    int64_t off;
+    if (offptr && read_mem(pid, offptr, &off, sizeof off) == 0)
+        return off;
+    return lseek(dup, 0, SEEK_CUR);
+}
+
+/* Receive cost: bytes queued, up to want. -1: blocking and nothing queued. */
+static double recv_cost(int dup, double want, int nonblock_flag)
+{
+    int queued = 0;
+    if (ioctl(dup, SIOCINQ, &queued) < 0)
+        return want;
+    if (queued > 0)
+        return want < queued ? want : queued;
+    if (nonblock_flag || (fcntl(dup, F_GETFL) & O_NONBLOCK))
+        return 0;
+    return -1;
+}
+
+static void add(struct gov_call *out, int res, double cost)
+{
+    if (cost > 0 && out->nch < 2)
+        out->ch[out->nch++] = (struct gov_charge){res, cost};
+}
+
+/* A receive of `want` on a tenant fd; reads of sockets may have to wait. */
+static void charge_read(struct gov_call *out, int dup, int kind, const struct stat *st,
+                        int pid, uint64_t offptr, int64_t off, double want, int nonblock)
+{
+    if (kind == FD_FILE) {
+        int64_t pos = off >= 0 ? off : position(dup, pid, offptr);
+        add(out, GOV_DISK_READ, file_read_cost(st, pos, want));
+    } else if (kind == FD_SOCKET) {
+        double cost = recv_cost(dup, want, nonblock);
+        if (cost < 0) {
+            out->kind = GOV_CALL_WAIT_DATA;
+            out->wait_fd = dup;
+            return;
+        }
+        add(out, GOV_NET_RECV, cost);
+    }
+    close(dup);
+}
+
+static void charge_write(struct gov_call *out, int kind, double n)
+{
+    if (kind == FD_FILE)
+        add(out, GOV_DISK_WRITE, n);
+    else if (kind == FD_SOCKET)
+        add(out, GOV_NET_SEND, n);
+}
+
+/* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
+static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, int pid, int in_fd,
+                            uint64_t in_off, int out_fd, double len)
+{
+    struct stat st_in, st_out;
+    int in = tenant_fd(c, pid, in_fd), outd = tenant_fd(c, pid, out_fd);
+    int kin = in >= 0 ? fd_kind(in, &st_in) : FD_OTHER;
+    int kout = outd >= 0 ? fd_kind(outd, &st_out) : FD_OTHER;
+    double n = len;
+    if (kin == FD_FILE) {
+        n = file_read_cost(&st_in, position(in, pid, in_off), len);
+        add(out, GOV_DISK_READ, n);
+    } else if (kin == FD_PIPE || kin == FD_SOCKET) {
+        int queued = 0;
+        if (ioctl(in, FIONREAD, &queued) == 0 && queued < n)
+            n = queued > 0 ? queued : (kin == FD_SOCKET ? len : 0);
+        if (kin == FD_SOCKET)
+            add(out, GOV_NET_RECV, n);
+    }
+    charge_write(out, kout, n);
+    if (in >= 0)
+        close(in);
+    if (outd >= 0)
+        close(outd);
+}
+
+static void classify_fd_call(struct gov_pidfds *c, int pid, int nr, const uint64_t *a,
+                             struct gov_call *out)
+{
+    struct stat st;
+    int dup = tenant_fd(c, pid, (int)a[0]);
+    if (dup < 0)
+        return; /* bad fd: the kernel will say EBADF */
+    int kind = fd_kind(dup, &st);
+    switch (nr) {
+    case SYS_write:
+    case SYS_pwrite64:
+        charge_write(out, kind, (double)a[2]);
+        break;
+    case SYS_writev:
+    case SYS_pwritev:
+    case SYS_pwritev2:
+        charge_write(out, kind, iov_sum(pid, a[1], a[2]));
+        break;
+    case SYS_sendto:
+        charge_write(out, kind, (double)a[2]);
+        break;
+    case SYS_sendmsg:
+        charge_write(out, kind, msghdr_sum(pid, a[1]));
+        break;
+    case SYS_sendmmsg:
+        charge_write(out, kind, mmsg_sum(pid, a[1], a[2]));
+        break;
+    case SYS_read:
+        charge_read(out, dup, kind, &st, pid, 0, -1, (double)a[2], 0);
+        return;
+    case SYS_pread64:
+        charge_read(out, dup, kind, &st, pid, 0, (int64_t)a[3], (double)a[2], 0);
+        return;
+    case SYS_readv:
+        charge_read(out, dup, kind, &st, pid, 0, -1, iov_sum(pid, a[1], a[2]), 0);
+        return;
+    case SYS_preadv:
+    case SYS_preadv2:
+        charge_read(out, dup, kind, &st, pid, 0, (int64_t)a[3], iov_sum(pid, a[1], a[2]), 0);
+        return;
+    case SYS_recvfrom:
+        charge_read(out, dup, kind, &st, pid, 0, -1, (double)a[2], a[3] & MSG_DONTWAIT);
+        return;
+    case SYS_recvmsg:
+        charge_read(out, dup, kind, &st, pid, 0, -1, msghdr_sum(pid, a[1]),
+                    a[2] & MSG_DONTWAIT);
+        return;
+    case SYS_recvmmsg:
+        charge_read(out, dup, kind, &st, pid, 0, -1, mmsg_sum(pid, a[1], a[2]),
+                    a[3] & MSG_DONTWAIT);
+        return;
+    }
+    close(dup);
+}
+
+static double page_round(uint64_t len)
+{
+    return (double)((len + PAGE - 1) & ~(PAGE - 1));
+}
+
+void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
+                  struct gov_call *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = GOV_CALL_BYTES;
+    out->wait_fd = -1;
+    switch (nr) {
+    case SYS_clone:
+    case SYS_clone3:
+    case SYS_fork:
+    case SYS_vfork:
+        out->kind = GOV_CALL_TASK;
+        return;
+    case SYS_mmap:
+        out->kind = GOV_CALL_MEMORY;
+        /* Private writable mappings commit memory; PROT_NONE reservations
+         * (thread arenas, runtimes' heaps) and shared file maps do not. */
+        if ((a[2] & PROT_WRITE) && !(a[3] & MAP_SHARED))
+            add(out, GOV_MEMORY, page_round(a[1]));
+        return;
+    case SYS_mprotect:
+        out->kind = GOV_CALL_MEMORY;
+        if (a[2] & PROT_WRITE)
+            add(out, GOV_MEMORY, page_round(a[1]));
+        return;
+    case SYS_mremap:
+        out->kind = GOV_CALL_MEMORY;
+        if (a[2] > a[1])
+            add(out, GOV_MEMORY, page_round(a[2] - a[1]));
+        return;
+    case SYS_brk:
+        out->kind = GOV_CALL_MEMORY;
+        out->brk = 1; /* the engine knows the current break */
+        return;
+    case SYS_sendfile:
+        charge_transfer(out, c, tid, (int)a[1], a[2], (int)a[0], (double)a[3]);
+        return;
+    case SYS_splice:
+        charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
+        return;
+    case SYS_copy_file_range:
+        charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
+        return;
+    default:
+        classify_fd_call(c, tid, nr, a, out);
+    }
+}

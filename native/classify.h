@@ -1,0 +1,54 @@
+/* What a notified call costs: which resources, how many bytes or tasks.
+ *
+ * The supervisor looks at the tenant's file descriptors through
+ * pidfd_getfd(2) (a regular file is disk, a socket is network, a pipe or a
+ * terminal is neither) and at its buffers through process_vm_readv(2). Those
+ * buffers may change under us: sizes read there are cost estimates, never
+ * grounds for isolation.
+ *
+ * Reads are charged what they will return, not what they ask for: for a
+ * regular file min(count, size - position); for a socket the bytes queued
+ * when the call is released (SIOCINQ). A blocking receive on an empty socket
+ * waits in the engine until data is queued, so its cost is known too. */
+#ifndef GOV_CLASSIFY_H
+#define GOV_CLASSIFY_H
+
+#include <stdint.h>
+
+#define GOV_PIDFD_SLOTS 4096
+
+/* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
+ * with ESRCH/EBADF and is reopened. */
+struct gov_pidfds {
+    int tid[GOV_PIDFD_SLOTS];
+    int fd[GOV_PIDFD_SLOTS];
+};
+
+void gov_pidfds_init(struct gov_pidfds *c);
+void gov_pidfds_clear(struct gov_pidfds *c);
+
+struct gov_charge {
+    int res;      /* GOV_NET_SEND ... */
+    double cost;
+};
+
+enum {
+    GOV_CALL_BYTES = 1,   /* charges in ch[] (possibly none) */
+    GOV_CALL_WAIT_DATA,   /* blocking receive, nothing queued: *wait_fd to poll */
+    GOV_CALL_TASK,        /* creates a task */
+    GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
+};
+
+struct gov_call {
+    int kind;
+    int nch;
+    struct gov_charge ch[2];
+    int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
+    int brk;              /* the call is brk(addr) */
+};
+
+/* Classifies syscall nr of thread tid with arguments args (x86_64 table). */
+void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *args,
+                  struct gov_call *out);
+
+#endif

@@ -1,0 +1,37 @@
+/* The engine: one thread that receives seccomp notifications from every
+ * group's listeners, charges each call to its group, and answers CONTINUE at
+ * once, later (held), or with an errno (denied). Python configures it and
+ * reads counters and events; the thread itself never touches Python. */
+#ifndef GOV_ENGINE_H
+#define GOV_ENGINE_H
+
+#include "gov.h"
+
+struct gov_engine;
+
+/* 0 or -errno. Starts the engine thread. */
+int gov_engine_new(struct gov_engine **out);
+/* Stops the thread, answers nothing more (held calls then fail with ENOSYS
+ * when their listeners close), closes every fd the engine owns. */
+void gov_engine_free(struct gov_engine *e);
+
+/* 1 if the kernel has SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, else 0. */
+int gov_engine_sync_wakeup(struct gov_engine *e);
+
+/* A new group; returns its id (>= 0) or -errno. */
+int gov_group_new(struct gov_engine *e, const struct gov_limits *lim);
+/* init_pid: pid 1 of a spawned root; its descendants are the group's tasks. */
+int gov_group_add_init(struct gov_engine *e, int group, int init_pid);
+int gov_group_drop_init(struct gov_engine *e, int group, int init_pid);
+/* The engine takes ownership of fd (closed on error too). */
+int gov_group_add_listener(struct gov_engine *e, int group, int fd);
+int gov_group_usage(struct gov_engine *e, int group, struct gov_usage *out);
+/* Forgets the group: its listeners are closed (so pending calls fail). */
+int gov_group_remove(struct gov_engine *e, int group);
+
+/* An eventfd that is readable when events are waiting. */
+int gov_engine_event_fd(struct gov_engine *e);
+/* Moves up to max events into out; returns how many. */
+int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max);
+
+#endif

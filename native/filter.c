@@ -1,0 +1,95 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <seccomp.h>
+
+#include "filter.h"
+
+/* Which syscalls each limit needs to see. NULL-terminated. */
+static const char *const net_send_calls[] = {
+    "write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile", "splice", NULL};
+static const char *const net_recv_calls[] = {
+    "read", "readv", "recvfrom", "recvmsg", "recvmmsg", "splice", NULL};
+static const char *const disk_write_calls[] = {
+    "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
+    "copy_file_range", NULL};
+static const char *const disk_read_calls[] = {
+    "read", "readv", "pread64", "preadv", "preadv2", "sendfile", "splice",
+    "copy_file_range", NULL};
+static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
+static const char *const memory_calls[] = {"mmap", "mremap", "brk", "mprotect", NULL};
+
+static const char *const *const calls_of[GOV_NRES] = {
+    [GOV_NET_SEND] = net_send_calls,
+    [GOV_NET_RECV] = net_recv_calls,
+    [GOV_DISK_WRITE] = disk_write_calls,
+    [GOV_DISK_READ] = disk_read_calls,
+    [GOV_PROCESSES] = process_calls,
+    [GOV_MEMORY] = memory_calls,
+};
+
+/* io_uring moves bytes without system calls: refuse it as a kernel without
+ * io_uring would, so programs fall back to ordinary calls. */
+static const char *const refused_calls[] = {
+    "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
+
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name)
+{
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR)
+        return -EINVAL;
+    int rc = seccomp_rule_add(ctx, action, nr, 0);
+    /* -EEXIST: the same call is needed by two limits. */
+    return rc == -EEXIST ? 0 : rc;
+}
+
+int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
+{
+    int rc, memfd = -1;
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx)
+        return -ENOMEM;
+    /* A 64-bit process can enter the i386 and x32 tables too: the governed
+     * calls notify there as well, and the engine refuses them. */
+    if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X86)) < 0 && rc != -EEXIST)
+        goto out;
+    if ((rc = seccomp_arch_add(ctx, SCMP_ARCH_X32)) < 0 && rc != -EEXIST)
+        goto out;
+    if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2)) < 0)
+        goto out;
+    if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
+        goto out;
+    for (int r = 0; r < GOV_NRES; r++) {
+        if (!lim->r[r].set)
+            continue;
+        for (const char *const *n = calls_of[r]; *n; n++)
+            if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
+                goto out;
+    }
+    for (const char *const *n = refused_calls; *n; n++)
+        if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), *n)) < 0)
+            goto out;
+
+    /* libseccomp 2.5 exports only to an fd. */
+    memfd = memfd_create("gov-filter", MFD_CLOEXEC);
+    if (memfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = seccomp_export_bpf(ctx, memfd)) < 0)
+        goto out;
+    off_t len = lseek(memfd, 0, SEEK_END);
+    if (len < 0 || (size_t)len > size) {
+        rc = len < 0 ? -errno : -ENOSPC;
+        goto out;
+    }
+    ssize_t got = pread(memfd, buf, (size_t)len, 0);
+    rc = got == len ? (int)len : -EIO;
+out:
+    if (memfd >= 0)
+        close(memfd);
+    seccomp_release(ctx);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* Shared declarations of the governor engine.
+ *
+ * Error convention, everywhere in native/: a function returns 0 (or a
+ * non-negative value) on success and -errno on failure.  C never exits the
+ * process and never prints; Python turns -errno into an exception in one place
+ * (governor/_errors.py).
+ */
+#ifndef GOV_H
+#define GOV_H
+
+#include <stdint.h>
+
+/* Resources, in the order governor/limits.py lists them. */
+enum {
+    GOV_NET_SEND,
+    GOV_NET_RECV,
+    GOV_DISK_WRITE,
+    GOV_DISK_READ,
+    GOV_PROCESSES,
+    GOV_MEMORY,
+    GOV_NRES
+};
+
+enum { GOV_HOLD = 0, GOV_DENY = 1 };
+
+struct gov_limit {
+    int set;         /* 0: not limited, the calls are not even intercepted */
+    int mode;        /* GOV_HOLD or GOV_DENY */
+    double rate;     /* rates: bytes per second */
+    double burst;    /* rates: bucket size in bytes */
+    int64_t cap;     /* processes: tasks; memory: bytes */
+};
+
+struct gov_limits {
+    struct gov_limit r[GOV_NRES];
+};
+
+struct gov_res_usage {
+    uint64_t used;       /* bytes moved (rates), or the current value (caps) */
+    uint64_t held_calls;
+    uint64_t held_ns;
+    uint64_t denied;
+};
+
+struct gov_usage {
+    struct gov_res_usage r[GOV_NRES];
+    int64_t tasks;
+    int64_t peak_tasks;
+    int64_t memory;
+    int64_t peak_memory;
+    uint64_t notifications;
+    uint64_t compat_denied;   /* governed calls through the i386/x32 entries */
+    int64_t held_now;
+};
+
+/* Events that the engine reports to Python through a ring and an eventfd. */
+enum {
+    GOV_EV_HELD = 1,
+    GOV_EV_RELEASED,
+    GOV_EV_DENIED,
+    GOV_EV_COMPAT,
+    GOV_EV_LISTENER_CLOSED,
+    GOV_EV_OVERFLOW,
+};
+
+struct gov_event {
+    int type;
+    int group;
+    int resource;
+    int pid;
+    int64_t value;   /* held: cost; released: ns held; denied: errno */
+};
+
+#endif

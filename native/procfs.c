@@ -1,0 +1,123 @@
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "procfs.h"
+
+/* Reads a small /proc file into buf (NUL-terminated); bytes read or -errno. */
+static int read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, size - 1);
+    int err = errno;
+    close(fd);
+    if (n < 0)
+        return -err;
+    buf[n] = '\0';
+    return (int)n;
+}
+
+int gov_tree_tasks(int root, int *pids, int max, int *npids)
+{
+    /* Explicit stack of processes still to visit. */
+    int cap = 256, top = 0, tasks = 0;
+    int *stack = malloc(sizeof(int) * cap);
+    if (!stack)
+        return -ENOMEM;
+    stack[top++] = root;
+    *npids = 0;
+    while (top > 0) {
+        int pid = stack[--top];
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task", pid);
+        DIR *d = opendir(path);
+        if (!d)
+            continue; /* exited meanwhile */
+        if (pid != root && *npids < max)
+            pids[(*npids)++] = pid;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                continue;
+            if (pid != root)
+                tasks++;
+            char cpath[96], buf[4096];
+            snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", pid, de->d_name);
+            if (read_small(cpath, buf, sizeof buf) <= 0)
+                continue;
+            for (char *p = buf, *end; *p; p = end) {
+                long child = strtol(p, &end, 10);
+                if (end == p)
+                    break;
+                if (top == cap) {
+                    int *bigger = realloc(stack, sizeof(int) * cap * 2);
+                    if (!bigger) {
+                        closedir(d);
+                        free(stack);
+                        return -ENOMEM;
+                    }
+                    stack = bigger;
+                    cap *= 2;
+                }
+                stack[top++] = (int)child;
+            }
+        }
+        closedir(d);
+    }
+    free(stack);
+    return tasks;
+}
+
+static int64_t status_kib(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    return p ? strtoll(p + strlen(key), NULL, 10) : 0;
+}
+
+int64_t gov_task_committed(int tid, int *tgid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", tid);
+    int n = read_small(path, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    *tgid = (int)status_kib(buf, "\nTgid:");
+    return (status_kib(buf, "\nVmData:") + status_kib(buf, "\nVmStk:")) * 1024;
+}
+
+int64_t gov_task_start_brk(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int n = read_small(path, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    /* Fields after the command name, which may contain spaces and ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -EIO;
+    int field = 2;
+    for (; *p && field < 47; p++)
+        if (*p == ' ')
+            field++;
+    return field == 47 ? strtoll(p, NULL, 10) : -EIO;
+}
+
+int gov_task_syscall(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/syscall", tid);
+    int n = read_small(path, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    if (buf[0] < '0' || buf[0] > '9')
+        return -1; /* "running" or "-1 ..." */
+    return atoi(buf);
+}

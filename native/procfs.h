@@ -1,0 +1,25 @@
+/* What the engine reads from /proc about a group's tasks. */
+#ifndef GOV_PROCFS_H
+#define GOV_PROCFS_H
+
+#include <stdint.h>
+
+/* Walks the process tree below `root` (excluded) through
+ * /proc/P/task/T/children. Returns the number of live tasks (threads
+ * included) and stores up to `max` process ids in pids, *npids of them;
+ * -errno on failure. */
+int gov_tree_tasks(int root, int *pids, int max, int *npids);
+
+/* Committed private memory of the process that thread `tid` belongs to:
+ * VmData + VmStk (the kernel's data_vm + stack_vm), in bytes; its thread
+ * group id in *tgid. -errno if the task is gone. */
+int64_t gov_task_committed(int tid, int *tgid);
+
+/* start_brk of the process (field 47 of /proc/PID/stat); -errno if gone. */
+int64_t gov_task_start_brk(int pid);
+
+/* The syscall number thread `tid` is in (from /proc/TID/syscall), -1 when it
+ * is not in a syscall or running, -errno when it is gone. */
+int gov_task_syscall(int tid);
+
+#endif

@@ -1,0 +1,245 @@
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spawn.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    p[0] = p[1] = -1;
+}
+
+/* In a child: tell the parent errno over fd (before any filter), then exit. */
+static void _Noreturn child_fail(int fd, int err)
+{
+    ssize_t n = write(fd, &err, sizeof err);
+    (void)n;
+    _exit(127);
+}
+
+/* Async-signal-safe: handlers back to default so nothing of the Python
+ * process runs in the child; ignored signals stay ignored as exec would keep
+ * them, except SIGPIPE and SIGXFSZ that Python ignores for itself. */
+static void reset_signals(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction cur;
+        if (s == SIGKILL || s == SIGSTOP || sigaction(s, NULL, &cur) < 0)
+            continue;
+        if (cur.sa_handler != SIG_IGN || s == SIGPIPE || s == SIGXFSZ)
+            sigaction(s, &dfl, NULL);
+    }
+}
+
+static void _Noreturn run_command(const struct gov_spawn_req *req, const sigset_t *mask,
+                                  int ready_w, int go_r, int exec_w)
+{
+    reset_signals();
+    sigprocmask(SIG_SETMASK, mask, NULL);
+    if (req->cwd && chdir(req->cwd) < 0)
+        child_fail(exec_w, errno);
+    /* Everything the Python process left inheritable stays out of the group. */
+    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(exec_w, errno);
+    struct sock_fprog prog = {
+        .len = (unsigned short)(req->filter_len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)req->filter,
+    };
+    int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    if (listener < 0)
+        child_fail(exec_w, errno);
+    close(ready_w);
+    struct pollfd p = {.fd = go_r, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+        ;
+    if (!(p.revents & POLLIN))
+        _exit(127); /* the supervisor went away before it took the listener */
+    close(listener);
+    execve(req->path, req->argv, req->envp);
+    child_fail(exec_w, errno); /* governed from here on: the engine answers */
+}
+
+static void _Noreturn run_init(const struct gov_spawn_req *req, const sigset_t *mask,
+                               int ready[2], int go[2], int status[2], int exec_[2])
+{
+    /* Die with the supervisor: the kernel then kills the whole namespace. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    close(ready[0]);
+    close(go[1]);
+    close(status[0]);
+    close(exec_[0]);
+    pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (cmd < 0)
+        child_fail(exec_[1], errno);
+    if (cmd == 0) {
+        close(status[1]);
+        run_command(req, mask, ready[1], go[0], exec_[1]);
+    }
+    close(ready[1]);
+    close(go[0]);
+    close(exec_[1]);
+    /* All signals stay blocked here: the shim is not the tenant, and a
+     * terminal's SIGINT must reach the command, not end its namespace. */
+    for (;;) {
+        int st;
+        pid_t pid = waitpid(-1, &st, __WALL);
+        if (pid == cmd) {
+            ssize_t n = write(status[1], &st, sizeof st);
+            (void)n;
+            _exit(0);
+        }
+        if (pid < 0 && errno == ECHILD)
+            _exit(0);
+    }
+}
+
+static int find_child(int parent)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", parent, parent);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    buf[n] = '\0';
+    return atoi(buf);
+}
+
+/* The command's listener: the fd whose link reads "anon_inode:seccomp notify". */
+static int take_listener(int pid)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0)
+        return -errno;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
+    DIR *d = opendir(dir);
+    int rc = -ENOENT;
+    if (!d) {
+        rc = -errno;
+        goto out;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char link[320], target[64];
+        snprintf(link, sizeof link, "%s/%s", dir, de->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, "anon_inode:seccomp notify") == 0) {
+            rc = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(de->d_name), 0);
+            if (rc < 0)
+                rc = -errno;
+            break;
+        }
+    }
+    closedir(d);
+out:
+    close(pidfd);
+    return rc;
+}
+
+/* The errno a child reported on exec_r, or 0 at EOF. */
+static int child_errno(int exec_r)
+{
+    int err = 0;
+    ssize_t n = read(exec_r, &err, sizeof err);
+    return n == (ssize_t)sizeof err ? err : 0;
+}
+
+int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
+{
+    int ready[2] = {-1, -1}, go[2] = {-1, -1}, status[2] = {-1, -1}, exec_[2] = {-1, -1};
+    int rc = 0, listener = -1;
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
+        pipe2(status, O_CLOEXEC) < 0 || pipe2(exec_, O_CLOEXEC) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t init = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
+    if (init == 0)
+        run_init(req, &old, ready, go, status, exec_);
+    int clone_err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (init < 0) {
+        rc = -clone_err;
+        goto fail;
+    }
+    close(ready[1]);
+    ready[1] = -1;
+    close(status[1]);
+    status[1] = -1;
+    close(exec_[1]);
+    exec_[1] = -1;
+    close(go[0]);
+    go[0] = -1;
+
+    /* The command closes its end of `ready` once its filter is in place. */
+    struct pollfd p = {.fd = ready[0], .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, req->timeout_ms)) < 0 && errno == EINTR)
+        ;
+    int cmd = find_child(init);
+    if (n == 0)
+        rc = -ETIMEDOUT;
+    else if (cmd < 0 || (listener = take_listener(cmd)) < 0)
+        rc = -(child_errno(exec_[0]) ?: ECHILD);
+    if (rc < 0) {
+        kill(init, SIGKILL);
+        waitpid(init, NULL, __WALL);
+        goto fail;
+    }
+    if (write(go[1], "g", 1) != 1) {
+        rc = -errno;
+        kill(init, SIGKILL);
+        waitpid(init, NULL, __WALL);
+        goto fail;
+    }
+    close_pair(go);
+    close_pair(ready);
+    res->init_pid = init;
+    res->cmd_pid = cmd;
+    res->listener = listener;
+    res->status_fd = status[0];
+    res->exec_fd = exec_[0];
+    return 0;
+fail:
+    if (listener >= 0)
+        close(listener);
+    close_pair(ready);
+    close_pair(go);
+    close_pair(status);
+    close_pair(exec_);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* Starting a group's first command. Only C runs between fork and exec.
+ *
+ *   supervisor ── clone(CLONE_NEWPID) ──> init shim (pid 1 of the group's pid
+ *                                         namespace: reaps orphans; when it
+ *                                         exits the kernel kills the group)
+ *                                           └── fork ──> command: installs the
+ *                                               seccomp filter, waits until
+ *                                               the supervisor has taken the
+ *                                               listener fd, then execve.
+ *
+ * The listener crosses over with pidfd_getfd(2), not SCM_RIGHTS: once the
+ * filter is in place, a sendmsg() from the command would itself wait for a
+ * supervisor that does not have the listener yet. The command signals
+ * "filter installed" by closing a pipe and waits in poll(2); neither call is
+ * ever governed. */
+#ifndef GOV_SPAWN_H
+#define GOV_SPAWN_H
+
+struct gov_spawn_req {
+    const char *path;          /* executable, already resolved */
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;           /* NULL: inherit */
+    const void *filter;        /* struct sock_filter[] from gov_filter_build */
+    int filter_len;            /* bytes */
+    int timeout_ms;            /* for the handshake */
+};
+
+struct gov_spawn_res {
+    int init_pid;    /* host pid of the shim, pid 1 of the group */
+    int cmd_pid;     /* host pid of the command */
+    int listener;    /* seccomp listener, O_CLOEXEC */
+    int status_fd;   /* yields the command's wait status (an int), then EOF */
+    int exec_fd;     /* yields errno of a failed execve (an int), or EOF once it ran */
+};
+
+/* 0 or -errno. On failure nothing is left: no process, no fd. */
+int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res);
+
+#endif
