@@ -167,8 +167,11 @@ class Group:
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | None = None) -> Process:
-        """Starts argv in the group. SpawnError(ENOENT) if it is not found."""
+              cwd: str | None = None, stdin=None, stdout=None, stderr=None) -> Process:
+        """Starts argv in the group. SpawnError(ENOENT) if it is not found.
+
+        stdin, stdout, stderr: None (inherit), an fd or a file object. No
+        other fd of this process reaches the command."""
         if not argv:
             raise GovernorError("spawn: empty command")
         env = dict(os.environ if env is None else env)
@@ -193,6 +196,8 @@ class Group:
         req.cwd = cstr(cwd) if cwd else ffi.NULL
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
+        for i, f in enumerate((stdin, stdout, stderr)):
+            req.stdio[i] = -1 if f is None else (f if isinstance(f, int) else f.fileno())
         res = ffi.new("struct gov_spawn_res *")
         rc = lib.gov_spawn(req, res)
         if rc < 0:

@@ -48,7 +48,7 @@ int gov_tree_tasks(int root, int *pids, int max, int *npids)
                 continue;
             if (pid != root)
                 tasks++;
-            char cpath[96], buf[4096];
+            char cpath[320], buf[4096];
             snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", pid, de->d_name);
             if (read_small(cpath, buf, sizeof buf) <= 0)
                 continue;

@@ -31,7 +31,7 @@ static void close_pair(int p[2])
 }
 
 /* In a child: tell the parent errno over fd (before any filter), then exit. */
-static void _Noreturn child_fail(int fd, int err)
+static _Noreturn void child_fail(int fd, int err)
 {
     ssize_t n = write(fd, &err, sizeof err);
     (void)n;
@@ -53,11 +53,14 @@ static void reset_signals(void)
     }
 }
 
-static void _Noreturn run_command(const struct gov_spawn_req *req, const sigset_t *mask,
+static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
                                   int ready_w, int go_r, int exec_w)
 {
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
+    for (int i = 0; i < 3; i++)
+        if (req->stdio[i] >= 0 && dup2(req->stdio[i], i) < 0)
+            child_fail(exec_w, errno);
     if (req->cwd && chdir(req->cwd) < 0)
         child_fail(exec_w, errno);
     /* Everything the Python process left inheritable stays out of the group. */
@@ -83,7 +86,7 @@ static void _Noreturn run_command(const struct gov_spawn_req *req, const sigset_
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
 
-static void _Noreturn run_init(const struct gov_spawn_req *req, const sigset_t *mask,
+static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *mask,
                                int ready[2], int go[2], int status[2], int exec_[2])
 {
     /* Die with the supervisor: the kernel then kills the whole namespace. */

@@ -24,6 +24,7 @@ struct gov_spawn_req {
     const void *filter;        /* struct sock_filter[] from gov_filter_build */
     int filter_len;            /* bytes */
     int timeout_ms;            /* for the handshake */
+    int stdio[3];              /* fds to become 0, 1, 2; -1: inherit */
 };
 
 struct gov_spawn_res {

@@ -1,0 +1,269 @@
+"""Caps: `processes` (live tasks) and `memory` (committed private memory),
+in deny and hold mode, observed from inside the tenant and from outside."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tenants import compile_tenant, needs_root, read_kv, start_time, wait_for  # noqa: E402
+
+from governor import Limits, Supervisor  # noqa: E402
+
+pytestmark = [needs_root, pytest.mark.timeout(30)]
+
+MiB = 1 << 20
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory) -> str:
+    return str(compile_tenant(tmp_path_factory.mktemp("tenant")))
+
+
+# ---- processes, deny ----
+
+@pytest.mark.parametrize("kind", ["fork", "vfork", "clone3", "thread", "posix_spawn"])
+@pytest.mark.parametrize("cap", [1, 5])
+def test_processes_deny(tenant, tmp_path, kind, cap):
+    """Every child stays alive (blocked on a pipe) until the loop ends, so the
+    successes plus the tenant itself are tasks alive at one moment."""
+    out = tmp_path / "out"
+    with Supervisor() as sup:
+        g = sup.group("t", Limits(processes=cap, on_exhausted={"processes": "deny"}))
+        p = g.spawn([tenant, "spawn", kind, "20", str(out)])
+        assert p.wait(10) == 0
+        r = read_kv(out)
+        ok, err = int(r["ok"]), int(r["errno"])
+        u = g.usage()
+    assert err == errno.EAGAIN, f"{kind}: first failure errno {err}, {ok} succeeded"
+    assert ok + 1 <= cap, f"{kind}: {ok} children + tenant alive at once, cap {cap}"
+    assert ok == cap - 1, f"{kind}: only {ok} of {cap - 1} allowed children succeeded"
+    assert u.peak_tasks <= cap
+    assert u.resources["processes"].denied_calls >= 1
+
+
+# ---- processes, hold ----
+
+def _tree(init_pid: int) -> list[int]:
+    """Descendants of init (not init), by /proc/PID/task/*/children."""
+    out, stack = [], [init_pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        if pid != init_pid:
+            out.append(pid)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    return out
+
+
+def _threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "bug (intermittent, ~1 run in 2): the group overshoots the cap (11 tasks seen with "
+    "processes=8) or stalls below it; see the deterministic "
+    "test_hold_releases_when_a_slot_frees_after_back_to_back_forks"))
+def test_fork_bomb_hold_never_exceeds_cap(tenant):
+    cap = 8
+    seen: dict[int, int] = {}
+    samples = []
+    with Supervisor() as sup:
+        g = sup.group("bomb", Limits(processes=cap))
+        p = g.spawn([tenant, "bomb"])
+        wait_for(lambda: g.usage().resources["processes"].held_calls > 0, 5, "a held fork")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and len(samples) < 400:
+            pids = _tree(p.init_pid)
+            samples.append(sum(_threads(x) for x in pids))
+            for x in pids:
+                st = start_time(x)
+                if st is not None:
+                    seen[x] = st
+            time.sleep(0.005)
+        u = g.usage()
+        assert p.poll() is None, "the bomb's root should still be running (held)"
+        p.kill()
+        assert p.returncode == -signal.SIGKILL
+    assert len(samples) >= 10
+    assert max(samples) <= cap, f"samples of the group's task count: {samples}"
+    assert max(samples) >= cap - 1, f"the bomb never got near the cap: {samples}"
+    assert u.peak_tasks <= cap
+    assert u.resources["processes"].held_calls >= 1
+    assert u.resources["processes"].denied_calls == 0
+    # Everything is gone (a pid may have been reused: compare start times).
+    left = [pid for pid, st in seen.items() if start_time(pid) == st]
+    assert not left, f"processes of the killed group still exist: {left}"
+
+
+def test_hold_second_child_waits_for_first_to_exit(tenant, tmp_path):
+    """cap 3 = tenant + A + A2; the fork of B waits until A exits."""
+    fifo, log = tmp_path / "fifo", tmp_path / "log"
+    os.mkfifo(fifo)
+
+    def lines():
+        return log.read_text().splitlines() if log.exists() else []
+
+    with Supervisor() as sup:
+        g = sup.group("h", Limits(processes=3))
+        p = g.spawn([tenant, "hold", str(fifo), str(log)])
+        wait_for(lambda: "forking B" in lines() and "A ready" in lines(), 5, "A and 'forking B'")
+        wait_for(lambda: g.usage().held_now >= 1, 5, "the fork of B to be held")
+        assert "B start" not in lines() and "B forked" not in lines()
+        assert p.poll() is None
+        # Release A: open the FIFO as writer (A is blocked opening it), close.
+        fd = wait_for(lambda: _open_writer(fifo), 5, "A to open the FIFO")
+        os.close(fd)
+        assert p.wait(10) == 0
+        u = g.usage()
+    got = lines()
+    assert "B start" in got and "B forked" in got, got
+    assert got.index("A exit") < got.index("B start"), got
+    assert got.index("A exit") < got.index("B forked"), got
+    assert u.resources["processes"].held_calls >= 1
+    assert u.resources["processes"].held_seconds > 0
+    assert u.resources["processes"].denied_calls == 0
+    assert u.peak_tasks <= 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a thread whose clone was let go stays in the engine's pending list while its "
+    "next clone is queued behind another hold (decide() skips task_fits when holds exist), "
+    "so it is counted twice and the holds never go"))
+def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_path):
+    """cap 4 = R + A + P + Q. P's and Q's forks are held; A exits, so P's fork
+    goes (P1 appears) and P at once forks again (held behind Q). Then P1
+    exits: 3 live tasks, so Q's held fork must go."""
+    log = tmp_path / "log"
+
+    def entries():
+        out = {}
+        for line in (log.read_text().splitlines() if log.exists() else []):
+            name, _, pid = line.partition(" ")
+            if pid.isdigit():
+                out[name] = int(pid)
+            else:
+                out[line] = None
+        return out
+
+    def held(n):
+        return lambda: g.usage().held_now == n
+
+    with Supervisor() as sup:
+        g = sup.group("pend", Limits(processes=4))
+        p = g.spawn([tenant, "pend", str(log)])
+        try:
+            wait_for(lambda: {"R", "A", "P", "Q"} <= entries().keys(), 5, "R, A, P, Q")
+            e = entries()
+            os.kill(e["P"], signal.SIGUSR1)
+            wait_for(held(1), 5, "P's fork to be held")
+            os.kill(e["Q"], signal.SIGUSR1)
+            wait_for(held(2), 5, "Q's fork to be held")
+            os.kill(e["A"], signal.SIGUSR1)  # A exits: one slot
+            wait_for(lambda: {"P1", "P forked"} <= entries().keys(), 5, "P's fork to go")
+            wait_for(held(2), 5, "P's second fork to be held")
+            assert "Q1" not in entries()
+            os.kill(entries()["P1"], signal.SIGUSR1)  # P1 exits: one slot
+            try:
+                wait_for(lambda: "Q1" in entries(), 3, "Q's held fork to go")
+            except AssertionError:
+                u = g.usage()
+                pytest.fail(f"3 of 4 tasks live ({_tree(p.init_pid)}), yet held_now="
+                            f"{u.held_now}, tasks={u.tasks}: the held forks never go")
+            wait_for(lambda: "P2" in entries(), 3, "P's second fork to go")
+            u = g.usage()
+        finally:
+            p.kill()
+    assert u.peak_tasks <= 4
+
+
+def _open_writer(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
+
+
+# ---- memory ----
+
+def _mem_run(tenant, tmp_path, mode, limits):
+    out = tmp_path / "out"
+    with Supervisor() as sup:
+        g = sup.group("m", limits)
+        p = g.spawn([tenant, "mem", mode, str(out)])
+        rc = p.wait(10)
+        u = g.usage()
+    return rc, out.read_text().strip() if out.exists() else "", u
+
+
+@pytest.mark.parametrize("mode", ["malloc200", "mmap200", "sbrk200"])
+def test_memory_deny_large_allocation_fails_enomem(tenant, tmp_path, mode):
+    limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
+    rc, out, u = _mem_run(tenant, tmp_path, mode, limits)
+    assert rc == 10, out
+    assert out == f"fail errno={errno.ENOMEM}"
+    assert u.resources["memory"].denied_calls >= 1
+    assert u.peak_memory <= 64 * MiB
+
+
+def test_memory_deny_touched_chunks_stop_below_cap(tenant, tmp_path):
+    limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
+    rc, out, u = _mem_run(tenant, tmp_path, "chunks", limits)
+    assert rc == 10, out
+    r = dict(kv.split("=") for kv in out.split())
+    assert int(r["errno"]) == errno.ENOMEM
+    assert 32 <= int(r["chunks"]) < 64, out
+    assert u.peak_memory <= 64 * MiB
+
+
+def test_memory_prot_none_reservation_is_free(tenant, tmp_path):
+    limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
+    rc, out, u = _mem_run(tenant, tmp_path, "reserve", limits)
+    assert rc == 0, out
+    assert out == f"reserve=ok commit16=ok commit200=-1 errno={errno.ENOMEM}"
+    assert u.peak_memory <= 64 * MiB
+    assert u.peak_memory >= 16 * MiB
+
+
+def test_memory_without_limit_allows_200mib(tenant, tmp_path):
+    rc, out, _ = _mem_run(tenant, tmp_path, "mmap200", Limits(processes=4))
+    assert (rc, out) == (0, "ok")
+
+
+def test_python_threads_under_memory_cap(tmp_path):
+    out = tmp_path / "out"
+    code = ("import sys, threading\n"
+            "res = []\n"
+            "ts = [threading.Thread(target=lambda i=i: res.append(bytearray(1 << 20) and i))"
+            " for i in range(4)]\n"
+            "[t.start() for t in ts]\n"
+            "[t.join() for t in ts]\n"
+            "open(sys.argv[1], 'w').write(f'ok {len(res)}')\n")
+    with Supervisor() as sup:
+        g = sup.group("py", Limits(memory="256MiB", on_exhausted={"memory": "deny"}))
+        p = g.spawn([PYTHON, "-c", code, str(out)])
+        assert p.wait(10) == 0
+        u = g.usage()
+    assert out.read_text() == "ok 4"
+    assert u.resources["memory"].denied_calls == 0
+    assert 0 < u.peak_memory <= 256 * MiB
