@@ -5,6 +5,7 @@ in policy files (``[limits]``, ``[burst]``, ``[on_exhausted]`` tables).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -22,6 +23,8 @@ NOT_YET = {
     "memory_resident": "is not enforced by this version yet",
 }
 MODES = ("hold", "deny")
+# Values travel to C as int64 (caps) and doubles (rates).
+MAX_VALUE = 2**62
 # Bucket size when the policy sets none: a tenth of a second of the rate.
 DEFAULT_BURST_SECONDS = 0.1
 
@@ -55,8 +58,12 @@ def _parse(value: Any, *, rate: bool, source: str, key: str) -> float:
         number = float(m.group(1)) * _UNITS[unit]
     else:
         raise PolicyError(source, key, f"expected a number or a string, got {type(value).__name__}")
+    if math.isnan(number) or math.isinf(number):
+        raise PolicyError(source, key, f"must be a finite number, got {value!r}")
     if number < 0:
         raise PolicyError(source, key, f"must not be negative: {value!r}")
+    if number > MAX_VALUE:
+        raise PolicyError(source, key, f"is too large: {value!r} (at most {MAX_VALUE})")
     if rate and number == 0:
         raise PolicyError(source, key, "a rate of 0 would hold every call forever")
     return number
@@ -71,6 +78,8 @@ def _parse_count(value: Any, source: str, key: str) -> int:
         raise PolicyError(source, key, f"expected a whole number, got {value!r}") from None
     if n < 1:
         raise PolicyError(source, key, f"must be at least 1, got {n}")
+    if n > MAX_VALUE:
+        raise PolicyError(source, key, f"is too large: {n} (at most {MAX_VALUE})")
     return n
 
 

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -135,17 +136,49 @@ static int64_t position(int dup, int pid, uint64_t offptr)
     return lseek(dup, 0, SEEK_CUR);
 }
 
-/* Receive cost: bytes queued, up to want. -1: blocking and nothing queued. */
-static double recv_cost(int dup, double want, int nonblock_flag)
+static int sock_type(int dup)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(dup, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : 0;
+}
+
+/* Receive cost: bytes queued, up to want. -1: blocking and nothing queued.
+ * `msgs`: how many datagrams the call may take (recvmmsg); SIOCINQ tells
+ * the size of the first one only, so the others are taken to be as large:
+ * an overcharge at worst, never a way around the limit. */
+static double recv_cost(int dup, double want, int flags, int msgs)
 {
     int queued = 0;
     if (ioctl(dup, SIOCINQ, &queued) < 0)
         return want;
+    if (flags & MSG_WAITALL)
+        return want; /* the call returns only when it has all of it */
+    if (queued > 0 && msgs > 1 && sock_type(dup) != SOCK_STREAM)
+        queued = queued * msgs;
     if (queued > 0)
         return want < queued ? want : queued;
-    if (nonblock_flag || (fcntl(dup, F_GETFL) & O_NONBLOCK))
+    if ((flags & MSG_DONTWAIT) || (fcntl(dup, F_GETFL) & O_NONBLOCK))
         return 0;
     return -1;
+}
+
+/* A send on a non-blocking socket takes at most the free send buffer;
+ * charging what it asked would bill bytes that EAGAIN turned away. */
+static double send_cost(int dup, double want, int flags)
+{
+    if (!(flags & MSG_DONTWAIT) && !(fcntl(dup, F_GETFL) & O_NONBLOCK))
+        return want;
+    int sndbuf = 0, queued = 0;
+    socklen_t len = sizeof sndbuf;
+    if (getsockopt(dup, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0 ||
+        ioctl(dup, SIOCOUTQ, &queued) < 0)
+        return want;
+    /* The kernel doubles SO_SNDBUF for its bookkeeping; half is payload. */
+    double room = (double)sndbuf / 2 - queued;
+    if (room < 0)
+        room = 0;
+    return want < room ? want : room;
 }
 
 static void add(struct gov_call *out, int res, double cost)
@@ -156,14 +189,18 @@ static void add(struct gov_call *out, int res, double cost)
 
 /* A receive of `want` on a tenant fd; reads of sockets may have to wait. */
 static void charge_read(struct gov_call *out, int dup, int kind, const struct stat *st,
-                        int pid, uint64_t offptr, int64_t off, double want, int nonblock)
+                        int pid, int64_t off, double want, int flags, int msgs)
 {
     if (kind == FD_FILE) {
-        int64_t pos = off >= 0 ? off : position(dup, pid, offptr);
+        int64_t pos = off >= 0 ? off : position(dup, pid, 0);
         add(out, GOV_DISK_READ, file_read_cost(st, pos, want));
     } else if (kind == FD_SOCKET) {
-        double cost = recv_cost(dup, want, nonblock);
+        double cost = recv_cost(dup, want, flags, msgs);
         if (cost < 0) {
+            struct timeval tv = {0};
+            socklen_t len = sizeof tv;
+            if (getsockopt(dup, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0)
+                out->timeout_ns = tv.tv_sec * 1000000000LL + tv.tv_usec * 1000LL;
             out->kind = GOV_CALL_WAIT_DATA;
             out->wait_fd = dup;
             return;
@@ -179,6 +216,11 @@ static void charge_write(struct gov_call *out, int kind, double n)
         add(out, GOV_DISK_WRITE, n);
     else if (kind == FD_SOCKET)
         add(out, GOV_NET_SEND, n);
+}
+
+static void charge_send(struct gov_call *out, int dup, int kind, double n, int flags)
+{
+    charge_write(out, kind, kind == FD_SOCKET ? send_cost(dup, n, flags) : n);
 }
 
 /* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
@@ -217,46 +259,49 @@ static void classify_fd_call(struct gov_pidfds *c, int pid, int nr, const uint64
     int kind = fd_kind(dup, &st);
     switch (nr) {
     case SYS_write:
+        charge_send(out, dup, kind, (double)a[2], 0);
+        break;
     case SYS_pwrite64:
         charge_write(out, kind, (double)a[2]);
         break;
     case SYS_writev:
+        charge_send(out, dup, kind, iov_sum(pid, a[1], a[2]), 0);
+        break;
     case SYS_pwritev:
     case SYS_pwritev2:
         charge_write(out, kind, iov_sum(pid, a[1], a[2]));
         break;
     case SYS_sendto:
-        charge_write(out, kind, (double)a[2]);
+        charge_send(out, dup, kind, (double)a[2], (int)a[3]);
         break;
     case SYS_sendmsg:
-        charge_write(out, kind, msghdr_sum(pid, a[1]));
+        charge_send(out, dup, kind, msghdr_sum(pid, a[1]), (int)a[2]);
         break;
     case SYS_sendmmsg:
-        charge_write(out, kind, mmsg_sum(pid, a[1], a[2]));
+        charge_send(out, dup, kind, mmsg_sum(pid, a[1], a[2]), (int)a[3]);
         break;
     case SYS_read:
-        charge_read(out, dup, kind, &st, pid, 0, -1, (double)a[2], 0);
+        charge_read(out, dup, kind, &st, pid, -1, (double)a[2], 0, 1);
         return;
     case SYS_pread64:
-        charge_read(out, dup, kind, &st, pid, 0, (int64_t)a[3], (double)a[2], 0);
+        charge_read(out, dup, kind, &st, pid, (int64_t)a[3], (double)a[2], 0, 1);
         return;
     case SYS_readv:
-        charge_read(out, dup, kind, &st, pid, 0, -1, iov_sum(pid, a[1], a[2]), 0);
+        charge_read(out, dup, kind, &st, pid, -1, iov_sum(pid, a[1], a[2]), 0, 1);
         return;
     case SYS_preadv:
     case SYS_preadv2:
-        charge_read(out, dup, kind, &st, pid, 0, (int64_t)a[3], iov_sum(pid, a[1], a[2]), 0);
+        charge_read(out, dup, kind, &st, pid, (int64_t)a[3], iov_sum(pid, a[1], a[2]), 0, 1);
         return;
     case SYS_recvfrom:
-        charge_read(out, dup, kind, &st, pid, 0, -1, (double)a[2], a[3] & MSG_DONTWAIT);
+        charge_read(out, dup, kind, &st, pid, -1, (double)a[2], (int)a[3], 1);
         return;
     case SYS_recvmsg:
-        charge_read(out, dup, kind, &st, pid, 0, -1, msghdr_sum(pid, a[1]),
-                    a[2] & MSG_DONTWAIT);
+        charge_read(out, dup, kind, &st, pid, -1, msghdr_sum(pid, a[1]), (int)a[2], 1);
         return;
     case SYS_recvmmsg:
-        charge_read(out, dup, kind, &st, pid, 0, -1, mmsg_sum(pid, a[1], a[2]),
-                    a[3] & MSG_DONTWAIT);
+        charge_read(out, dup, kind, &st, pid, -1, mmsg_sum(pid, a[1], a[2]), (int)a[3],
+                    a[2] > MAX_IOV ? MAX_IOV : (int)a[2]);
         return;
     }
     close(dup);

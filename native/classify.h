@@ -44,6 +44,7 @@ struct gov_call {
     int nch;
     struct gov_charge ch[2];
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
+    int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
 };
 

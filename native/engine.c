@@ -52,7 +52,8 @@ struct hold {
     uint64_t args[6];
     struct gov_call call;
     int cap;                  /* waits for a cap (tasks, memory), not a rate */
-    int res;                  /* the resource it is queued for */
+    int res;                  /* the resource it is queued for; -1 waiting for data */
+    int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
 };
 
@@ -175,7 +176,7 @@ static int pending_add(struct group *g, int tid)
 static int still_cloning(int tid)
 {
     int nr = gov_task_syscall(tid);
-    return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork;
+    return nr == -2 || nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork;
 }
 
 static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
@@ -200,7 +201,6 @@ static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
 /* May thread tid create a task now? */
 static int task_fits(struct gov_engine *e, struct group *g, int tid)
 {
-    pending_drop(g, tid);
     for (int i = 0; i < g->npending;)
         if (still_cloning(g->pending[i]))
             i++;
@@ -430,13 +430,20 @@ static void unlink_hold(struct group *g, struct hold *h)
     h->prev->next = h->next;
     h->next->prev = h->prev;
     g->nholds--;
-    g->held_res[h->res]--;
+    if (h->res >= 0)
+        g->held_res[h->res]--;
+    else
+        g->waiting_data--;
 }
 
-static void free_hold(struct hold *h)
+static void free_hold(struct gov_engine *e, struct hold *h)
 {
-    if (h->call.wait_fd >= 0)
+    if (h->call.wait_fd >= 0) {
+        /* The tenant shares the file: closing our fd would not unregister it. */
+        if (h->tag == TAG_DATA)
+            epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
         close(h->call.wait_fd);
+    }
     free(h);
 }
 
@@ -471,8 +478,13 @@ static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64
     g->holds.prev->next = h;
     g->holds.prev = h;
     g->nholds++;
-    h->res = hold_res(h);
-    g->held_res[h->res]++;
+    if (h->tag == TAG_DATA) {
+        h->res = -1;
+        g->waiting_data++;
+    } else {
+        h->res = hold_res(h);
+        g->held_res[h->res]++;
+    }
     held_list_add(e, g);
 }
 
@@ -499,12 +511,11 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
 {
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = h};
-        h->tag = TAG_DATA;
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, h->call.wait_fd, &ev) == 0) {
-            g->waiting_data++;
-            h->since = now;
-            held_list_add(e, g);
-            arm_before(e, now + SWEEP_NS);
+            h->tag = TAG_DATA;
+            h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
+            enqueue(e, g, h, now);
+            arm_before(e, h->deadline ? h->deadline : now + SWEEP_NS);
             return;
         }
         reclassify(e, h); /* cannot wait: charge what is there */
@@ -514,11 +525,11 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
     switch (v) {
     case GO:
         let_go(e, g, h);
-        free_hold(h);
+        free_hold(e, h);
         return;
     case DENY:
         refuse(e, g, h, hold_res(h));
-        free_hold(h);
+        free_hold(e, h);
         return;
     }
     /* Held calls queue behind earlier ones of the same resource (FIFO). */
@@ -540,8 +551,22 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         int res = h->res;
         if (sweep && ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) < 0) {
             unlink_hold(g, h); /* interrupted: it comes back as a new call */
-            g->u.r[res].held_ns += (uint64_t)(now - h->since);
-            free_hold(h);
+            if (res >= 0)
+                g->u.r[res].held_ns += (uint64_t)(now - h->since);
+            free_hold(e, h);
+            continue;
+        }
+        if (h->tag == TAG_DATA) {
+            if (h->deadline && now >= h->deadline) {
+                /* What the kernel answers when SO_RCVTIMEO runs out. */
+                unlink_hold(g, h);
+                respond(e, h->l, h->id, 0, -EAGAIN, 0);
+                free_hold(e, h);
+                continue;
+            }
+            int64_t at = h->deadline ? h->deadline : now + SWEEP_NS;
+            if (!next || at < next)
+                next = at;
             continue;
         }
         if (blocked[res])
@@ -565,12 +590,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         } else {
             refuse(e, g, h, res);
         }
-        free_hold(h);
-    }
-    if (g->waiting_data) {
-        int64_t at = now + SWEEP_NS;
-        if (!next || at < next)
-            next = at;
+        free_hold(e, h);
     }
     return next;
 }
@@ -606,7 +626,7 @@ static void close_listener(struct gov_engine *e, struct listener *l)
         n = h->next;
         if (h->l == l) {
             unlink_hold(g, h);
-            free_hold(h);
+            free_hold(e, h);
         }
     }
     for (struct listener **pp = &g->listeners; *pp; pp = &(*pp)->next)
@@ -645,8 +665,8 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->nr = d->nr;
     memcpy(h->args, d->args, sizeof h->args);
     gov_classify(&e->pidfds, h->pid, h->nr, h->args, &h->call);
-    if (g->lim.r[GOV_PROCESSES].set && h->call.kind != GOV_CALL_TASK)
-        pending_drop(g, h->pid);
+    /* A thread that makes another call has returned from its last clone. */
+    pending_drop(g, h->pid);
     decide(e, g, h, now_ns());
 }
 
@@ -654,7 +674,7 @@ static void on_data(struct gov_engine *e, struct hold *h)
 {
     struct group *g = h->l->g;
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
-    g->waiting_data--;
+    unlink_hold(g, h);
     h->tag = 0;
     reclassify(e, h);
     decide(e, g, h, now_ns());
@@ -753,7 +773,7 @@ static void free_group(struct gov_engine *e, struct group *g)
         close_listener(e, g->listeners);
     for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
         n = h->next;
-        free_hold(h);
+        free_hold(e, h);
     }
     for (struct group **pp = &e->held; *pp; pp = &(*pp)->next_held)
         if (*pp == g) {
@@ -889,11 +909,12 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
     struct group *g = group_of(e, id);
     if (g) {
         *out = g->u;
-        out->held_now = g->nholds + g->waiting_data;
+        out->held_now = g->nholds;
         /* Time held so far by calls still waiting counts too. */
         int64_t now = now_ns();
         for (struct hold *h = g->holds.next; h != &g->holds; h = h->next)
-            out->r[h->res].held_ns += (uint64_t)(now - h->since);
+            if (h->res >= 0)
+                out->r[h->res].held_ns += (uint64_t)(now - h->since);
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;

@@ -117,7 +117,9 @@ int gov_task_syscall(int tid)
     int n = read_small(path, buf, sizeof buf);
     if (n < 0)
         return n;
+    if (buf[0] == 'r')
+        return -2; /* on a CPU: maybe inside the syscall we ask about */
     if (buf[0] < '0' || buf[0] > '9')
-        return -1; /* "running" or "-1 ..." */
+        return -1; /* "-1 ...": not in a syscall */
     return atoi(buf);
 }

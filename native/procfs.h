@@ -19,7 +19,7 @@ int64_t gov_task_committed(int tid, int *tgid);
 int64_t gov_task_start_brk(int pid);
 
 /* The syscall number thread `tid` is in (from /proc/TID/syscall), -1 when it
- * is not in a syscall or running, -errno when it is gone. */
+ * is not in a syscall, -2 when it is on a CPU (unknown), -errno when gone. */
 int gov_task_syscall(int tid);
 
 #endif

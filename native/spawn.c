@@ -17,10 +17,6 @@
 
 #include "spawn.h"
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
 static void close_pair(int p[2])
 {
     if (p[0] >= 0)
@@ -53,6 +49,25 @@ static void reset_signals(void)
     }
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* Closes every fd from 3 up but the n in keep (sorted here). */
+static void close_all_but(int *keep, int n)
+{
+    qsort(keep, (size_t)n, sizeof keep[0], cmp_int);
+    unsigned lo = 3;
+    for (int i = 0; i < n; i++) {
+        if ((unsigned)keep[i] > lo)
+            syscall(SYS_close_range, lo, (unsigned)keep[i] - 1, 0);
+        if ((unsigned)keep[i] + 1 > lo)
+            lo = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, lo, ~0U, 0);
+}
+
 static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
                                   int ready_w, int go_r, int exec_w)
 {
@@ -63,8 +78,11 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
             child_fail(exec_w, errno);
     if (req->cwd && chdir(req->cwd) < 0)
         child_fail(exec_w, errno);
-    /* Everything the Python process left inheritable stays out of the group. */
-    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    /* Nothing of the supervisor's reaches the group, and the only seccomp
+     * listener in this fd table must be our own: the supervisor finds it
+     * by scanning. */
+    int keep[] = {ready_w, go_r, exec_w};
+    close_all_but(keep, 3);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(exec_w, errno);
     struct sock_fprog prog = {
@@ -91,10 +109,14 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
 {
     /* Die with the supervisor: the kernel then kills the whole namespace. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    close(ready[0]);
-    close(go[1]);
-    close(status[0]);
-    close(exec_[0]);
+    /* Keep no fd of the supervisor's (other groups' listeners, sockets):
+     * stdio and the four pipe ends the command needs, that is all. */
+    int keep[] = {ready[1], go[0], status[1], exec_[1], -1, -1, -1};
+    int nkeep = 4;
+    for (int i = 0; i < 3; i++)
+        if (req->stdio[i] >= 3)
+            keep[nkeep++] = req->stdio[i];
+    close_all_but(keep, nkeep);
     pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (cmd < 0)
         child_fail(exec_[1], errno);

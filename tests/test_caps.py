@@ -78,10 +78,6 @@ def _threads(pid: int) -> int:
         return 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "bug (intermittent, ~1 run in 2): the group overshoots the cap (11 tasks seen with "
-    "processes=8) or stalls below it; see the deterministic "
-    "test_hold_releases_when_a_slot_frees_after_back_to_back_forks"))
 def test_fork_bomb_hold_never_exceeds_cap(tenant):
     cap = 8
     seen: dict[int, int] = {}
@@ -144,10 +140,6 @@ def test_hold_second_child_waits_for_first_to_exit(tenant, tmp_path):
     assert u.peak_tasks <= 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a thread whose clone was let go stays in the engine's pending list while its "
-    "next clone is queued behind another hold (decide() skips task_fits when holds exist), "
-    "so it is counted twice and the holds never go"))
 def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_path):
     """cap 4 = R + A + P + Q. P's and Q's forks are held; A exits, so P's fork
     goes (P1 appears) and P at once forks again (held behind Q). Then P1

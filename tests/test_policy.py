@@ -134,8 +134,6 @@ def test_cli_limit_overrides_policy(tmp_path):
 
 # ---- values that are not numbers: NaN, infinity, out of range ----
 
-@pytest.mark.xfail(strict=True, reason="bug: memory = nan/inf in TOML raises ValueError/"
-                   "OverflowError from int(), not PolicyError")
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_load_policy_memory_not_finite(tmp_path, value):
     path = tmp_path / "p.toml"
@@ -144,7 +142,6 @@ def test_load_policy_memory_not_finite(tmp_path, value):
         load_policy(path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a NaN rate is accepted (and then limits nothing)")
 def test_load_policy_rate_nan(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("[limits]\ndisk_write = nan\n")
@@ -152,8 +149,6 @@ def test_load_policy_rate_nan(tmp_path):
         load_policy(path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: memory = nan crashes `governor run` with a "
-                   "traceback (exit 1) instead of exit 2")
 def test_cli_memory_nan_exit_2(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("[limits]\nmemory = nan\n")
@@ -161,8 +156,6 @@ def test_cli_memory_nan_exit_2(tmp_path):
     assert r.returncode == 2 and "memory" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: processes/memory beyond int64 pass validation; "
-                   "Supervisor.group() then raises OverflowError from cffi")
 @pytest.mark.parametrize("limits", [{"processes": 10**30}, {"memory": "100000000TiB"}])
 def test_out_of_range_caps_are_policy_errors(limits):
     try:

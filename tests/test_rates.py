@@ -505,8 +505,6 @@ def test_cli_forwards_sigterm(tmp_path):
 # ---- receives and sends whose cost the engine gets wrong ------------------------
 # Found while writing this file; see the xfail reasons.
 
-@pytest.mark.xfail(strict=True, reason="governor bug: a UDP recvmmsg is charged SIOCINQ, the "
-                   "size of the first datagram only, however many datagrams it returns")
 def test_recvmmsg_udp_charged_every_datagram(sup, tenant):
     g = sup.group("mm", Limits(net_recv="100MiB/s"))
     got, _ = run_tenant(g, [tenant, "recvmmsg", "64"])
@@ -515,8 +513,6 @@ def test_recvmmsg_udp_charged_every_datagram(sup, tenant):
     assert charged >= 0.97 * got, f"recvmmsg returned {got} B, charged {charged} B"
 
 
-@pytest.mark.xfail(strict=True, reason="governor bug: recv(MSG_WAITALL) is charged the bytes "
-                   "queued at release, then keeps receiving in the kernel uncharged")
 def test_recv_waitall_charged_what_it_returns(sup, tenant):
     size = 256 * KiB
     g = sup.group("wa", Limits(net_recv="100MiB/s"))
@@ -526,11 +522,8 @@ def test_recv_waitall_charged_what_it_returns(sup, tenant):
         run = Run(g, [tenant, "waitall", str(lst.getsockname()[1]), str(size)])
         conn, _ = lst.accept()
         with conn:
-            # The receive waits in the engine (nothing queued), is released by
-            # the first KiB, and then the rest arrives.
-            wait_for(lambda: g.usage().held_now > 0, 5, "the receive to wait for data")
+            # The data comes in two parts; the call returns only with all of it.
             conn.sendall(b"a" * KiB)
-            wait_for(lambda: g.usage().held_now == 0, 5, "the receive to be released")
             conn.sendall(b"a" * (size - KiB))
             rc, out = run.finish()
     finally:
@@ -540,8 +533,6 @@ def test_recv_waitall_charged_what_it_returns(sup, tenant):
     assert charged >= 0.97 * size, f"recv(MSG_WAITALL) returned {size} B, charged {charged} B"
 
 
-@pytest.mark.xfail(strict=True, reason="governor bug: a non-blocking send that fails EAGAIN "
-                   "(or sends part) is charged its full length")
 def test_nonblocking_send_eagain_not_charged(sup, tenant):
     chunk = 64 * KiB
     g = sup.group("nb", Limits(net_send="64MiB/s"))
@@ -560,8 +551,6 @@ def test_nonblocking_send_eagain_not_charged(sup, tenant):
     assert charged <= sent + chunk, f"{sent} B sent, {eagain} EAGAINs, charged {charged} B"
 
 
-@pytest.mark.xfail(strict=True, reason="governor bug: a blocking receive on an idle socket waits "
-                   "in the engine for data and ignores SO_RCVTIMEO")
 def test_recv_so_rcvtimeo_still_times_out(sup, tenant):
     g = sup.group("to", Limits(net_recv="1MiB/s"))
     run = Run(g, [tenant, "rcvtimeo", "300"], timeout=3)
