@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup
-	$(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-columns=median,iqr,ops
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run a command tree as one group under limits",
         description="Run CMD and every process it starts as one group. Exit status: the "
                     "command's (128+N if signal N killed it); 127 if it is not found, 126 if "
-                    "it cannot be executed, 125 if governor itself failed.",
+                    "it cannot be executed, 2 for bad options or policy, 125 if governor itself failed.",
         epilog=f"limit keys: {', '.join(KEYS)}. Units: 4MiB/s, 500KB/s, 64MiB, plain integers.")
     run.add_argument("--name", help="group name (default: the command's base name)")
     run.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
