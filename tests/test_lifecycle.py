@@ -1,0 +1,79 @@
+"""Nothing is left behind: processes, fds, listeners; the group fails closed."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from governor import Limits, Supervisor
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
+GOVERNOR = [sys.executable, "-m", "governor"]
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_background_processes_die_with_the_command():
+    r, w = os.pipe()
+    with Supervisor() as sup:
+        g = sup.group("bg", Limits(disk_write="1MiB/s"))
+        p = g.spawn(["/bin/sh", "-c", "sleep 300 & read x"], stdin=r)
+        os.close(r)
+        pids = wait_until(lambda: len(g.pids()) >= 2 and g.pids(), 10, "sh and sleep")
+        os.write(w, b"go\n")
+        os.close(w)
+        assert p.wait(10) == 0
+    for pid in pids:
+        wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
+
+
+def test_sigkill_of_governor_run_kills_the_group(tmp_path):
+    gov = subprocess.Popen(GOVERNOR + ["run", "--limit", "processes=8", "--",
+                                       "/bin/sh", "-c", "sleep 300 & sleep 300"])
+    try:
+        def group_pids():
+            kids = psutil.Process(gov.pid).children(recursive=True)
+            sleeps = [k.pid for k in kids if k.name() == "sleep"]
+            return len(sleeps) == 2 and [k.pid for k in kids]
+        pids = wait_until(group_pids, 15, "the group's two sleeps")
+    finally:
+        gov.send_signal(signal.SIGKILL)
+        gov.wait(10)
+    for pid in pids:
+        wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
+
+
+def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path):
+    before = set(os.listdir("/proc/self/fd"))
+    out = tmp_path / "fds"
+    with Supervisor() as sup:
+        for name in ("a", "b", "c"):  # other groups' listeners exist meanwhile
+            g = sup.group(name, Limits(disk_write="100MiB/s"))
+            with open(out, "w") as f:
+                p = g.spawn(["/bin/sh", "-c", "ls -l /proc/$$/fd"], stdout=f)
+                assert p.wait(10) == 0
+            listing = out.read_text()
+            assert "seccomp" not in listing, listing
+            fds = {line.split()[8] for line in listing.splitlines()[1:]}
+            assert fds <= {"0", "1", "2", "10"}, listing  # 10: sh's copy of its script fd
+        assert g.usage().resources["disk_write"].used > 0
+    after = set(os.listdir("/proc/self/fd"))
+    assert after == before, f"leaked fds: {sorted(after - before)}"
