@@ -29,6 +29,8 @@ PATHS = {
     "native_getpid": "getpid, no filter",
     "floor_allow_getpid": "getpid, allow-all filter (floor_allow)",
     "engine_getpid": "getpid, ungoverned call in an engine group",
+    "native_dupclose": "dup + close, no filter",
+    "engine_dupclose": "dup + close, engine group with a write limit (close notified)",
     "engine_pwrite_1group": "1-byte pwrite64, engine, 1 group alive",
     "engine_pwrite_100groups": "1-byte pwrite64, engine, 100 more idle groups alive",
 }
@@ -43,6 +45,7 @@ COMPARISONS = [
     ("engine_getpid", "floor_allow_getpid", 1.05),
     ("engine_getpid", "native_getpid", None),
     ("engine_pwrite_100groups", "engine_pwrite_1group", 1.05),
+    ("engine_dupclose", "native_dupclose", None),
 ]
 
 

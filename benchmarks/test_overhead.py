@@ -123,6 +123,19 @@ def test_engine_write(benchmark, bins, results, engine, tmp_path):
             lambda: run_engine(group, bins, "write", N_NOTIFY, tmp_path / "out"))
 
 
+# ---- the price of the fd cache: close is notified in groups with write limits ----
+
+def test_native_dupclose(benchmark, bins, results):
+    measure(benchmark, results, "native_dupclose", N_NOTIFY,
+            lambda: run_direct([bins["tenant_loop"], "dupclose", str(N_NOTIFY)]))
+
+
+def test_engine_dupclose(benchmark, bins, results, engine, tmp_path):
+    _, group = engine
+    measure(benchmark, results, "engine_dupclose", N_NOTIFY,
+            lambda: run_engine(group, bins, "dupclose", N_NOTIFY, tmp_path / "out"))
+
+
 # ---- ungoverned calls: getpid is not in the engine's filter ----
 
 def test_native_getpid(benchmark, bins, results):

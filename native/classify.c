@@ -249,14 +249,47 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, int pid,
         close(outd);
 }
 
-static void classify_fd_call(struct gov_pidfds *c, int pid, int nr, const uint64_t *a,
-                             struct gov_call *out)
+static int is_plain_write(int nr)
+{
+    return nr == SYS_write || nr == SYS_pwrite64 || nr == SYS_writev || nr == SYS_pwritev ||
+           nr == SYS_pwritev2;
+}
+
+/* A write to a file or a pipe costs what it asks: its fd's kind is enough.
+ * (Sockets are not cached: a send's cost depends on O_NONBLOCK and the
+ * send queue, which change without any fd-table call.) */
+static int cached_write(struct gov_fdcache *fc, int pid, int nr, const uint64_t *a,
+                        struct gov_call *out)
+{
+    unsigned s = ((unsigned)pid * 2654435761u ^ (unsigned)a[0]) % GOV_FDCACHE_SLOTS;
+    if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
+        return 0;
+    double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
+    charge_write(out, fc->slot[s].kind, n);
+    return 1;
+}
+
+static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
+{
+    unsigned s = ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
+    fc->slot[s].tid = pid;
+    fc->slot[s].fd = fd;
+    fc->slot[s].kind = kind;
+    fc->slot[s].gen = fc->gen;
+}
+
+static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc, int pid, int nr,
+                             const uint64_t *a, struct gov_call *out)
 {
     struct stat st;
+    if (is_plain_write(nr) && cached_write(fc, pid, nr, a, out))
+        return;
     int dup = tenant_fd(c, pid, (int)a[0]);
     if (dup < 0)
         return; /* bad fd: the kernel will say EBADF */
     int kind = fd_kind(dup, &st);
+    if (is_plain_write(nr) && kind != FD_SOCKET)
+        remember(fc, pid, (int)a[0], kind);
     switch (nr) {
     case SYS_write:
         charge_send(out, dup, kind, (double)a[2], 0);
@@ -312,8 +345,8 @@ static double page_round(uint64_t len)
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
-void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
-                  struct gov_call *out)
+void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, int tid, int nr,
+                  const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
@@ -323,7 +356,17 @@ void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
     case SYS_clone3:
     case SYS_fork:
     case SYS_vfork:
+        fc->gen++; /* a new task, maybe a reused tid or another fd table */
         out->kind = GOV_CALL_TASK;
+        return;
+    case SYS_close:
+    case SYS_close_range:
+    case SYS_dup2:
+    case SYS_dup3:
+    case SYS_execve:
+    case SYS_execveat:
+        fc->gen++;
+        out->kind = GOV_CALL_FDTABLE;
         return;
     case SYS_mmap:
         out->kind = GOV_CALL_MEMORY;
@@ -356,6 +399,6 @@ void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
         charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
         return;
     default:
-        classify_fd_call(c, tid, nr, a, out);
+        classify_fd_call(c, fc, tid, nr, a, out);
     }
 }

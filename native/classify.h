@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #define GOV_PIDFD_SLOTS 4096
+#define GOV_FDCACHE_SLOTS 1024
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
  * with ESRCH/EBADF and is reopened. */
@@ -27,6 +28,19 @@ struct gov_pidfds {
 void gov_pidfds_init(struct gov_pidfds *c);
 void gov_pidfds_clear(struct gov_pidfds *c);
 
+/* What kind of file a tenant's fd is, remembered per group, so that a write
+ * to a file or a pipe costs no pidfd_getfd. Every call that can make an fd
+ * number name another file (close, close_range, dup2, dup3, exec) or bring
+ * a task with another fd table (clone and friends) is notified and bumps
+ * the generation, which forgets every entry of the group at once. */
+struct gov_fdcache {
+    uint64_t gen;
+    struct {
+        int tid, fd, kind;
+        uint64_t gen;
+    } slot[GOV_FDCACHE_SLOTS];
+};
+
 struct gov_charge {
     int res;      /* GOV_NET_SEND ... */
     double cost;
@@ -37,6 +51,7 @@ enum {
     GOV_CALL_WAIT_DATA,   /* blocking receive, nothing queued: *wait_fd to poll */
     GOV_CALL_TASK,        /* creates a task */
     GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
+    GOV_CALL_FDTABLE,     /* changes what fd numbers name: nothing to charge */
 };
 
 struct gov_call {
@@ -49,7 +64,7 @@ struct gov_call {
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table). */
-void gov_classify(struct gov_pidfds *c, int tid, int nr, const uint64_t *args,
-                  struct gov_call *out);
+void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, int tid, int nr,
+                  const uint64_t *args, struct gov_call *out);
 
 #endif

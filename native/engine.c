@@ -81,6 +81,7 @@ struct group {
     int npending, cap_pending;
     struct memproc *mem;
     int nmem, cap_mem;
+    struct gov_fdcache fdcache;
 };
 
 struct gov_engine {
@@ -319,7 +320,7 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
     int res = -1, fits = 1;
     if (h->call.kind == GOV_CALL_TASK) {
         res = GOV_PROCESSES;
-        fits = task_fits(e, g, h->pid);
+        fits = !g->lim.r[GOV_PROCESSES].set || task_fits(e, g, h->pid);
     } else if (h->call.kind == GOV_CALL_MEMORY) {
         res = GOV_MEMORY;
         fits = memory_fits(e, g, h, fresh);
@@ -452,7 +453,7 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &h->l->g->fdcache, h->pid, h->nr, h->args, &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -664,9 +665,14 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->pid = (int)e->req->pid;
     h->nr = d->nr;
     memcpy(h->args, d->args, sizeof h->args);
-    gov_classify(&e->pidfds, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &g->fdcache, h->pid, h->nr, h->args, &h->call);
     /* A thread that makes another call has returned from its last clone. */
     pending_drop(g, h->pid);
+    if (h->call.kind == GOV_CALL_FDTABLE) {
+        respond(e, l, h->id, 0, 0, 1);
+        free(h);
+        return;
+    }
     decide(e, g, h, now_ns());
 }
 
@@ -890,6 +896,7 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
     *l = (struct listener){.tag = TAG_LISTENER, .fd = fd, .g = g, .next = g->listeners};
+    g->fdcache.gen++; /* new tasks, whose tids may be old ones reused */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
     if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         rc = -errno;

@@ -20,6 +20,11 @@ static const char *const disk_read_calls[] = {
     "copy_file_range", NULL};
 static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
 static const char *const memory_calls[] = {"mmap", "mremap", "brk", "mprotect", NULL};
+/* Calls that change what an fd number names: they keep the engine's cache of
+ * fd kinds honest (classify.h), so they come with every limit on writes. */
+static const char *const fd_table_calls[] = {
+    "close", "close_range", "dup2", "dup3", "execve", "execveat",
+    "clone", "clone3", "fork", "vfork", NULL};
 
 static const char *const *const calls_of[GOV_NRES] = {
     [GOV_NET_SEND] = net_send_calls,
@@ -68,6 +73,10 @@ int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
             if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
                 goto out;
     }
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set)
+        for (const char *const *n = fd_table_calls; *n; n++)
+            if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
+                goto out;
     for (const char *const *n = refused_calls; *n; n++)
         if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), *n)) < 0)
             goto out;

@@ -3,16 +3,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spawn.h"
@@ -69,7 +73,7 @@ static void close_all_but(int *keep, int n)
 }
 
 static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
-                                  int ready_w, int go_r, int exec_w)
+                                  uint32_t *ready, int go_r, int exec_w)
 {
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
@@ -81,8 +85,8 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
     /* Nothing of the supervisor's reaches the group, and the only seccomp
      * listener in this fd table must be our own: the supervisor finds it
      * by scanning. */
-    int keep[] = {ready_w, go_r, exec_w};
-    close_all_but(keep, 3);
+    int keep[] = {go_r, exec_w};
+    close_all_but(keep, 2);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(exec_w, errno);
     struct sock_fprog prog = {
@@ -93,7 +97,8 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
                                 SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0)
         child_fail(exec_w, errno);
-    close(ready_w);
+    __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, ready, FUTEX_WAKE, 1, NULL, NULL, 0);
     struct pollfd p = {.fd = go_r, .events = POLLIN};
     while (poll(&p, 1, -1) < 0 && errno == EINTR)
         ;
@@ -105,14 +110,14 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
 }
 
 static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *mask,
-                               int ready[2], int go[2], int status[2], int exec_[2])
+                               uint32_t *ready, int go[2], int status[2], int exec_[2])
 {
     /* Die with the supervisor: the kernel then kills the whole namespace. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Keep no fd of the supervisor's (other groups' listeners, sockets):
      * stdio and the four pipe ends the command needs, that is all. */
-    int keep[] = {ready[1], go[0], status[1], exec_[1], -1, -1, -1};
-    int nkeep = 4;
+    int keep[] = {go[0], status[1], exec_[1], -1, -1, -1};
+    int nkeep = 3;
     for (int i = 0; i < 3; i++)
         if (req->stdio[i] >= 3)
             keep[nkeep++] = req->stdio[i];
@@ -122,9 +127,8 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
         child_fail(exec_[1], errno);
     if (cmd == 0) {
         close(status[1]);
-        run_command(req, mask, ready[1], go[0], exec_[1]);
+        run_command(req, mask, ready, go[0], exec_[1]);
     }
-    close(ready[1]);
     close(go[0]);
     close(exec_[1]);
     /* All signals stay blocked here: the shim is not the tenant, and a
@@ -192,6 +196,26 @@ out:
     return rc;
 }
 
+/* Waits until the command says its filter is in place (1), it died or
+ * failed (a write or EOF on exec_r: -1), or timeout_ms passed (0). The
+ * futex wakes us at once; the 20 ms steps only look for a dead command. */
+static int wait_ready(uint32_t *ready, int exec_r, int timeout_ms)
+{
+    const int step_ms = 20;
+    for (int waited = 0; waited <= timeout_ms; waited += step_ms) {
+        struct timespec ts = {0, step_ms * 1000000L};
+        if (__atomic_load_n(ready, __ATOMIC_ACQUIRE))
+            return 1;
+        syscall(SYS_futex, ready, FUTEX_WAIT, 0, &ts, NULL, 0);
+        if (__atomic_load_n(ready, __ATOMIC_ACQUIRE))
+            return 1;
+        struct pollfd p = {.fd = exec_r, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The errno a child reported on exec_r, or 0 at EOF. */
 static int child_errno(int exec_r)
 {
@@ -202,9 +226,14 @@ static int child_errno(int exec_r)
 
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
 {
-    int ready[2] = {-1, -1}, go[2] = {-1, -1}, status[2] = {-1, -1}, exec_[2] = {-1, -1};
+    int go[2] = {-1, -1}, status[2] = {-1, -1}, exec_[2] = {-1, -1};
     int rc = 0, listener = -1;
-    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
+    uint32_t *ready = mmap(NULL, sizeof *ready, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (ready == MAP_FAILED)
+        return -errno;
+    *ready = 0;
+    if (pipe2(go, O_CLOEXEC) < 0 ||
         pipe2(status, O_CLOEXEC) < 0 || pipe2(exec_, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;
@@ -221,8 +250,6 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
         rc = -clone_err;
         goto fail;
     }
-    close(ready[1]);
-    ready[1] = -1;
     close(status[1]);
     status[1] = -1;
     close(exec_[1]);
@@ -230,15 +257,11 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     close(go[0]);
     go[0] = -1;
 
-    /* The command closes its end of `ready` once its filter is in place. */
-    struct pollfd p = {.fd = ready[0], .events = POLLIN};
-    int n;
-    while ((n = poll(&p, 1, req->timeout_ms)) < 0 && errno == EINTR)
-        ;
+    int n = wait_ready(ready, exec_[0], req->timeout_ms);
     int cmd = find_child(init);
     if (n == 0)
         rc = -ETIMEDOUT;
-    else if (cmd < 0 || (listener = take_listener(cmd)) < 0)
+    else if (n < 0 || cmd < 0 || (listener = take_listener(cmd)) < 0)
         rc = -(child_errno(exec_[0]) ?: ECHILD);
     if (rc < 0) {
         kill(init, SIGKILL);
@@ -252,7 +275,7 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
         goto fail;
     }
     close_pair(go);
-    close_pair(ready);
+    munmap(ready, sizeof *ready);
     res->init_pid = init;
     res->cmd_pid = cmd;
     res->listener = listener;
@@ -262,7 +285,7 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
 fail:
     if (listener >= 0)
         close(listener);
-    close_pair(ready);
+    munmap(ready, sizeof *ready);
     close_pair(go);
     close_pair(status);
     close_pair(exec_);

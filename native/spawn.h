@@ -10,9 +10,9 @@
  *
  * The listener crosses over with pidfd_getfd(2), not SCM_RIGHTS: once the
  * filter is in place, a sendmsg() from the command would itself wait for a
- * supervisor that does not have the listener yet. The command signals
- * "filter installed" by closing a pipe and waits in poll(2); neither call is
- * ever governed. */
+ * supervisor that does not have the listener yet. So the command signals
+ * "filter installed" through a futex on a shared page and waits for "go" in
+ * poll(2): calls that no filter of ours ever notifies (close is notified). */
 #ifndef GOV_SPAWN_H
 #define GOV_SPAWN_H
 
