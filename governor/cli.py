@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -128,11 +129,28 @@ def _forward_signals(proc) -> None:
 
 def _wait(sup: Supervisor, proc, log) -> None:
     """Waits for the command, logging engine events as they come (no polling)."""
+    # A signal may land on another thread of this process; the wakeup fd makes
+    # select return so that its handler (which forwards it) runs at once.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    try:
+        _wait_loop(sup, proc, log, wake_r)
+    finally:
+        signal.set_wakeup_fd(old)
+        wake_r.close()
+        wake_w.close()
+
+
+def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
     while proc.returncode is None:
-        try:
-            ready, _, _ = select.select([proc.status_fd, sup.event_fd], [], [])
-        except InterruptedError:
-            continue
+        ready, _, _ = select.select([proc.status_fd, sup.event_fd, wake_r], [], [])
+        if wake_r in ready:
+            try:
+                wake_r.recv(64)
+            except BlockingIOError:
+                pass
         if sup.event_fd in ready:
             for ev in sup.events():
                 if ev.kind == "denied":

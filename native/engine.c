@@ -3,6 +3,7 @@
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -759,7 +760,13 @@ int gov_engine_new(struct gov_engine **out)
         goto fail;
     }
     e->sync_wakeup = -1; /* learnt with the first listener */
-    if ((rc = -pthread_create(&e->thread, NULL, engine_main, e)) < 0)
+    /* Signals are the host program's business: none may land on this thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = -pthread_create(&e->thread, NULL, engine_main, e);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc < 0)
         goto fail;
     *out = e;
     return 0;
