@@ -261,6 +261,12 @@ class Group:
         for proc in self._processes:
             proc.kill()
 
+    def close(self) -> None:
+        """Kills the group's processes and frees its engine state; its name
+        can then be used again. Usage is no longer available afterwards."""
+        self.kill()
+        self.supervisor._forget(self)
+
 
 class Supervisor:
     """Owns the engine thread and the groups. Use as a context manager: on
@@ -300,6 +306,12 @@ class Supervisor:
         self._groups[name] = g
         self._names[gid] = name
         return g
+
+    def _forget(self, group: Group) -> None:
+        if self._groups.get(group.name) is group:
+            del self._groups[group.name]
+            del self._names[group.id]
+            check(lib.gov_group_remove(self._engine, group.id), "remove group")
 
     @property
     def event_fd(self) -> int:

@@ -77,3 +77,15 @@ def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path):
         assert g.usage().resources["disk_write"].used > 0
     after = set(os.listdir("/proc/self/fd"))
     assert after == before, f"leaked fds: {sorted(after - before)}"
+
+
+def test_closed_groups_free_their_name_and_engine_slot():
+    with Supervisor() as sup:
+        for _ in range(3):
+            g = sup.group("again", Limits(processes=4))
+            p = g.spawn(["/bin/sh", "-c", "sleep 300"])
+            pids = wait_until(lambda: g.pids(), 10, "the group's sleep")
+            g.close()
+            assert p.returncode == -signal.SIGKILL
+            for pid in pids:
+                wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
