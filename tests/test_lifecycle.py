@@ -3,25 +3,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
+from _tenants import wait_for
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
 GOVERNOR = [sys.executable, "-m", "governor"]
-
-
-def wait_until(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid):
@@ -37,12 +27,12 @@ def test_background_processes_die_with_the_command():
         g = sup.group("bg", Limits(disk_write="1MiB/s"))
         p = g.spawn(["/bin/sh", "-c", "sleep 300 & read x"], stdin=r)
         os.close(r)
-        pids = wait_until(lambda: len(g.pids()) >= 2 and g.pids(), 10, "sh and sleep")
+        pids = wait_for(lambda: len(g.pids()) >= 2 and g.pids(), 10, "sh and sleep")
         os.write(w, b"go\n")
         os.close(w)
         assert p.wait(10) == 0
     for pid in pids:
-        wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
+        wait_for(lambda: not alive(pid), 5, f"pid {pid} to be gone")
 
 
 def test_sigkill_of_governor_run_kills_the_group(tmp_path):
@@ -53,12 +43,12 @@ def test_sigkill_of_governor_run_kills_the_group(tmp_path):
             kids = psutil.Process(gov.pid).children(recursive=True)
             sleeps = [k.pid for k in kids if k.name() == "sleep"]
             return len(sleeps) == 2 and [k.pid for k in kids]
-        pids = wait_until(group_pids, 15, "the group's two sleeps")
+        pids = wait_for(group_pids, 15, "the group's two sleeps")
     finally:
         gov.send_signal(signal.SIGKILL)
         gov.wait(10)
     for pid in pids:
-        wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
+        wait_for(lambda: not alive(pid), 5, f"pid {pid} to be gone")
 
 
 def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path):
@@ -84,8 +74,8 @@ def test_closed_groups_free_their_name_and_engine_slot():
         for _ in range(3):
             g = sup.group("again", Limits(processes=4))
             p = g.spawn(["/bin/sh", "-c", "sleep 300"])
-            pids = wait_until(lambda: g.pids(), 10, "the group's sleep")
+            pids = wait_for(lambda: g.pids(), 10, "the group's sleep")
             g.close()
             assert p.returncode == -signal.SIGKILL
             for pid in pids:
-                wait_until(lambda: not alive(pid), 5, f"pid {pid} to be gone")
+                wait_for(lambda: not alive(pid), 5, f"pid {pid} to be gone")

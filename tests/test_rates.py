@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from _tenants import wait_for
+
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -119,18 +121,6 @@ def check_rate(what: str, nbytes: float, secs: float, rate: float, allowance: fl
     assert lo <= nbytes <= hi, (
         f"{what}: {nbytes} B in {secs:.3f} s = {nbytes / secs / MiB:.3f} MiB/s, "
         f"limit {rate / MiB:.3f} MiB/s: outside {lo:.0f}..{hi:.0f}")
-
-
-def wait_for(cond, timeout: float, what: str, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 10):
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def used(group, key: str) -> int:
