@@ -16,6 +16,8 @@ import structlog
 from ._errors import GovernorError, PolicyError, SpawnError
 from .limits import KEYS, NOT_YET, Limits, parse_assignments
 from .policy import load_policy
+from .metrics import parse_address, serve_metrics
+from .state import read_states
 from .supervisor import Supervisor
 
 # Signals that `governor run` passes on to the command.
@@ -55,9 +57,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM)")
     run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
     run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
+    run.add_argument("--metrics", metavar="ADDRESS:PORT",
+                     help="serve Prometheus metrics of the group on http://ADDRESS:PORT/metrics")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="log more (-v: spawns and denials, -vv: every hold)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    ps = sub.add_parser("ps", help="list the groups running on this host",
+                        description="One line per group of any governor on this host: tasks, "
+                                    "memory, rates over the last second against their limits, "
+                                    "calls held per second.")
+    ps.add_argument("--json", action="store_true", help="print the state documents as JSON")
     return p
 
 
@@ -81,6 +90,8 @@ def _run(args) -> int:
         return 2
     try:
         limits = _limits(args)
+        if args.metrics:
+            parse_address(args.metrics)  # a bad address fails before anything starts
     except PolicyError as e:
         print(f"governor: {e}", file=sys.stderr)
         return 2
@@ -97,11 +108,17 @@ def _run(args) -> int:
             print(f"governor: {cmd[0]}: {msg}", file=sys.stderr)
             return 127 if e.errno == 2 else 126
         structlog.contextvars.bind_contextvars(pid=proc.pid)
+        metrics = serve_metrics(sup, args.metrics) if args.metrics else None
         if not sup.sync_wakeup:
             log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
         log.info("started", argv=cmd, limits=dict(limits.items()))
         _forward_signals(proc)
-        _wait(sup, proc, log)
+        try:
+            _wait(sup, proc, log)
+        finally:
+            if metrics:
+                metrics.shutdown()
+                metrics.server_close()
         status = _exit_status(proc.returncode)
         usage = group.usage()
         log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
@@ -164,10 +181,48 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
             proc.wait()
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _ps(args) -> int:
+    states = read_states()
+    if args.json:
+        json.dump(states, sys.stdout, indent=2)
+        print()
+        return 0
+    cols = ("GROUP", "PID", "TASKS", "COMMITTED", "RESIDENT", "NET_SEND", "NET_RECV",
+            "DISK_WRITE", "DISK_READ", "HELD/S", "UPTIME")
+    rows = [cols]
+    now = time.time()
+    for st in states:
+        u, limits = st["usage"], st["limits"]
+
+        def rate(key):
+            text = _size(st["rates"][key]) + "/s"
+            return f"{text} of {_size(limits[key])}/s" if key in limits else text
+
+        tasks = str(u["tasks"]) + (f" of {limits['processes']}" if "processes" in limits else "")
+        rows.append((st["group"], str(st["supervisor_pid"]), tasks, _size(u["memory"]),
+                     _size(u["resident"]), rate("net_send"), rate("net_recv"),
+                     rate("disk_write"), rate("disk_read"),
+                     f"{st['held_calls_per_second']:.0f}", f"{now - st['started']:.0f}s"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(getattr(args, "verbose", 0))
     try:
+        if args.command == "ps":
+            return _ps(args)
         return _run(args)
     except GovernorError as e:
         print(f"governor: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ import select
 import shutil
 import signal
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import psutil
 from . import _native
 from ._errors import GovernorError, SpawnError, check
 from .limits import KEYS, RATE_KEYS, Limits
+from .state import Publisher
 
 ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
            lib.GOV_EV_OVERFLOW: "events_lost"}
 _FILTER_MAX = 1 << 16
 _SAMPLE_SECONDS = 0.2
+_PUBLISH_EVERY = 5  # samples: state files are rewritten about once a second
 
 
 @dataclass
@@ -49,13 +52,17 @@ class Usage:
     notifications: int = 0
     compat_denied: int = 0
     held_now: int = 0
+    resident: int = 0          # RSS of the group's processes (sampled)
+    peak_resident: int = 0
 
     def as_dict(self) -> dict:
         return {
             "resources": {k: vars(v) for k, v in self.resources.items()},
             "tasks": self.tasks, "peak_tasks": self.peak_tasks,
             "memory": self.memory, "peak_memory": self.peak_memory,
+            "resident": self.resident, "peak_resident": self.peak_resident,
             "notifications": self.notifications, "compat_denied": self.compat_denied,
+            "held_now": self.held_now,
         }
 
 
@@ -160,6 +167,9 @@ class Group:
         self._processes: list[Process] = []
         self._peak_tasks = 0
         self._peak_memory = 0
+        self._sampled = {"tasks": 0, "memory": 0, "resident": 0}
+        self._peak_resident = 0
+        self.started = time.time()
 
     def _build_filter(self) -> bytes:
         buf = ffi.new("char[]", _FILTER_MAX)
@@ -170,8 +180,8 @@ class Group:
               cwd: str | None = None, stdin=None, stdout=None, stderr=None) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
-        stdin, stdout, stderr: None (inherit), an fd or a file object. No
-        other fd of this process reaches the command."""
+        stdin, stdout, stderr: None (inherit), an fd, a file object or
+        subprocess.DEVNULL. No other fd of this process reaches the command."""
         if not argv:
             raise GovernorError("spawn: empty command")
         env = dict(os.environ if env is None else env)
@@ -196,10 +206,20 @@ class Group:
         req.cwd = cstr(cwd) if cwd else ffi.NULL
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
+        opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
+            if f == subprocess.DEVNULL:
+                f = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                opened.append(f)
+            elif isinstance(f, int) and f < 0:
+                raise GovernorError(f"spawn: bad fd {f} for {('stdin', 'stdout', 'stderr')[i]}")
             req.stdio[i] = -1 if f is None else (f if isinstance(f, int) else f.fileno())
         res = ffi.new("struct gov_spawn_res *")
-        rc = lib.gov_spawn(req, res)
+        try:
+            rc = lib.gov_spawn(req, res)
+        finally:
+            for fd in opened:
+                os.close(fd)
         if rc < 0:
             raise SpawnError(-rc, argv[0])
         sup = self.supervisor
@@ -231,17 +251,23 @@ class Group:
         return pids
 
     def _sample(self) -> None:
-        """Peaks for limits that the engine does not count itself."""
-        tasks = memory = 0
+        """Tasks, committed and resident memory, by psutil: levels and peaks
+        for what the engine does not count itself, and for monitoring."""
+        tasks = memory = resident = 0
         for pid in self.pids():
             try:
-                p = psutil.Process(pid)
-                tasks += p.num_threads()
-                memory += p.memory_info().data
+                info = psutil.Process(pid)
+                with info.oneshot():
+                    tasks += info.num_threads()
+                    mem = info.memory_info()
+                memory += mem.data
+                resident += mem.rss
             except psutil.Error:
                 pass
+        self._sampled = {"tasks": tasks, "memory": memory, "resident": resident}
         self._peak_tasks = max(self._peak_tasks, tasks)
         self._peak_memory = max(self._peak_memory, memory)
+        self._peak_resident = max(self._peak_resident, resident)
 
     def usage(self) -> Usage:
         u = ffi.new("struct gov_usage *")
@@ -250,11 +276,15 @@ class Group:
         for i, key in enumerate(RESOURCES):
             r = u.r[i]
             res[key] = ResourceUsage(int(r.used), int(r.held_calls), r.held_ns / 1e9, int(r.denied))
-        return Usage(resources=res, tasks=int(u.tasks),
+        # Levels from the last sample (the engine counts only at the calls it
+        # sees); peaks from both.
+        return Usage(resources=res, tasks=self._sampled["tasks"],
                      peak_tasks=max(int(u.peak_tasks), self._peak_tasks),
-                     memory=int(u.memory), peak_memory=max(int(u.peak_memory), self._peak_memory),
+                     memory=self._sampled["memory"],
+                     peak_memory=max(int(u.peak_memory), self._peak_memory),
                      notifications=int(u.notifications), compat_denied=int(u.compat_denied),
-                     held_now=int(u.held_now))
+                     held_now=int(u.held_now), resident=self._sampled["resident"],
+                     peak_resident=self._peak_resident)
 
     def kill(self) -> None:
         """Kills every process of the group."""
@@ -272,7 +302,9 @@ class Supervisor:
     """Owns the engine thread and the groups. Use as a context manager: on
     exit every group's processes are killed and every fd is closed."""
 
-    def __init__(self, backend: str = "seccomp"):
+    def __init__(self, backend: str = "seccomp", publish_state: bool = True):
+        """publish_state: write per-group state files for `governor ps`
+        (into $GOVERNOR_RUN_DIR or /run/governor)."""
         if backend != "seccomp":
             raise GovernorError(f"backend {backend!r} is not available (available: seccomp)")
         p = ffi.new("struct gov_engine **")
@@ -281,6 +313,7 @@ class Supervisor:
         self._groups: dict[str, Group] = {}
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
+        self._publisher = Publisher() if publish_state else None
         self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
                                          daemon=True)
         self._sampler.start()
@@ -308,6 +341,8 @@ class Supervisor:
         return g
 
     def _forget(self, group: Group) -> None:
+        if self._publisher:
+            self._publisher.remove(group)
         if self._groups.get(group.name) is group:
             del self._groups[group.name]
             del self._names[group.id]
@@ -328,18 +363,31 @@ class Supervisor:
                                  res, int(e.pid), int(e.value)))
         return out
 
+    @property
+    def groups(self) -> list[Group]:
+        return list(self._groups.values())
+
     def _sample_loop(self) -> None:
+        tick = 0
         while not self._stop.wait(_SAMPLE_SECONDS):
-            for g in list(self._groups.values()):
-                g._sample()
+            tick += 1
+            for g in self.groups:
+                try:
+                    g._sample()
+                    if self._publisher and tick % _PUBLISH_EVERY == 0:
+                        self._publisher.publish(g)
+                except GovernorError:
+                    pass  # closed meanwhile
 
     def close(self) -> None:
         if self._engine is None:
             return
         self._stop.set()
-        for g in self._groups.values():
-            g.kill()
         self._sampler.join()
+        for g in self.groups:
+            g.kill()
+            if self._publisher:
+                self._publisher.remove(g)
         lib.gov_engine_free(self._engine)
         self._engine = None
 

@@ -1,0 +1,111 @@
+"""Per-group state files, so that `governor ps` (and later `top`) can see
+every group on the host, whichever `governor run` started it.
+
+Each supervisor writes one JSON file per group into the state directory
+(``$GOVERNOR_RUN_DIR`` or ``/run/governor``) about once a second, replacing
+it atomically, and removes it when the group ends. A file whose supervisor
+is gone (it was killed) is stale: readers skip and delete it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import psutil
+
+from .limits import RATE_KEYS
+
+log = logging.getLogger(__name__)
+VERSION = 1
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("GOVERNOR_RUN_DIR", "/run/governor"))
+
+
+def _self_start() -> float:
+    return psutil.Process().create_time()
+
+
+class Publisher:
+    """Writes the state files of one supervisor's groups."""
+
+    def __init__(self, directory: Path | None = None):
+        self.dir = directory or state_dir()
+        self._start = _self_start()
+        self._last: dict[str, tuple[float, dict]] = {}
+        self.enabled = True
+        try:
+            self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as e:
+            log.warning("state files disabled: cannot create %s: %s", self.dir, e.strerror)
+            self.enabled = False
+
+    def path(self, group) -> Path:
+        return self.dir / f"{os.getpid()}-{group.id}.json"
+
+    def publish(self, group) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        usage = group.usage()
+        counters = {k: r.used for k, r in usage.resources.items()}
+        counters["held_calls"] = sum(r.held_calls for r in usage.resources.values())
+        counters["held_seconds"] = sum(r.held_seconds for r in usage.resources.values())
+        prev_t, prev = self._last.get(group.name, (group.started, {}))
+        dt = max(now - prev_t, 1e-3)
+        rates = {k: max(v - prev.get(k, 0), 0) / dt for k, v in counters.items()}
+        self._last[group.name] = (now, counters)
+        doc = {
+            "version": VERSION, "group": group.name, "supervisor_pid": os.getpid(),
+            "supervisor_start": self._start, "started": group.started, "updated": now,
+            "commands": [p.argv for p in group._processes if p.returncode is None],
+            **group.limits.as_dict(), "usage": usage.as_dict(),
+            "rates": {k: rates[k] for k in RATE_KEYS},
+            "held_calls_per_second": rates["held_calls"],
+            "held_seconds_per_second": rates["held_seconds"],
+        }
+        target = self.path(group)
+        tmp = target.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, target)
+        except OSError as e:
+            log.warning("cannot write %s: %s", target, e.strerror)
+
+    def remove(self, group) -> None:
+        self._last.pop(group.name, None)
+        try:
+            self.path(group).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int, start: float) -> bool:
+    try:
+        return abs(psutil.Process(pid).create_time() - start) < 1.0
+    except psutil.Error:
+        return False
+
+
+def read_states(directory: Path | None = None) -> list[dict]:
+    """The state of every live group on the host; stale files are removed."""
+    directory = directory or state_dir()
+    out = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced, or not ours
+        if doc.get("version") != VERSION:
+            continue
+        if not _alive(doc["supervisor_pid"], doc["supervisor_start"]):
+            log.info("removing stale state file %s (supervisor %d is gone)", path,
+                     doc["supervisor_pid"])
+            path.unlink(missing_ok=True)
+            continue
+        out.append(doc)
+    return out

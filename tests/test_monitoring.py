@@ -1,0 +1,94 @@
+"""Monitoring: state files and `governor ps`, the Prometheus endpoint."""
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from _tenants import wait_for
+from governor import Limits, Supervisor
+from governor.metrics import serve_metrics
+from governor.state import read_states
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
+GOVERNOR = [sys.executable, "-m", "governor"]
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    d = tmp_path / "run"
+    monkeypatch.setenv("GOVERNOR_RUN_DIR", str(d))
+    return d
+
+
+def test_ps_shows_a_running_group_then_forgets_it(run_dir, tmp_path):
+    r, w = os.pipe()
+    gov = subprocess.Popen(GOVERNOR + ["run", "--name", "tenant-a", "--limit", "processes=7",
+                                       "--limit", "disk_write=2MiB/s", "--", "/bin/sh", "-c",
+                                       "read x"], stdin=r)
+    os.close(r)
+    try:
+        wait_for(lambda: list(run_dir.glob("*.json")), 10, "the state file")
+        out = subprocess.run(GOVERNOR + ["ps"], capture_output=True, text=True, check=True).stdout
+        header, line = out.splitlines()
+        assert header.split()[:3] == ["GROUP", "PID", "TASKS"]
+        assert line.split()[:2] == ["tenant-a", str(gov.pid)]
+        assert "of 7" in line and "of 2.0MiB/s" in line
+        docs = json.loads(subprocess.run(GOVERNOR + ["ps", "--json"], capture_output=True,
+                                         text=True, check=True).stdout)
+        assert [d["group"] for d in docs] == ["tenant-a"]
+        assert docs[0]["limits"]["processes"] == 7
+        assert docs[0]["usage"]["tasks"] >= 1
+    finally:
+        os.write(w, b"done\n")
+        os.close(w)
+        assert gov.wait(10) == 0
+    assert not list(run_dir.glob("*")), "state file left behind"
+    assert subprocess.run(GOVERNOR + ["ps"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[1:] == []
+
+
+def test_stale_state_file_of_a_dead_supervisor_is_removed(run_dir):
+    run_dir.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = run_dir / f"{dead.pid}-0.json"
+    stale.write_text(json.dumps({"version": 1, "group": "ghost", "supervisor_pid": dead.pid,
+                                 "supervisor_start": 0.0}))
+    assert read_states(run_dir) == []
+    assert not stale.exists()
+
+
+def test_metrics_endpoint_reports_counters_and_limits(run_dir, tmp_path):
+    out = tmp_path / "data"
+    with Supervisor() as sup:
+        g = sup.group("metered", Limits(disk_write="64MiB/s", processes=16))
+        p = g.spawn(["dd", "if=/dev/zero", f"of={out}", "bs=64k", "count=32"],
+                    stderr=subprocess.DEVNULL)
+        assert p.wait(20) == 0
+        server = serve_metrics(sup, "127.0.0.1:0")
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/metrics"
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+        finally:
+            server.shutdown()
+            server.server_close()
+    samples = {(s.name, s.labels.get("resource")): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.labels.get("group") == "metered"}
+    assert samples[("governor_bytes_total", "disk_write")] == out.stat().st_size == 32 * 65536
+    assert samples[("governor_limit", "disk_write")] == 64 * 2**20
+    assert samples[("governor_limit", "processes")] == 16
+    assert samples[("governor_notifications_total", None)] >= 32
+
+
+def test_bad_metrics_address_fails_before_anything_starts(run_dir, tmp_path):
+    marker = tmp_path / "ran"
+    res = subprocess.run(GOVERNOR + ["run", "--metrics", "localhost", "--", "touch",
+                                     str(marker)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "--metrics" in res.stderr and "ADDRESS:PORT" in res.stderr
+    assert not marker.exists()
