@@ -172,6 +172,9 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
             for ev in sup.events():
                 if ev.kind == "denied":
                     log.info("denied", resource=ev.resource, pid=ev.pid, errno=ev.value)
+                elif ev.kind == "resident_killed":
+                    log.warning("killed the group's largest process: resident memory over "
+                                "memory_resident", pid=ev.pid, rss=ev.value)
                 elif ev.kind == "compat_denied":
                     log.warning("refused a governed call through the i386/x32 entry",
                                 pid=ev.pid, nr=ev.value)

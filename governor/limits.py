@@ -14,15 +14,17 @@ from ._errors import PolicyError
 
 RATE_KEYS = ("net_send", "net_recv", "disk_write", "disk_read")
 COUNT_KEYS = ("processes",)
-SIZE_KEYS = ("memory",)
+SIZE_KEYS = ("memory", "memory_resident")
 KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS
 # Known keys that this version cannot enforce: refused with a reason.
 NOT_YET = {
     "disk_space": "needs a container (--rootfs), which this version does not provide yet",
     "cpu": "is not enforced by this version yet",
-    "memory_resident": "is not enforced by this version yet",
 }
 MODES = ("hold", "deny")
+# Resident memory cannot be held back by holding a call: past the limit the
+# group's largest process is killed, like an OOM kill.
+ONLY_DENY = ("memory_resident",)
 # Values travel to C as int64 (caps) and doubles (rates).
 MAX_VALUE = 2**62
 # Bucket size when the policy sets none: a tenth of a second of the rate.
@@ -104,6 +106,7 @@ class Limits:
     disk_read: float | None = None
     processes: int | None = None
     memory: int | None = None
+    memory_resident: int | None = None
     burst: Mapping[str, float] = field(default_factory=dict)
     on_exhausted: Mapping[str, str] = field(default_factory=dict)
 
@@ -138,6 +141,10 @@ class Limits:
             if mode not in MODES:
                 raise PolicyError(f"{source} on_exhausted", key,
                                   f"must be 'hold' or 'deny', got {mode!r}")
+            if key in ONLY_DENY and mode != "deny":
+                raise PolicyError(f"{source} on_exhausted", key,
+                                  "resident memory cannot be held: only 'deny' (the largest "
+                                  "process is killed) is possible")
             modes[key] = mode
         for key in KEYS:
             object.__setattr__(self, key, parsed.get(key))
@@ -153,7 +160,7 @@ class Limits:
         return self.burst.get(key, max(rate * DEFAULT_BURST_SECONDS, 1.0))
 
     def mode_of(self, key: str) -> str:
-        return self.on_exhausted.get(key, "hold")
+        return self.on_exhausted.get(key, "deny" if key in ONLY_DENY else "hold")
 
     def merged(self, other: "Limits") -> "Limits":
         """self, with every key that `other` sets taken from other."""

@@ -54,6 +54,7 @@ class Usage:
     held_now: int = 0
     resident: int = 0          # RSS of the group's processes (sampled)
     peak_resident: int = 0
+    resident_kills: int = 0    # processes killed for memory_resident
 
     def as_dict(self) -> dict:
         return {
@@ -61,6 +62,7 @@ class Usage:
             "tasks": self.tasks, "peak_tasks": self.peak_tasks,
             "memory": self.memory, "peak_memory": self.peak_memory,
             "resident": self.resident, "peak_resident": self.peak_resident,
+            "resident_kills": self.resident_kills,
             "notifications": self.notifications, "compat_denied": self.compat_denied,
             "held_now": self.held_now,
         }
@@ -169,6 +171,7 @@ class Group:
         self._peak_memory = 0
         self._sampled = {"tasks": 0, "memory": 0, "resident": 0}
         self._peak_resident = 0
+        self._resident_kills = 0
         self.started = time.time()
 
     def _build_filter(self) -> bytes:
@@ -254,6 +257,7 @@ class Group:
         """Tasks, committed and resident memory, by psutil: levels and peaks
         for what the engine does not count itself, and for monitoring."""
         tasks = memory = resident = 0
+        largest = (0, None)
         for pid in self.pids():
             try:
                 info = psutil.Process(pid)
@@ -262,12 +266,27 @@ class Group:
                     mem = info.memory_info()
                 memory += mem.data
                 resident += mem.rss
+                largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
         self._sampled = {"tasks": tasks, "memory": memory, "resident": resident}
+        cap = self.limits.memory_resident
+        if cap is not None and resident > cap and largest[1] is not None:
+            self._kill_for_resident(largest[1], largest[0], resident, cap)
         self._peak_tasks = max(self._peak_tasks, tasks)
         self._peak_memory = max(self._peak_memory, memory)
         self._peak_resident = max(self._peak_resident, resident)
+
+    def _kill_for_resident(self, proc: psutil.Process, rss: int, resident: int, cap: int) -> None:
+        """Like an OOM kill: the group's largest process goes."""
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            return
+        self._resident_kills += 1
+        log.warning("killed pid %d (rss %d): group %s resident %d > memory_resident %d",
+                    proc.pid, rss, self.name, resident, cap)
+        self.supervisor._post(Event("resident_killed", self.name, "memory_resident", proc.pid, rss))
 
     def usage(self) -> Usage:
         u = ffi.new("struct gov_usage *")
@@ -284,7 +303,7 @@ class Group:
                      peak_memory=max(int(u.peak_memory), self._peak_memory),
                      notifications=int(u.notifications), compat_denied=int(u.compat_denied),
                      held_now=int(u.held_now), resident=self._sampled["resident"],
-                     peak_resident=self._peak_resident)
+                     peak_resident=self._peak_resident, resident_kills=self._resident_kills)
 
     def kill(self) -> None:
         """Kills every process of the group."""
@@ -313,6 +332,8 @@ class Supervisor:
         self._groups: dict[str, Group] = {}
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
+        self._py_events: list[Event] = []   # events raised in Python (resident kills)
+        self._py_events_lock = threading.Lock()
         self._publisher = Publisher() if publish_state else None
         self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
                                          daemon=True)
@@ -353,9 +374,15 @@ class Supervisor:
         """Readable when events() has something; for select/poll loops."""
         return lib.gov_engine_event_fd(self._engine)
 
+    def _post(self, event: Event) -> None:
+        with self._py_events_lock:
+            self._py_events.append(event)
+        os.write(self.event_fd, (1).to_bytes(8, "little"))  # wakes event_fd waiters
+
     def events(self) -> list[Event]:
         buf = ffi.new("struct gov_event[]", 256)
-        out = []
+        with self._py_events_lock:
+            out, self._py_events = self._py_events, []
         while (n := lib.gov_engine_events(self._engine, buf, 256)) > 0:
             for e in buf[0:n]:
                 res = RESOURCES[e.resource] if 0 <= e.resource < len(RESOURCES) else None

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tenants import compile_tenant, needs_root, read_kv, start_time, wait_for  # noqa: E402
 
-from governor import Limits, Supervisor  # noqa: E402
+from governor import Limits, PolicyError, Supervisor  # noqa: E402
 
 pytestmark = [needs_root, pytest.mark.timeout(30)]
 
@@ -259,3 +259,31 @@ def test_python_threads_under_memory_cap(tmp_path):
     assert out.read_text() == "ok 4"
     assert u.resources["memory"].denied_calls == 0
     assert 0 < u.peak_memory <= 256 * MiB
+
+
+@needs_root
+def test_memory_resident_kills_the_largest_process(tmp_path):
+    """Past memory_resident the group's largest process is killed (like an OOM
+    kill) and the event is reported; a small sibling survives."""
+    grow = ("import sys, time\nchunks = []\nfor i in range(40):\n"
+            "    chunks.append(bytearray(8 << 20))\n    print(i, flush=True)\n    time.sleep(0.05)\n")
+    progress = tmp_path / "progress"
+    with Supervisor() as sup:
+        g = sup.group("rss", Limits(memory_resident="96MiB"))
+        small = g.spawn(["sleep", "30"])
+        with open(progress, "w") as out:
+            big = g.spawn([sys.executable, "-c", grow], stdout=out)
+        assert big.wait(30) == -signal.SIGKILL
+        steps = len(progress.read_text().split())
+        assert steps < 40, "the process was not killed before it finished"
+        u = g.usage()
+        assert u.resident_kills == 1 and u.peak_resident > 96 << 20
+        assert small.poll() is None, "the small process was killed too"
+        kinds = [e.kind for e in sup.events()]
+        assert "resident_killed" in kinds
+
+
+def test_memory_resident_cannot_be_held():
+    with pytest.raises(PolicyError) as e:
+        Limits(memory_resident="64MiB", on_exhausted={"memory_resident": "hold"})
+    assert e.value.key == "memory_resident"
