@@ -19,6 +19,8 @@ from .policy import load_policy
 from .metrics import parse_address, serve_metrics
 from .state import read_states
 from .supervisor import Supervisor
+from .top import run_top
+from .view import sort_states, table
 
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -67,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "memory, rates over the last second against their limits, "
                                     "calls held per second.")
     ps.add_argument("--json", action="store_true", help="print the state documents as JSON")
+    top = sub.add_parser("top", help="live view of every group on this host",
+                         description="A live view of every group on this host, refreshed every "
+                                     "second. Keys: c cpu, m memory, n network, d disk, h held, "
+                                     "t tasks, g group name; q quits.")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     return p
 
 
@@ -184,39 +191,13 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
             proc.wait()
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
-
-
 def _ps(args) -> int:
-    states = read_states()
+    states = sort_states(read_states(), "g")
     if args.json:
         json.dump(states, sys.stdout, indent=2)
         print()
-        return 0
-    cols = ("GROUP", "PID", "TASKS", "COMMITTED", "RESIDENT", "NET_SEND", "NET_RECV",
-            "DISK_WRITE", "DISK_READ", "HELD/S", "UPTIME")
-    rows = [cols]
-    now = time.time()
-    for st in states:
-        u, limits = st["usage"], st["limits"]
-
-        def rate(key):
-            text = _size(st["rates"][key]) + "/s"
-            return f"{text} of {_size(limits[key])}/s" if key in limits else text
-
-        tasks = str(u["tasks"]) + (f" of {limits['processes']}" if "processes" in limits else "")
-        rows.append((st["group"], str(st["supervisor_pid"]), tasks, _size(u["memory"]),
-                     _size(u["resident"]), rate("net_send"), rate("net_recv"),
-                     rate("disk_write"), rate("disk_read"),
-                     f"{st['held_calls_per_second']:.0f}", f"{now - st['started']:.0f}s"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    else:
+        print("\n".join(table(states)))
     return 0
 
 
@@ -226,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ps":
             return _ps(args)
+        if args.command == "top":
+            return run_top(args.interval)
         return _run(args)
     except GovernorError as e:
         print(f"governor: {e}", file=sys.stderr)

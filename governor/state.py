@@ -55,6 +55,7 @@ class Publisher:
         counters = {k: r.used for k, r in usage.resources.items()}
         counters["held_calls"] = sum(r.held_calls for r in usage.resources.values())
         counters["held_seconds"] = sum(r.held_seconds for r in usage.resources.values())
+        counters["cpu_seconds"] = usage.cpu_seconds
         prev_t, prev = self._last.get(group.name, (group.started, {}))
         dt = max(now - prev_t, 1e-3)
         rates = {k: max(v - prev.get(k, 0), 0) / dt for k, v in counters.items()}
@@ -67,6 +68,7 @@ class Publisher:
             "rates": {k: rates[k] for k in RATE_KEYS},
             "held_calls_per_second": rates["held_calls"],
             "held_seconds_per_second": rates["held_seconds"],
+            "cpu_percent": 100 * rates["cpu_seconds"],
         }
         target = self.path(group)
         tmp = target.with_suffix(".tmp")

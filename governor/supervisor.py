@@ -55,6 +55,7 @@ class Usage:
     resident: int = 0          # RSS of the group's processes (sampled)
     peak_resident: int = 0
     resident_kills: int = 0    # processes killed for memory_resident
+    cpu_seconds: float = 0.0   # CPU time of the live processes (sampled)
 
     def as_dict(self) -> dict:
         return {
@@ -62,7 +63,7 @@ class Usage:
             "tasks": self.tasks, "peak_tasks": self.peak_tasks,
             "memory": self.memory, "peak_memory": self.peak_memory,
             "resident": self.resident, "peak_resident": self.peak_resident,
-            "resident_kills": self.resident_kills,
+            "resident_kills": self.resident_kills, "cpu_seconds": self.cpu_seconds,
             "notifications": self.notifications, "compat_denied": self.compat_denied,
             "held_now": self.held_now,
         }
@@ -169,7 +170,7 @@ class Group:
         self._processes: list[Process] = []
         self._peak_tasks = 0
         self._peak_memory = 0
-        self._sampled = {"tasks": 0, "memory": 0, "resident": 0}
+        self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0}
         self._peak_resident = 0
         self._resident_kills = 0
         self.started = time.time()
@@ -257,6 +258,7 @@ class Group:
         """Tasks, committed and resident memory, by psutil: levels and peaks
         for what the engine does not count itself, and for monitoring."""
         tasks = memory = resident = 0
+        cpu = 0.0
         largest = (0, None)
         for pid in self.pids():
             try:
@@ -264,12 +266,14 @@ class Group:
                 with info.oneshot():
                     tasks += info.num_threads()
                     mem = info.memory_info()
+                    times = info.cpu_times()
+                cpu += times.user + times.system
                 memory += mem.data
                 resident += mem.rss
                 largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
-        self._sampled = {"tasks": tasks, "memory": memory, "resident": resident}
+        self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu}
         cap = self.limits.memory_resident
         if cap is not None and resident > cap and largest[1] is not None:
             self._kill_for_resident(largest[1], largest[0], resident, cap)
@@ -303,7 +307,8 @@ class Group:
                      peak_memory=max(int(u.peak_memory), self._peak_memory),
                      notifications=int(u.notifications), compat_denied=int(u.compat_denied),
                      held_now=int(u.held_now), resident=self._sampled["resident"],
-                     peak_resident=self._peak_resident, resident_kills=self._resident_kills)
+                     peak_resident=self._peak_resident, resident_kills=self._resident_kills,
+                     cpu_seconds=self._sampled["cpu"])
 
     def kill(self) -> None:
         """Kills every process of the group."""

@@ -1,6 +1,13 @@
 """Monitoring: state files and `governor ps`, the Prometheus endpoint."""
 import json
 import os
+import pty
+import select
+import signal
+import struct
+import fcntl
+import termios
+import time
 import subprocess
 import sys
 import urllib.request
@@ -34,7 +41,7 @@ def test_ps_shows_a_running_group_then_forgets_it(run_dir, tmp_path):
         wait_for(lambda: list(run_dir.glob("*.json")), 10, "the state file")
         out = subprocess.run(GOVERNOR + ["ps"], capture_output=True, text=True, check=True).stdout
         header, line = out.splitlines()
-        assert header.split()[:3] == ["GROUP", "PID", "TASKS"]
+        assert header.split()[:4] == ["GROUP", "PID", "CPU%", "TASKS"]
         assert line.split()[:2] == ["tenant-a", str(gov.pid)]
         assert "of 7" in line and "of 2.0MiB/s" in line
         docs = json.loads(subprocess.run(GOVERNOR + ["ps", "--json"], capture_output=True,
@@ -92,3 +99,53 @@ def test_bad_metrics_address_fails_before_anything_starts(run_dir, tmp_path):
     assert res.returncode == 2
     assert "--metrics" in res.stderr and "ADDRESS:PORT" in res.stderr
     assert not marker.exists()
+
+
+def _read_until(fd, needle: bytes, timeout: float) -> bytes:
+    """Reads a pty until needle appears (bounded in time)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen; screen so far: {seen[-2000:]!r}")
+        if select.select([fd], [], [], left)[0]:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+    return seen
+
+
+def test_top_shows_groups_sorts_and_quits_on_q(run_dir):
+    r, w = os.pipe()
+    gov = subprocess.Popen(GOVERNOR + ["run", "--name", "top-tenant", "--limit",
+                                       "net_send=1MiB/s", "--", "/bin/sh", "-c", "read x"],
+                           stdin=r)
+    os.close(r)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+    top = None
+    try:
+        wait_for(lambda: list(run_dir.glob("*.json")), 10, "the state file")
+        top = subprocess.Popen(GOVERNOR + ["top", "--interval", "0.2"], stdin=slave,
+                               stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"},
+                               start_new_session=True)
+        os.close(slave)
+        slave = None
+        _read_until(master, b"top-tenant", 10)
+        os.write(master, b"c")
+        # curses redraws only what changed: the title's "net" becomes "cpu".
+        _read_until(master, b"cpu", 10)
+        os.write(master, b"q")
+        assert top.wait(10) == 0
+    finally:
+        if slave is not None:
+            os.close(slave)
+        if top and top.poll() is None:
+            top.kill()
+            top.wait(10)
+        os.close(master)
+        os.write(w, b"done\n")
+        os.close(w)
+        assert gov.wait(10) == 0
