@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -188,8 +191,31 @@ static void add(struct gov_call *out, int res, double cost)
 }
 
 /* A receive of `want` on a tenant fd; reads of sockets may have to wait. */
-static void charge_read(struct gov_call *out, int dup, int kind, const struct stat *st,
-                        int pid, int64_t off, double want, int flags, int msgs)
+/* Settles a TCP socket's ledger slot (see classify.h); other sockets pass. */
+static void settle(struct gov_ledger *lg, int dup, const struct stat *st, struct gov_call *out)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    int queued;
+    if (getsockopt(dup, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
+        ioctl(dup, SIOCINQ, &queued) < 0)
+        return;
+    uint64_t consumed = ti.tcpi_bytes_received - (uint64_t)queued;
+    unsigned s = (unsigned)(st->st_ino % GOV_LEDGER_SLOTS);
+    if (lg->slot[s].ino == st->st_ino && lg->slot[s].dev == st->st_dev)
+        out->correction = (double)(consumed - lg->slot[s].consumed) - lg->slot[s].charged;
+    lg->slot[s].dev = st->st_dev;
+    lg->slot[s].ino = st->st_ino;
+    lg->slot[s].consumed = consumed;
+    lg->slot[s].charged = 0;
+    out->ledger_slot = (int)s;
+    out->ledger_ino = st->st_ino;
+}
+
+static void charge_read(struct gov_call *out, struct gov_ledger *lg, int dup, int kind,
+                        const struct stat *st, int pid, int64_t off, double want, int flags,
+                        int msgs)
 {
     if (kind == FD_FILE) {
         int64_t pos = off >= 0 ? off : position(dup, pid, 0);
@@ -205,6 +231,7 @@ static void charge_read(struct gov_call *out, int dup, int kind, const struct st
             out->wait_fd = dup;
             return;
         }
+        settle(lg, dup, st, out);
         add(out, GOV_NET_RECV, cost);
     }
     close(dup);
@@ -278,8 +305,9 @@ static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
     fc->slot[s].gen = fc->gen;
 }
 
-static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc, int pid, int nr,
-                             const uint64_t *a, struct gov_call *out)
+static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
+                             struct gov_ledger *lg, int pid, int nr, const uint64_t *a,
+                             struct gov_call *out)
 {
     struct stat st;
     if (is_plain_write(nr) && cached_write(fc, pid, nr, a, out))
@@ -314,26 +342,26 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc, int p
         charge_send(out, dup, kind, mmsg_sum(pid, a[1], a[2]), (int)a[3]);
         break;
     case SYS_read:
-        charge_read(out, dup, kind, &st, pid, -1, (double)a[2], 0, 1);
+        charge_read(out, lg, dup, kind, &st, pid, -1, (double)a[2], 0, 1);
         return;
     case SYS_pread64:
-        charge_read(out, dup, kind, &st, pid, (int64_t)a[3], (double)a[2], 0, 1);
+        charge_read(out, lg, dup, kind, &st, pid, (int64_t)a[3], (double)a[2], 0, 1);
         return;
     case SYS_readv:
-        charge_read(out, dup, kind, &st, pid, -1, iov_sum(pid, a[1], a[2]), 0, 1);
+        charge_read(out, lg, dup, kind, &st, pid, -1, iov_sum(pid, a[1], a[2]), 0, 1);
         return;
     case SYS_preadv:
     case SYS_preadv2:
-        charge_read(out, dup, kind, &st, pid, (int64_t)a[3], iov_sum(pid, a[1], a[2]), 0, 1);
+        charge_read(out, lg, dup, kind, &st, pid, (int64_t)a[3], iov_sum(pid, a[1], a[2]), 0, 1);
         return;
     case SYS_recvfrom:
-        charge_read(out, dup, kind, &st, pid, -1, (double)a[2], (int)a[3], 1);
+        charge_read(out, lg, dup, kind, &st, pid, -1, (double)a[2], (int)a[3], 1);
         return;
     case SYS_recvmsg:
-        charge_read(out, dup, kind, &st, pid, -1, msghdr_sum(pid, a[1]), (int)a[2], 1);
+        charge_read(out, lg, dup, kind, &st, pid, -1, msghdr_sum(pid, a[1]), (int)a[2], 1);
         return;
     case SYS_recvmmsg:
-        charge_read(out, dup, kind, &st, pid, -1, mmsg_sum(pid, a[1], a[2]), (int)a[3],
+        charge_read(out, lg, dup, kind, &st, pid, -1, mmsg_sum(pid, a[1], a[2]), (int)a[3],
                     a[2] > MAX_IOV ? MAX_IOV : (int)a[2]);
         return;
     }
@@ -345,12 +373,13 @@ static double page_round(uint64_t len)
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, int tid, int nr,
-                  const uint64_t *a, struct gov_call *out)
+void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
+                  int tid, int nr, const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
     out->wait_fd = -1;
+    out->ledger_slot = -1;
     switch (nr) {
     case SYS_clone:
     case SYS_clone3:
@@ -399,6 +428,6 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, int tid, int nr,
         charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
         return;
     default:
-        classify_fd_call(c, fc, tid, nr, a, out);
+        classify_fd_call(c, fc, lg, tid, nr, a, out);
     }
 }

@@ -41,6 +41,21 @@ struct gov_fdcache {
     } slot[GOV_FDCACHE_SLOTS];
 };
 
+/* What each TCP socket has really handed to the tenant: the kernel counts
+ * bytes received (TCP_INFO tcpi_bytes_received); minus what is still queued
+ * (SIOCINQ) that is what reads took. Each receive on a TCP socket settles
+ * the difference between that and the estimates charged since the last one,
+ * so TCP receives are charged exactly, however the data raced the release. */
+#define GOV_LEDGER_SLOTS 256
+
+struct gov_ledger {
+    struct {
+        uint64_t dev, ino;
+        uint64_t consumed;  /* bytes the tenant had read at the last settlement */
+        double charged;     /* estimates charged since */
+    } slot[GOV_LEDGER_SLOTS];
+};
+
 struct gov_charge {
     int res;      /* GOV_NET_SEND ... */
     double cost;
@@ -61,10 +76,13 @@ struct gov_call {
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
+    double correction;    /* net_recv to settle now (may be negative) */
+    int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
+    uint64_t ledger_ino;
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table). */
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, int tid, int nr,
-                  const uint64_t *args, struct gov_call *out);
+void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
+                  int tid, int nr, const uint64_t *args, struct gov_call *out);
 
 #endif

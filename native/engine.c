@@ -83,6 +83,7 @@ struct group {
     struct memproc *mem;
     int nmem, cap_mem;
     struct gov_fdcache fdcache;
+    struct gov_ledger ledger;
 };
 
 struct gov_engine {
@@ -351,8 +352,32 @@ static int deny_errno(struct hold *h)
     return EAGAIN;
 }
 
+/* Applies a TCP receive's settlement (classify.h) at once: debt or refund. */
+static void settle_now(struct group *g, struct hold *h)
+{
+    double c = h->call.correction;
+    h->call.correction = 0;
+    if (c == 0 || !g->lim.r[GOV_NET_RECV].set)
+        return;
+    gov_bucket_charge(&g->b[GOV_NET_RECV], c);
+    g->u.r[GOV_NET_RECV].used += (uint64_t)(int64_t)c;
+}
+
+/* The estimate just charged for a TCP receive waits in its ledger slot for
+ * the next settlement. */
+static void ledger_note(struct group *g, struct hold *h, int sign)
+{
+    int s = h->call.ledger_slot;
+    if (s < 0 || g->ledger.slot[s].ino != h->call.ledger_ino)
+        return;
+    for (int i = 0; i < h->call.nch; i++)
+        if (h->call.ch[i].res == GOV_NET_RECV)
+            g->ledger.slot[s].charged += sign * h->call.ch[i].cost;
+}
+
 static void charge(struct group *g, struct hold *h, int sign)
 {
+    ledger_note(g, h, sign);
     for (int i = 0; i < h->call.nch; i++) {
         int r = h->call.ch[i].res;
         double c = h->call.ch[i].cost * sign;
@@ -454,7 +479,7 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->l->g->fdcache, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &h->l->g->fdcache, &h->l->g->ledger, h->pid, h->nr, h->args, &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -511,6 +536,7 @@ static void arm_before(struct gov_engine *e, int64_t at)
 /* First look at a call, or at a call whose data just arrived. */
 static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_t now)
 {
+    settle_now(g, h);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = h};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, h->call.wait_fd, &ev) == 0) {
@@ -573,8 +599,10 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         }
         if (blocked[res])
             continue;
-        if (is_receive(h->nr))
+        if (is_receive(h->nr)) {
             reclassify(e, h);
+            settle_now(g, h);
+        }
         int64_t wait;
         int v = verdict(e, g, h, now, &wait, 1);
         if (v == WAIT) {
@@ -666,7 +694,7 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->pid = (int)e->req->pid;
     h->nr = d->nr;
     memcpy(h->args, d->args, sizeof h->args);
-    gov_classify(&e->pidfds, &g->fdcache, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, h->pid, h->nr, h->args, &h->call);
     /* A thread that makes another call has returned from its last clone. */
     pending_drop(g, h->pid);
     if (h->call.kind == GOV_CALL_FDTABLE) {
