@@ -224,6 +224,9 @@ class Group:
         finally:
             for fd in opened:
                 os.close(fd)
+        if rc == -1 and os.geteuid() != 0:  # EPERM from clone(CLONE_NEWPID)
+            raise GovernorError("spawn: governor needs root: each group runs in its own "
+                                "pid namespace")
         if rc < 0:
             raise SpawnError(-rc, argv[0])
         sup = self.supervisor
