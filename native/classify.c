@@ -399,10 +399,13 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
         return;
     case SYS_mmap:
         out->kind = GOV_CALL_MEMORY;
-        /* Private writable mappings commit memory; PROT_NONE reservations
-         * (thread arenas, runtimes' heaps) and shared file maps do not. */
-        if ((a[2] & PROT_WRITE) && !(a[3] & MAP_SHARED))
+        /* Private writable mappings commit memory, and so do shared
+         * anonymous ones (shmem); PROT_NONE reservations (thread arenas,
+         * runtimes' heaps) and shared file maps do not. */
+        if ((a[2] & PROT_WRITE) && (!(a[3] & MAP_SHARED) || (a[3] & MAP_ANONYMOUS))) {
             add(out, GOV_MEMORY, page_round(a[1]));
+            out->shared_mem = (a[3] & MAP_SHARED) != 0;
+        }
         return;
     case SYS_mprotect:
         out->kind = GOV_CALL_MEMORY;

@@ -76,6 +76,7 @@ struct gov_call {
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
+    int shared_mem;       /* a shared anonymous mapping (not in VmData) */
     double correction;    /* net_recv to settle now (may be negative) */
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;

@@ -82,6 +82,7 @@ struct group {
     int npending, cap_pending;
     struct memproc *mem;
     int nmem, cap_mem;
+    int64_t shared_mem;       /* shared anonymous memory of the group */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
 };
@@ -233,7 +234,7 @@ static struct memproc *mem_proc(struct group *g, int tgid)
 
 static int64_t mem_total(struct group *g)
 {
-    int64_t sum = 0;
+    int64_t sum = g->shared_mem;
     for (int i = 0; i < g->nmem; i++)
         sum += g->mem[i].bytes;
     g->u.memory = sum;
@@ -266,6 +267,14 @@ static void mem_refresh_all(struct gov_engine *e, struct group *g)
             }
     }
     free(old);
+    /* Shared objects count once, however many processes map them. */
+    struct gov_shm_obj objs[1024];
+    int nobjs = 0;
+    for (int i = 0; i < n; i++)
+        gov_task_shared_anon(e->procs[i], objs, &nobjs, 1024);
+    g->shared_mem = 0;
+    for (int i = 0; i < nobjs; i++)
+        g->shared_mem += objs[i].size;
     mem_total(g);
 }
 
@@ -397,7 +406,9 @@ static void charge(struct group *g, struct hold *h, int sign)
         int tgid;
         if (gov_task_committed(h->pid, &tgid) >= 0) {
             struct memproc *m = mem_proc(g, tgid);
-            if (m) {
+            if (h->call.shared_mem) {
+                g->shared_mem += (int64_t)h->call.ch[0].cost * sign;
+            } else if (m) {
                 m->bytes += (int64_t)h->call.ch[0].cost * sign;
                 if (h->call.brk && sign > 0)
                     m->last_brk = (int64_t)h->args[0];

@@ -92,6 +92,43 @@ int64_t gov_task_committed(int tid, int *tgid)
     return (status_kib(buf, "\nVmData:") + status_kib(buf, "\nVmStk:")) * 1024;
 }
 
+static int shmem_path(const char *path)
+{
+    return strncmp(path, "/dev/zero (deleted)", 19) == 0 || strncmp(path, "/memfd:", 7) == 0 ||
+           strncmp(path, "/SYSV", 5) == 0;
+}
+
+int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end, ino;
+        unsigned major, minor;
+        char perms[8];
+        int at = 0;
+        if (sscanf(line, "%llx-%llx %7s %*x %x:%x %llu %n", &start, &end, perms, &major, &minor,
+                   &ino, &at) < 6 || perms[1] != 'w' || perms[3] != 's' || !shmem_path(line + at))
+            continue;
+        uint64_t dev = ((uint64_t)major << 32) | minor;
+        int i = 0;
+        while (i < *n && !(objs[i].dev == dev && objs[i].ino == ino))
+            i++;
+        if (i == *n) {
+            if (*n == max)
+                continue;
+            objs[(*n)++] = (struct gov_shm_obj){dev, ino, 0};
+        }
+        if ((int64_t)(end - start) > objs[i].size)
+            objs[i].size = (int64_t)(end - start);
+    }
+    fclose(f);
+    return 0;
+}
+
 int64_t gov_task_start_brk(int pid)
 {
     char path[64], buf[1024];

@@ -15,6 +15,16 @@ int gov_tree_tasks(int root, int *pids, int max, int *npids);
  * group id in *tgid. -errno if the task is gone. */
 int64_t gov_task_committed(int tid, int *tgid);
 
+/* Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd, SysV shm) that
+ * process pid maps writable, from /proc/PID/maps: adds each object, keyed by
+ * its inode, to the set in *objs (n of them, cap max) with its size, so an
+ * object mapped by several processes of a group counts once. -errno if gone. */
+struct gov_shm_obj {
+    uint64_t dev, ino;
+    int64_t size;
+};
+int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max);
+
 /* start_brk of the process (field 47 of /proc/PID/stat); -errno if gone. */
 int64_t gov_task_start_brk(int pid);
 

@@ -287,3 +287,32 @@ def test_memory_resident_cannot_be_held():
     with pytest.raises(PolicyError) as e:
         Limits(memory_resident="64MiB", on_exhausted={"memory_resident": "hold"})
     assert e.value.key == "memory_resident"
+
+
+SHARED = """
+import errno, mmap, sys
+size, rounds = int(sys.argv[1]) << 20, int(sys.argv[2])
+for i in range(rounds):
+    try:
+        m = mmap.mmap(-1, size)          # MAP_SHARED | MAP_ANONYMOUS, read-write
+    except OSError as e:
+        print("ENOMEM" if e.errno == errno.ENOMEM else e, "at", i)
+        sys.exit(3)
+    m.close()                            # unmapped: the memory comes back
+print("ok")
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("size_mib, rounds, want", [(200, 1, 3), (40, 6, 0)])
+def test_memory_counts_shared_anonymous_mappings(tmp_path, size_mib, rounds, want):
+    """A shared anonymous mapping commits memory like a private one (200 MiB
+    under 96 MiB fails), and gives it back when unmapped (6 x 40 MiB, one at
+    a time, fits)."""
+    out = tmp_path / "out"
+    with Supervisor() as sup:
+        g = sup.group("shm", Limits(memory="96MiB", on_exhausted={"memory": "deny"}))
+        with open(out, "w") as f:
+            p = g.spawn([sys.executable, "-c", SHARED, str(size_mib), str(rounds)], stdout=f)
+            assert p.wait(20) == want, out.read_text()
+    assert out.read_text().startswith("ENOMEM" if want else "ok")
