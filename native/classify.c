@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "classify.h"
+#include "procfs.h"
 #include "gov.h"
 
 #ifndef PIDFD_THREAD
@@ -47,6 +48,13 @@ static int slot_open(struct gov_pidfds *c, int tid)
         close(c->fd[s]);
     c->tid[s] = tid;
     c->fd[s] = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (c->fd[s] < 0 && errno == EINVAL) {
+        /* Before 6.9 only thread group leaders have pidfds: use the
+         * leader's fd table, which pthreads share. */
+        int tgid;
+        if (gov_task_committed(tid, &tgid) >= 0)
+            c->fd[s] = (int)syscall(SYS_pidfd_open, tgid, 0);
+    }
     return c->fd[s];
 }
 
