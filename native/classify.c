@@ -75,10 +75,15 @@ static int tenant_fd(struct gov_pidfds *c, int tid, int fd)
     return dup;
 }
 
-enum { FD_OTHER, FD_FILE, FD_SOCKET, FD_PIPE };
+/* FD_UNKNOWN: the supervisor could not look (not EBADF): charge every
+ * resource the call could move bytes of, failing closed. */
+enum { FD_OTHER, FD_FILE, FD_SOCKET, FD_PIPE, FD_UNKNOWN };
 
+/* The kind of a duplicate from tenant_fd (dup < 0: errno says why). */
 static int fd_kind(int dup, struct stat *st)
 {
+    if (dup < 0)
+        return errno == EBADF ? FD_OTHER : FD_UNKNOWN;
     if (fstat(dup, st) < 0)
         return FD_OTHER;
     if (S_ISREG(st->st_mode))
@@ -194,7 +199,7 @@ static double send_cost(int dup, double want, int flags)
 
 static void add(struct gov_call *out, int res, double cost)
 {
-    if (cost > 0 && out->nch < 2)
+    if (cost > 0 && out->nch < 4)
         out->ch[out->nch++] = (struct gov_charge){res, cost};
 }
 
@@ -241,15 +246,19 @@ static void charge_read(struct gov_call *out, struct gov_ledger *lg, int dup, in
         }
         settle(lg, dup, st, out);
         add(out, GOV_NET_RECV, cost);
+    } else if (kind == FD_UNKNOWN) {
+        add(out, GOV_DISK_READ, want);
+        add(out, GOV_NET_RECV, want);
     }
-    close(dup);
+    if (dup >= 0)
+        close(dup);
 }
 
 static void charge_write(struct gov_call *out, int kind, double n)
 {
-    if (kind == FD_FILE)
+    if (kind == FD_FILE || kind == FD_UNKNOWN)
         add(out, GOV_DISK_WRITE, n);
-    else if (kind == FD_SOCKET)
+    if (kind == FD_SOCKET || kind == FD_UNKNOWN)
         add(out, GOV_NET_SEND, n);
 }
 
@@ -263,10 +272,15 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, int pid,
                             uint64_t in_off, int out_fd, double len)
 {
     struct stat st_in, st_out;
-    int in = tenant_fd(c, pid, in_fd), outd = tenant_fd(c, pid, out_fd);
-    int kin = in >= 0 ? fd_kind(in, &st_in) : FD_OTHER;
-    int kout = outd >= 0 ? fd_kind(outd, &st_out) : FD_OTHER;
+    int in = tenant_fd(c, pid, in_fd);
+    int kin = fd_kind(in, &st_in);
+    int outd = tenant_fd(c, pid, out_fd);
+    int kout = fd_kind(outd, &st_out);
     double n = len;
+    if (kin == FD_UNKNOWN) {
+        add(out, GOV_DISK_READ, len);
+        add(out, GOV_NET_RECV, len);
+    }
     if (kin == FD_FILE) {
         n = file_read_cost(&st_in, position(in, pid, in_off), len);
         add(out, GOV_DISK_READ, n);
@@ -317,14 +331,14 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
                              struct gov_ledger *lg, int pid, int nr, const uint64_t *a,
                              struct gov_call *out)
 {
-    struct stat st;
+    struct stat st = {0};
     if (is_plain_write(nr) && cached_write(fc, pid, nr, a, out))
         return;
     int dup = tenant_fd(c, pid, (int)a[0]);
-    if (dup < 0)
-        return; /* bad fd: the kernel will say EBADF */
     int kind = fd_kind(dup, &st);
-    if (is_plain_write(nr) && kind != FD_SOCKET)
+    if (dup < 0 && kind == FD_OTHER)
+        return; /* EBADF: the kernel will say so too */
+    if (is_plain_write(nr) && kind != FD_SOCKET && kind != FD_UNKNOWN)
         remember(fc, pid, (int)a[0], kind);
     switch (nr) {
     case SYS_write:
@@ -373,7 +387,8 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
                     a[2] > MAX_IOV ? MAX_IOV : (int)a[2]);
         return;
     }
-    close(dup);
+    if (dup >= 0)
+        close(dup);
 }
 
 static double page_round(uint64_t len)

@@ -72,7 +72,7 @@ enum {
 struct gov_call {
     int kind;
     int nch;
-    struct gov_charge ch[2];
+    struct gov_charge ch[4];
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
