@@ -14,7 +14,7 @@ import time
 import structlog
 
 from ._errors import GovernorError, PolicyError, SpawnError
-from .limits import KEYS, NOT_YET, Limits, parse_assignments
+from .limits import KEYS, Limits, parse_assignments
 from .policy import load_policy
 from .metrics import parse_address, serve_metrics
 from .state import read_states

@@ -11,13 +11,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import psutil
 
 from . import _native
 from ._errors import GovernorError, SpawnError, check
-from .limits import KEYS, RATE_KEYS, Limits
+from .limits import RATE_KEYS, Limits
 from .state import Publisher
 
 ffi, lib = _native.ffi, _native.lib
@@ -425,7 +425,3 @@ class Supervisor:
                 self._publisher.remove(g)
         lib.gov_engine_free(self._engine)
         self._engine = None
-
-
-def resource_keys() -> Iterable[str]:
-    return KEYS

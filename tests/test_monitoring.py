@@ -3,7 +3,6 @@ import json
 import os
 import pty
 import select
-import signal
 import struct
 import fcntl
 import termios
