@@ -97,8 +97,13 @@ def _run(args) -> int:
         return 2
     try:
         limits = _limits(args)
+        # Bad addresses and paths fail before anything starts.
         if args.metrics:
-            parse_address(args.metrics)  # a bad address fails before anything starts
+            parse_address(args.metrics)
+        if args.stats_json:
+            where = os.path.dirname(os.path.abspath(args.stats_json))
+            if not os.access(where, os.W_OK):
+                raise PolicyError("--stats-json", None, f"cannot write into {where}")
     except PolicyError as e:
         print(f"governor: {e}", file=sys.stderr)
         return 2
@@ -108,19 +113,19 @@ def _run(args) -> int:
     started = time.monotonic()
     with Supervisor() as sup:
         group = sup.group(name, limits)
-        try:
-            proc = group.spawn(cmd)
-        except SpawnError as e:
-            msg = "command not found" if e.errno == 2 else e.strerror
-            print(f"governor: {cmd[0]}: {msg}", file=sys.stderr)
-            return 127 if e.errno == 2 else 126
-        structlog.contextvars.bind_contextvars(pid=proc.pid)
         metrics = serve_metrics(sup, args.metrics) if args.metrics else None
-        if not sup.sync_wakeup:
-            log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
-        log.info("started", argv=cmd, limits=dict(limits.items()))
-        _forward_signals(proc)
         try:
+            try:
+                proc = group.spawn(cmd)
+            except SpawnError as e:
+                msg = "command not found" if e.errno == 2 else e.strerror
+                print(f"governor: {cmd[0]}: {msg}", file=sys.stderr)
+                return 127 if e.errno == 2 else 126
+            structlog.contextvars.bind_contextvars(pid=proc.pid)
+            if not sup.sync_wakeup:
+                log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
+            log.info("started", argv=cmd, limits=dict(limits.items()))
+            _forward_signals(proc)
             _wait(sup, proc, log)
         finally:
             if metrics:

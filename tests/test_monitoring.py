@@ -148,3 +148,22 @@ def test_top_shows_groups_sorts_and_quits_on_q(run_dir):
         os.write(w, b"done\n")
         os.close(w)
         assert gov.wait(10) == 0
+
+
+def test_metrics_port_in_use_fails_before_the_command_runs(run_dir, tmp_path):
+    import socket
+    marker = tmp_path / "ran"
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        res = subprocess.run(GOVERNOR + ["run", "--metrics", f"127.0.0.1:{port}", "--", "touch",
+                                         str(marker)], capture_output=True, text=True)
+    assert res.returncode == 125 and f"127.0.0.1:{port}" in res.stderr, res.stderr
+    assert not marker.exists()
+
+
+def test_stats_json_into_a_missing_directory_fails_before_anything_starts(tmp_path):
+    marker = tmp_path / "ran"
+    res = subprocess.run(GOVERNOR + ["run", "--stats-json", str(tmp_path / "no" / "s.json"),
+                                     "--", "touch", str(marker)], capture_output=True, text=True)
+    assert res.returncode == 2 and "--stats-json" in res.stderr, res.stderr
+    assert not marker.exists()
