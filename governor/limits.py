@@ -6,6 +6,7 @@ in policy files (``[limits]``, ``[burst]``, ``[on_exhausted]`` tables).
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -15,16 +16,21 @@ from ._errors import PolicyError
 RATE_KEYS = ("net_send", "net_recv", "disk_write", "disk_read")
 COUNT_KEYS = ("processes",)
 SIZE_KEYS = ("memory", "memory_resident")
-KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS
+CPU_KEYS = ("cpu",)
+KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS + CPU_KEYS
 # Known keys that this version cannot enforce: refused with a reason.
 NOT_YET = {
     "disk_space": "needs a container (--rootfs), which this version does not provide yet",
-    "cpu": "is not enforced by this version yet",
 }
 MODES = ("hold", "deny")
 # Resident memory cannot be held back by holding a call: past the limit the
 # group's largest process is killed, like an OOM kill.
 ONLY_DENY = ("memory_resident",)
+# A CPU cap throttles: nothing to deny.
+ONLY_HOLD = ("cpu",)
+# Deadline bandwidth the kernel lets all reservations of a host use
+# (kernel.sched_rt_runtime_us / sched_rt_period_us, 95% by default).
+DEADLINE_SHARE = 0.95
 # Values travel to C as int64 (caps) and doubles (rates).
 MAX_VALUE = 2**62
 # Bucket size when the policy sets none: a tenth of a second of the rate.
@@ -85,6 +91,24 @@ def _parse_count(value: Any, source: str, key: str) -> int:
     return n
 
 
+def _parse_cpu(value: Any, source: str, key: str) -> float:
+    """"50%" (of one CPU) or 1.5 (CPUs) -> CPUs."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PolicyError(source, key, f"expected 50% or 1.5, got {type(value).__name__}")
+    text = str(value).strip()
+    try:
+        cpus = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise PolicyError(source, key, f"cannot parse {value!r} (examples: '50%', 1.5)") from None
+    if math.isnan(cpus) or math.isinf(cpus) or cpus <= 0:
+        raise PolicyError(source, key, f"must be more than 0, got {value!r}")
+    most = (os.cpu_count() or 1) * DEADLINE_SHARE
+    if cpus > most:
+        raise PolicyError(source, key, f"{value!r} is more than this host can reserve "
+                                       f"({most * 100:.0f}% of one CPU)")
+    return cpus
+
+
 def _check_key(key: str, source: str) -> None:
     if key in NOT_YET:
         raise PolicyError(source, key, NOT_YET[key])
@@ -107,6 +131,7 @@ class Limits:
     processes: int | None = None
     memory: int | None = None
     memory_resident: int | None = None
+    cpu: float | None = None      # CPUs: 0.5 is half of one CPU
     burst: Mapping[str, float] = field(default_factory=dict)
     on_exhausted: Mapping[str, str] = field(default_factory=dict)
 
@@ -122,6 +147,8 @@ class Limits:
                 parsed[key] = _parse(value, rate=True, source=source, key=key)
             elif key in COUNT_KEYS:
                 parsed[key] = _parse_count(value, source, key)
+            elif key in CPU_KEYS:
+                parsed[key] = _parse_cpu(value, source, key)
             else:
                 size = _parse(value, rate=False, source=source, key=key)
                 if size < 4096:
@@ -141,6 +168,9 @@ class Limits:
             if mode not in MODES:
                 raise PolicyError(f"{source} on_exhausted", key,
                                   f"must be 'hold' or 'deny', got {mode!r}")
+            if key in ONLY_HOLD and mode != "hold":
+                raise PolicyError(f"{source} on_exhausted", key,
+                                  "a CPU cap throttles the group: only 'hold' is possible")
             if key in ONLY_DENY and mode != "deny":
                 raise PolicyError(f"{source} on_exhausted", key,
                                   "resident memory cannot be held: only 'deny' (the largest "

@@ -18,6 +18,7 @@ import psutil
 from . import _native
 from ._errors import GovernorError, SpawnError, check
 from .limits import RATE_KEYS, Limits
+from .cpu import CpuController
 from .state import Publisher
 
 ffi, lib = _native.ffi, _native.lib
@@ -80,6 +81,7 @@ class Event:
 
 def _c_limits(limits: Limits):
     c = ffi.new("struct gov_limits *")
+    c.fixed_sched = limits.cpu is not None
     for i, key in enumerate(RESOURCES):
         value = getattr(limits, key)
         if value is None:
@@ -234,6 +236,8 @@ class Group:
         self._inits.add(res.init_pid)
         check(lib.gov_group_add_listener(sup._engine, self.id, res.listener), "add listener")
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
+        if sup._cpu:
+            sup._cpu.rebalance(self)  # the command starts under its reservation
         proc._read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
@@ -343,6 +347,7 @@ class Supervisor:
         self._py_events: list[Event] = []   # events raised in Python (resident kills)
         self._py_events_lock = threading.Lock()
         self._publisher = Publisher() if publish_state else None
+        self._cpu: CpuController | None = None
         self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
                                          daemon=True)
         self._sampler.start()
@@ -366,12 +371,16 @@ class Supervisor:
         gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
         g = Group(self, name, limits, gid)
         self._groups[name] = g
+        if limits.cpu is not None and self._cpu is None:
+            self._cpu = CpuController(self)
         self._names[gid] = name
         return g
 
     def _forget(self, group: Group) -> None:
         if self._publisher:
             self._publisher.remove(group)
+        if self._cpu:
+            self._cpu.forget(group)
         if self._groups.get(group.name) is group:
             del self._groups[group.name]
             del self._names[group.id]
@@ -419,6 +428,8 @@ class Supervisor:
             return
         self._stop.set()
         self._sampler.join()
+        if self._cpu:
+            self._cpu.close()
         for g in self.groups:
             g.kill()
             if self._publisher:

@@ -37,7 +37,9 @@ def row(st: dict, now: float | None = None) -> tuple[str, ...]:
     def level(value, key, fmt):
         return fmt(value) + (f" of {fmt(limits[key])}" if key in limits else "")
 
-    return (st["group"], str(st["supervisor_pid"]), f"{st.get('cpu_percent', 0):.0f}",
+    cpu = f"{st.get('cpu_percent', 0):.0f}" + (
+        f" of {limits['cpu'] * 100:.0f}" if "cpu" in limits else "")
+    return (st["group"], str(st["supervisor_pid"]), cpu,
             level(u["tasks"], "processes", str), level(u["memory"], "memory", size),
             level(u["resident"], "memory_resident", size), rate("net_send"), rate("net_recv"),
             rate("disk_write"), rate("disk_read"), f"{st['held_calls_per_second']:.0f}",

@@ -39,6 +39,10 @@ static const char *const *const calls_of[GOV_NRES] = {
  * io_uring would, so programs fall back to ordinary calls. */
 static const char *const refused_calls[] = {
     "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
+/* A CPU-capped group runs under SCHED_DEADLINE reservations (cpu.h) that its
+ * tasks must not replace. */
+static const char *const sched_calls[] = {
+    "sched_setattr", "sched_setscheduler", "sched_setparam", NULL};
 
 static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name)
 {
@@ -79,6 +83,9 @@ int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
                 goto out;
     for (const char *const *n = refused_calls; *n; n++)
         if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), *n)) < 0)
+            goto out;
+    for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
+        if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             goto out;
 
     /* libseccomp 2.5 exports only to an fd. */

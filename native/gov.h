@@ -33,6 +33,7 @@ struct gov_limit {
 
 struct gov_limits {
     struct gov_limit r[GOV_NRES];
+    int fixed_sched;  /* CPU-capped: tasks may not change their scheduling */
 };
 
 struct gov_res_usage {

@@ -42,7 +42,7 @@ BAD_POLICIES = {
     "rate_on_memory": ("[limits]\nmemory = '64MiB/s'\n", "memory", "not a rate"),
     "memory_below_page": ("[limits]\nmemory = 100\n", "memory", "page"),
     "disk_space": ("[limits]\ndisk_space = '1GiB'\n", "disk_space", "container"),
-    "cpu": ("[limits]\ncpu = 2\n", "cpu", "not enforced"),
+    "cpu": ("[limits]\ncpu = 10000\n", "cpu", "more than this host"),
     "unknown_table": ("[limitz]\nnet_send = '1MiB/s'\n", "limitz", "unknown table"),
     "table_not_table": ("limits = 5\n", "limits", "table"),
     "bad_mode": ("[limits]\nprocesses = 4\n[on_exhausted]\nprocesses = 'kill'\n",
