@@ -38,6 +38,9 @@ class GroupCollector:
                                      labels=["group"])
         notifs = CounterMetricFamily("governor_notifications", "System calls the engine saw",
                                      labels=["group"])
+        cpu = CounterMetricFamily("governor_cpu_seconds",
+                                  "CPU time of the group's live processes (sampled)",
+                                  labels=["group"])
         for g in self.supervisor.groups:
             try:
                 u = g.usage()
@@ -55,7 +58,8 @@ class GroupCollector:
             committed.add_metric([g.name], u.memory)
             resident.add_metric([g.name], u.resident)
             notifs.add_metric([g.name], u.notifications)
-        yield from (moved, held, held_s, denied, limit, tasks, committed, resident, notifs)
+            cpu.add_metric([g.name], u.cpu_seconds)
+        yield from (moved, held, held_s, denied, limit, tasks, committed, resident, notifs, cpu)
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 COLUMNS = ("GROUP", "PID", "CPU%", "TASKS", "COMMITTED", "RESIDENT", "NET_SEND", "NET_RECV",
-           "DISK_WRITE", "DISK_READ", "HELD/S", "UPTIME")
+           "DISK_WRITE", "DISK_READ", "HELD/S", "HELD_S/S", "UPTIME")
 
 # Sort keys of `top`: key -> (name, value of a state document; larger first).
 SORTS = {
@@ -43,6 +43,7 @@ def row(st: dict, now: float | None = None) -> tuple[str, ...]:
             level(u["tasks"], "processes", str), level(u["memory"], "memory", size),
             level(u["resident"], "memory_resident", size), rate("net_send"), rate("net_recv"),
             rate("disk_write"), rate("disk_read"), f"{st['held_calls_per_second']:.0f}",
+            f"{st['held_seconds_per_second']:.2f}",
             f"{(now or time.time()) - st['started']:.0f}s")
 
 

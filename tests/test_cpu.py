@@ -60,3 +60,40 @@ def test_cpu_values_are_checked():
         assert e.value.key == "cpu"
     with pytest.raises(PolicyError):
         Limits(cpu="50%", on_exhausted={"cpu": "deny"})
+
+
+def _cpu_ns(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: after SIGSTOP/SIGCONT the task's shrunk "
+                   "reservation is regrown but it gets far less than its share for seconds "
+                   "(measured 0.00-0.20 of 0.30 CPU); cause not yet found")
+def test_the_tenants_own_sigstop_and_sigcont_still_work(tenant, tmp_path):
+    import signal
+    import time
+    with Supervisor() as sup:
+        g = sup.group("stopcont", Limits(cpu="30%"))
+        p = g.spawn([tenant, "threads", "30", "1"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)  # let it run under its reservation
+            os.kill(p.pid, signal.SIGSTOP)
+            with open(f"/proc/{p.pid}/stat") as f:
+                deadline = time.monotonic() + 5
+                while f.read().split(") ")[1][0] != "T" and time.monotonic() < deadline:
+                    f.seek(0)
+                    time.sleep(0.01)
+            before = _cpu_ns(p.pid)
+            time.sleep(0.5)
+            assert _cpu_ns(p.pid) - before < 5_000_000, "a stopped tenant kept running"
+            os.kill(p.pid, signal.SIGCONT)
+            before = _cpu_ns(p.pid)
+            time.sleep(1.0)
+            ran = (_cpu_ns(p.pid) - before) / 1e9
+            assert 0.15 < ran < 0.45, f"after SIGCONT it ran {ran:.2f} s of 1 s (cap 30%)"
+        finally:
+            p.kill()

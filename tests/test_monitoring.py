@@ -89,6 +89,7 @@ def test_metrics_endpoint_reports_counters_and_limits(run_dir, tmp_path):
     assert samples[("governor_limit", "disk_write")] == 64 * 2**20
     assert samples[("governor_limit", "processes")] == 16
     assert samples[("governor_notifications_total", None)] >= 32
+    assert ("governor_cpu_seconds_total", None) in samples
 
 
 def test_bad_metrics_address_fails_before_anything_starts(run_dir, tmp_path):
