@@ -27,6 +27,10 @@ TICK_SECONDS = 0.05
 MAX_TASK_SHARE = 0.95     # of one CPU: the kernel's default deadline ceiling
 MIN_SHARE = 0.01          # of one CPU, for a task that barely runs
 SATURATED = 0.75          # used this much of its share: it wants more (DL jitter)
+# A grown reservation takes the kernel up to a few hundred ms to deliver in
+# full (the task finishes its current, small budget first): a task counts as
+# modest only after this many passes in a row below SATURATED.
+MODEST_AFTER = 8
 
 
 def _cpu_ns(pid: int, tid: int) -> int | None:
@@ -37,15 +41,14 @@ def _cpu_ns(pid: int, tid: int) -> int | None:
         return None
 
 
-def split(cap: float, demand: dict[int, float], share: dict[int, float]) -> dict[int, float]:
+def split(cap: float, demand: dict[int, float], hungry: set[int]) -> dict[int, float]:
     """The next shares (CPUs) of the tasks.
 
-    demand: CPUs each task used over the last pass; share: what each had
-    (absent: new). Tasks that used less than their share get room above what
-    they used; the hungry ones share the cap less what the others *used*, so
-    idle tasks' room costs the group nothing unless they wake up (then the
-    group may pass its cap by that room until the next pass)."""
-    hungry = [t for t in demand if t not in share or demand[t] >= SATURATED * share[t]]
+    demand: CPUs each task used over the last pass; hungry: the tasks that
+    want more. The others get room above what they used; the hungry ones
+    share the cap less what the others *used*, so idle tasks' room costs the
+    group nothing unless they wake up (then the group may pass its cap by
+    that room until the next pass)."""
     out = {t: max(demand[t] * 2, MIN_SHARE) for t in demand if t not in hungry}
     used = min(sum(demand[t] for t in out), cap / 2)  # at least half for the hungry
     left = cap - used
@@ -69,6 +72,7 @@ class CpuController:
         self._share: dict[str, dict[int, float]] = {}
         self._warned: set[str] = set()
         self._busy: dict[str, int] = {}   # passes in a row the kernel said EBUSY
+        self._low: dict[str, dict[int, int]] = {}  # passes in a row below SATURATED
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="governor-cpu", daemon=True)
@@ -115,7 +119,15 @@ class CpuController:
             else:
                 demand[tid] = 0.0
         self._seen[group.name] = fresh
-        new = split(group.limits.cpu, demand, {t: s for t, s in share.items() if t in demand})
+        low = self._low.setdefault(group.name, {})
+        for tid in demand:
+            below = tid in share and demand[tid] < SATURATED * share[tid]
+            low[tid] = low.get(tid, 0) + 1 if below else 0
+        for tid in list(low):
+            if tid not in demand:
+                del low[tid]
+        hungry = {t for t in demand if low[t] < MODEST_AFTER}
+        new = split(group.limits.cpu, demand, hungry)
         # Shrink first, so that growing never asks for more than the kernel
         # has left to reserve. A shrunk task's bandwidth comes back only at
         # its next deadline, so a grow may meet EBUSY: it is retried next pass.
@@ -143,3 +155,4 @@ class CpuController:
     def forget(self, group) -> None:
         self._seen.pop(group.name, None)
         self._share.pop(group.name, None)
+        self._low.pop(group.name, None)
