@@ -36,6 +36,9 @@ class GroupCollector:
                                       labels=["group"])
         resident = GaugeMetricFamily("governor_memory_resident_bytes", "Resident memory (RSS)",
                                      labels=["group"])
+        pss = GaugeMetricFamily("governor_memory_pss_bytes",
+                                "Proportional set size: shared pages split among sharers",
+                                labels=["group"])
         notifs = CounterMetricFamily("governor_notifications", "System calls the engine saw",
                                      labels=["group"])
         cpu = CounterMetricFamily("governor_cpu_seconds",
@@ -57,9 +60,11 @@ class GroupCollector:
             tasks.add_metric([g.name], u.tasks)
             committed.add_metric([g.name], u.memory)
             resident.add_metric([g.name], u.resident)
+            pss.add_metric([g.name], u.pss)
             notifs.add_metric([g.name], u.notifications)
             cpu.add_metric([g.name], u.cpu_seconds)
-        yield from (moved, held, held_s, denied, limit, tasks, committed, resident, notifs, cpu)
+        yield from (moved, held, held_s, denied, limit, tasks, committed, resident, pss, notifs,
+                    cpu)
 
 
 def parse_address(text: str) -> tuple[str, int]:

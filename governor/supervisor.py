@@ -54,6 +54,7 @@ class Usage:
     compat_denied: int = 0
     held_now: int = 0
     resident: int = 0          # RSS of the group's processes (sampled)
+    pss: int = 0               # proportional set size: shared pages split (sampled)
     peak_resident: int = 0
     resident_kills: int = 0    # processes killed for memory_resident
     cpu_seconds: float = 0.0   # CPU time of the live processes (sampled)
@@ -63,7 +64,7 @@ class Usage:
             "resources": {k: vars(v) for k, v in self.resources.items()},
             "tasks": self.tasks, "peak_tasks": self.peak_tasks,
             "memory": self.memory, "peak_memory": self.peak_memory,
-            "resident": self.resident, "peak_resident": self.peak_resident,
+            "resident": self.resident, "pss": self.pss, "peak_resident": self.peak_resident,
             "resident_kills": self.resident_kills, "cpu_seconds": self.cpu_seconds,
             "notifications": self.notifications, "compat_denied": self.compat_denied,
             "held_now": self.held_now,
@@ -95,6 +96,18 @@ def _c_limits(limits: Limits):
         else:
             r.cap = int(value)
     return c
+
+
+def _pss(pid: int) -> int:
+    """PSS from /proc/PID/smaps_rollup: one small read, kept by the kernel."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 class Process:
@@ -172,7 +185,7 @@ class Group:
         self._processes: list[Process] = []
         self._peak_tasks = 0
         self._peak_memory = 0
-        self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0}
+        self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0, "pss": 0}
         self._peak_resident = 0
         self._resident_kills = 0
         self.started = time.time()
@@ -264,7 +277,7 @@ class Group:
     def _sample(self) -> None:
         """Tasks, committed and resident memory, by psutil: levels and peaks
         for what the engine does not count itself, and for monitoring."""
-        tasks = memory = resident = 0
+        tasks = memory = resident = pss = 0
         cpu = 0.0
         largest = (0, None)
         for pid in self.pids():
@@ -275,12 +288,14 @@ class Group:
                     mem = info.memory_info()
                     times = info.cpu_times()
                 cpu += times.user + times.system
+                pss += _pss(pid)
                 memory += mem.data
                 resident += mem.rss
                 largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
-        self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu}
+        self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu,
+                         "pss": pss}
         cap = self.limits.memory_resident
         if cap is not None and resident > cap and largest[1] is not None:
             self._kill_for_resident(largest[1], largest[0], resident, cap)
@@ -314,6 +329,7 @@ class Group:
                      peak_memory=max(int(u.peak_memory), self._peak_memory),
                      notifications=int(u.notifications), compat_denied=int(u.compat_denied),
                      held_now=int(u.held_now), resident=self._sampled["resident"],
+                     pss=self._sampled["pss"],
                      peak_resident=self._peak_resident, resident_kills=self._resident_kills,
                      cpu_seconds=self._sampled["cpu"])
 

@@ -35,8 +35,9 @@ def test_background_processes_die_with_the_command():
         wait_for(lambda: not alive(pid), 5, f"pid {pid} to be gone")
 
 
-def test_sigkill_of_governor_run_kills_the_group(tmp_path):
-    gov = subprocess.Popen(GOVERNOR + ["run", "--limit", "processes=8", "--",
+@pytest.mark.parametrize("limit", ["processes=8", "cpu=30%"])
+def test_sigkill_of_governor_run_kills_the_group(tmp_path, limit):
+    gov = subprocess.Popen(GOVERNOR + ["run", "--limit", limit, "--",
                                        "/bin/sh", "-c", "sleep 300 & sleep 300"])
     try:
         def group_pids():

@@ -48,6 +48,7 @@ def test_ps_shows_a_running_group_then_forgets_it(run_dir, tmp_path):
         assert [d["group"] for d in docs] == ["tenant-a"]
         assert docs[0]["limits"]["processes"] == 7
         assert docs[0]["usage"]["tasks"] >= 1
+        assert 0 < docs[0]["usage"]["pss"] <= docs[0]["usage"]["resident"]
     finally:
         os.write(w, b"done\n")
         os.close(w)
@@ -90,6 +91,7 @@ def test_metrics_endpoint_reports_counters_and_limits(run_dir, tmp_path):
     assert samples[("governor_limit", "processes")] == 16
     assert samples[("governor_notifications_total", None)] >= 32
     assert ("governor_cpu_seconds_total", None) in samples
+    assert ("governor_memory_pss_bytes", None) in samples
 
 
 def test_bad_metrics_address_fails_before_anything_starts(run_dir, tmp_path):
