@@ -390,16 +390,21 @@ int main(int argc, char **argv)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="spawning a group needs root")
 
 
-def compile_tenant(directory: Path) -> Path:
+def compile_c(src: Path, directory: Path) -> Path:
+    """Builds one C file of the tests into directory; returns the program."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed")
-    src = directory / "tenant.c"
-    src.write_text(TENANT_C)
-    exe = directory / "tenant"
+    exe = directory / src.stem
     subprocess.run([gcc, "-O1", "-Wall", "-o", str(exe), str(src), "-lpthread"], check=True,
                    capture_output=True, timeout=60)
     return exe
+
+
+def compile_tenant(directory: Path) -> Path:
+    src = directory / "tenant.c"
+    src.write_text(TENANT_C)
+    return compile_c(src, directory)
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.01):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from _tenants import compile_c
 from governor import Limits, PolicyError, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -13,10 +14,7 @@ SECONDS = 5
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
-    exe = tmp_path_factory.mktemp("cpu") / "cpu_tenant"
-    src = Path(__file__).with_name("cpu_tenant.c")
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(src)], check=True)
-    return str(exe)
+    return str(compile_c(Path(__file__).with_name("cpu_tenant.c"), tmp_path_factory.mktemp("cpu")))
 
 
 def run(tenant, tmp_path, cap, mode, n):
@@ -112,8 +110,7 @@ int main(void) {
     printf("%.3f\n", (now(CLOCK_THREAD_CPUTIME_ID) - c) / (now(CLOCK_MONOTONIC) - w));
     return 0; }
 """)
-    exe = tmp_path / "sleepspin"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    exe = compile_c(src, tmp_path)
     out = tmp_path / "out"
     with Supervisor() as sup:
         g = sup.group("sleepy", Limits(cpu="30%"))

@@ -2,12 +2,12 @@
 make it charge socket bytes as disk by reusing an fd number."""
 import os
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
+from _tenants import compile_c
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -16,10 +16,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
-    exe = tmp_path_factory.mktemp("fdreuse") / "fdreuse_tenant"
     src = Path(__file__).with_name("fdreuse_tenant.c")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(src)], check=True)
-    return str(exe)
+    return str(compile_c(src, tmp_path_factory.mktemp("fdreuse")))
 
 
 def sink():
