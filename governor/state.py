@@ -1,4 +1,4 @@
-"""Per-group state files, so that `governor ps` (and later `top`) can see
+"""Per-group state files, so that `governor ps` and `governor top` can see
 every group on the host, whichever `governor run` started it.
 
 Each supervisor writes one JSON file per group into the state directory

@@ -307,10 +307,15 @@ static int is_plain_write(int nr)
 /* A write to a file or a pipe costs what it asks: its fd's kind is enough.
  * (Sockets are not cached: a send's cost depends on O_NONBLOCK and the
  * send queue, which change without any fd-table call.) */
+static unsigned fdcache_slot(int pid, int fd)
+{
+    return ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
+}
+
 static int cached_write(struct gov_fdcache *fc, int pid, int nr, const uint64_t *a,
                         struct gov_call *out)
 {
-    unsigned s = ((unsigned)pid * 2654435761u ^ (unsigned)a[0]) % GOV_FDCACHE_SLOTS;
+    unsigned s = fdcache_slot(pid, (int)a[0]);
     if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
         return 0;
     double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
@@ -320,7 +325,7 @@ static int cached_write(struct gov_fdcache *fc, int pid, int nr, const uint64_t 
 
 static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
 {
-    unsigned s = ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
+    unsigned s = fdcache_slot(pid, fd);
     fc->slot[s].tid = pid;
     fc->slot[s].fd = fd;
     fc->slot[s].kind = kind;

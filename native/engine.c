@@ -52,7 +52,7 @@ struct hold {
     int pid, nr;
     uint64_t args[6];
     struct gov_call call;
-    int cap;                  /* waits for a cap (tasks, memory), not a rate */
+    int tgid;                 /* memory calls: the caller's process, once looked up */
     int res;                  /* the resource it is queued for; -1 waiting for data */
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
@@ -75,7 +75,6 @@ struct group {
     struct hold holds;        /* sentinel of the FIFO of held calls */
     int nholds;
     int held_res[GOV_NRES];   /* holds per resource */
-    int waiting_data;
     struct group *next_held;  /* list of groups with holds */
     int on_held_list;
     int *pending;             /* threads whose clone was allowed, not yet seen again */
@@ -297,6 +296,7 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     int64_t bytes = gov_task_committed(h->pid, &tgid);
     if (bytes < 0)
         return 1; /* gone: the call will not run */
+    h->tgid = tgid;
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
         return 1;
@@ -350,7 +350,6 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
     }
     if (fits)
         return GO;
-    h->cap = !is_rate(res);
     return g->lim.r[res].mode == GOV_DENY ? DENY : WAIT;
 }
 
@@ -402,17 +401,14 @@ static void charge(struct group *g, struct hold *h, int sign)
         else
             pending_drop(g, h->pid);
     }
-    if (h->call.kind == GOV_CALL_MEMORY && h->call.nch) {
-        int tgid;
-        if (gov_task_committed(h->pid, &tgid) >= 0) {
-            struct memproc *m = mem_proc(g, tgid);
-            if (h->call.shared_mem) {
-                g->shared_mem += (int64_t)h->call.ch[0].cost * sign;
-            } else if (m) {
-                m->bytes += (int64_t)h->call.ch[0].cost * sign;
-                if (h->call.brk && sign > 0)
-                    m->last_brk = (int64_t)h->args[0];
-            }
+    if (h->call.kind == GOV_CALL_MEMORY && h->call.nch && h->tgid > 0) {
+        struct memproc *m = mem_proc(g, h->tgid);
+        if (h->call.shared_mem) {
+            g->shared_mem += (int64_t)h->call.ch[0].cost * sign;
+        } else if (m) {
+            m->bytes += (int64_t)h->call.ch[0].cost * sign;
+            if (h->call.brk && sign > 0)
+                m->last_brk = (int64_t)h->args[0];
         }
         mem_total(g);
     }
@@ -435,8 +431,7 @@ static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int re
     int err = deny_errno(h);
     if (h->call.brk) {
         /* brk reports failure by returning the unchanged break. */
-        int tgid;
-        struct memproc *m = gov_task_committed(h->pid, &tgid) >= 0 ? mem_proc(g, tgid) : NULL;
+        struct memproc *m = h->tgid > 0 ? mem_proc(g, h->tgid) : NULL;
         respond(e, h->l, h->id, m ? m->last_brk : 0, 0, 0);
     } else {
         respond(e, h->l, h->id, 0, -err, 0);
@@ -470,8 +465,6 @@ static void unlink_hold(struct group *g, struct hold *h)
     g->nholds--;
     if (h->res >= 0)
         g->held_res[h->res]--;
-    else
-        g->waiting_data--;
 }
 
 static void free_hold(struct gov_engine *e, struct hold *h)
@@ -516,13 +509,9 @@ static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64
     g->holds.prev->next = h;
     g->holds.prev = h;
     g->nholds++;
-    if (h->tag == TAG_DATA) {
-        h->res = -1;
-        g->waiting_data++;
-    } else {
-        h->res = hold_res(h);
+    h->res = h->tag == TAG_DATA ? -1 : hold_res(h);
+    if (h->res >= 0)
         g->held_res[h->res]++;
-    }
     held_list_add(e, g);
 }
 
@@ -643,7 +632,7 @@ static void run_holds(struct gov_engine *e)
     while (*pp) {
         struct group *g = *pp;
         int64_t at = release_ready(e, g, now);
-        if (!g->nholds && !g->waiting_data) {
+        if (!g->nholds) {
             g->on_held_list = 0;
             *pp = g->next_held;
             continue;

@@ -1,6 +1,7 @@
 """CPU caps: SCHED_DEADLINE reservations split across a group's tasks."""
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,12 @@ int main(void) {
             assert g.spawn([str(exe)], stdout=f).wait(30) == 0
     share = float(out.read_text())
     assert 0.25 <= share <= 0.35, f"after sleeping the task got {share:.2f} of a 0.30 cap"
+
+
+def test_a_capped_tenant_cannot_leave_its_reservation(tmp_path):
+    code = ("import os, sys\n"
+            "try:\n    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\n"
+            "except PermissionError:\n    sys.exit(7)\n")
+    with Supervisor() as sup:
+        g = sup.group("escape", Limits(cpu="40%"))
+        assert g.spawn([sys.executable, "-c", code]).wait(30) == 7
