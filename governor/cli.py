@@ -112,7 +112,11 @@ def _run(args) -> int:
     log = structlog.get_logger("governor")
     started = time.monotonic()
     with Supervisor() as sup:
-        group = sup.group(name, limits)
+        try:
+            group = sup.group(name, limits)
+        except PolicyError as e:  # e.g. disk_space without a writable area
+            print(f"governor: {e}", file=sys.stderr)
+            return 2
         metrics = serve_metrics(sup, args.metrics) if args.metrics else None
         try:
             try:
