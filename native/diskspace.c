@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "diskspace.h"
+#include "procfs.h"
 
 /* Deeper trees make the recount fail, and with it (failing closed) every
  * growth that needs one: the tenant can only deny itself. */
@@ -89,6 +90,7 @@ void gov_disk_free(struct gov_disk *d)
     for (int i = 0; i < d->ndirs; i++)
         close(d->dirfd[i]);
     free(d->seen.key);
+    free(d->inflight);
     free(d);
 }
 
@@ -117,6 +119,51 @@ double gov_disk_growth(const struct stat *st, double end)
     double after = end <= 0 ? 0 : (double)(((uint64_t)end + blk - 1) / blk * blk);
     double now = (double)inode_bytes(st);
     return after > now ? after - now : 0;
+}
+
+void gov_disk_returned(struct gov_disk *d, int tid)
+{
+    for (int i = 0; i < d->ninflight; i++)
+        if (d->inflight[i].tid == tid) {
+            d->inflight[i] = d->inflight[--d->ninflight];
+            return;
+        }
+}
+
+void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, uint64_t dev,
+                     uint64_t ino, int sign)
+{
+    d->used += (int64_t)(cost * sign);
+    if (!set_has(&d->seen, dev, ino))
+        d->dirty = 1;
+    gov_disk_returned(d, tid);
+    if (sign < 0)
+        return;
+    if (d->ninflight == d->cap_inflight) {
+        int cap = d->cap_inflight ? d->cap_inflight * 2 : 16;
+        struct gov_disk_inflight *p = realloc(d->inflight, sizeof *p * cap);
+        if (!p)
+            return; /* the recount then misses this call: one call over at worst */
+        d->inflight = p;
+        d->cap_inflight = cap;
+    }
+    d->inflight[d->ninflight++] = (struct gov_disk_inflight){tid, nr, cost};
+}
+
+/* Growths whose thread is still in (or may be in: on a CPU) its call. */
+static double inflight_sum(struct gov_disk *d)
+{
+    double sum = 0;
+    for (int i = 0; i < d->ninflight;) {
+        int nr = gov_task_syscall(d->inflight[i].tid);
+        if (nr == d->inflight[i].nr || nr == -2) {
+            sum += d->inflight[i].cost;
+            i++;
+        } else {
+            d->inflight[i] = d->inflight[--d->ninflight];
+        }
+    }
+    return sum;
 }
 
 /* Counts an inode once; 1 if it was new. */
@@ -222,7 +269,7 @@ int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
     }
     free(d->seen.key);
     d->seen = seen;
-    d->used = total;
+    d->used = total + (int64_t)inflight_sum(d);
     d->dirty = 0;
     return 0;
 }

@@ -350,7 +350,7 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
     disk_recount(e, g);
     if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino))
         c->cost = 0;
-    return g->disk->used + c->cost <= cap;
+    return c->cost == 0 || g->disk->used + c->cost <= cap;
 }
 
 /* ---- deciding ---- */
@@ -434,12 +434,9 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
-        if (r == GOV_DISK_SPACE && g->disk) {
-            g->disk->used += (int64_t)c;
-            /* Not in the area at the last recount: new, or not in the area. */
-            if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino))
-                g->disk->dirty = 1;
-        }
+        if (r == GOV_DISK_SPACE && g->disk)
+            gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
+                            h->call.disk_ino, sign);
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -745,8 +742,11 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->nr = d->nr;
     memcpy(h->args, d->args, sizeof h->args);
     gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
-    /* A thread that makes another call has returned from its last clone. */
+    /* A thread that makes another call has returned from its last clone, or
+     * its last growth of the disk area. */
     pending_drop(g, h->pid);
+    if (g->disk)
+        gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
     if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE) {
