@@ -83,11 +83,24 @@ elif cmd == "resize":
            fallocate_within=err_of(os.posix_fallocate, fd, 0, 3 * quota // 4),
            size_end=os.fstat(fd).st_size)
 elif cmd == "copy":
-    src, dst, length = args[0], args[1], int(args[2])
+    how, src, dst, length = args[0], args[1], args[2], int(args[3])
     i = os.open(src, os.O_RDONLY)
     o = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        copied, err = os.copy_file_range(i, o, length), 0
+        if how == "copy_file_range":
+            copied = os.copy_file_range(i, o, length)
+        elif how == "sendfile":
+            copied = os.sendfile(o, i, None, length)
+        else:  # splice, through a pipe
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            copied = 0
+            while copied < length:
+                n = os.splice(i, w, min(length - copied, 65536))
+                if n == 0:
+                    break
+                copied += os.splice(r, o, n)
+        err = 0
     except OSError as e:
         copied, err = 0, e.errno
     result(copied=copied, errno=err)
@@ -148,10 +161,12 @@ def stored(directory: Path) -> int:
     """What the area stores, counted as the engine counts it: per inode
     max(size, blocks * 512) for files, blocks * 512 otherwise, links once."""
     seen, total = set(), 0
+    dev = os.stat(directory).st_dev
     for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == dev]
         for name in [""] + dirs + files:
             st = os.lstat(os.path.join(root, name))
-            if (st.st_dev, st.st_ino) in seen:
+            if (st.st_dev, st.st_ino) in seen or st.st_dev != dev:
                 continue
             seen.add((st.st_dev, st.st_ino))
             blocks = st.st_blocks * 512
@@ -238,14 +253,19 @@ def test_truncate_and_fallocate(tenant, tmp_path, area):
     assert used == stored(area) <= quota
 
 
-def test_copy_file_range_into_the_area(tenant, tmp_path, area):
+@pytest.mark.parametrize("how", ["copy_file_range", "sendfile", "splice"])
+def test_copies_into_the_area(tenant, tmp_path, area, how):
     quota = 1 * MiB
     src = tmp_path / "src"
     src.write_bytes(os.urandom(2 * quota))
     with Supervisor(publish_state=False) as sup:
         g = quota_group(sup, area, quota)
-        past = run(g, tenant, tmp_path / "out", "copy", src, area / "a", 2 * quota)
-        within = run(g, tenant, tmp_path / "out", "copy", src, area / "b", quota // 2)
+        past = run(g, tenant, tmp_path / "out", "copy", how, src, area / "a", 2 * quota)
+        # One call for the whole copy, except splice (64 KiB per call, up to the quota).
+        full = stored(area)
+        assert full <= quota and (full > quota - 2 * CHUNK if how == "splice" else full < CHUNK)
+        (area / "a").unlink()
+        within = run(g, tenant, tmp_path / "out", "copy", how, src, area / "b", quota // 2)
     assert (past["copied"], past["errno"]) == (0, errno.EDQUOT), past
     assert (within["copied"], within["errno"]) == (quota // 2, 0), within
     assert stored(area) <= quota
@@ -268,6 +288,22 @@ def test_usage_survives_a_restart(tenant, tmp_path, area):
     assert second["errno"] == errno.EDQUOT
     assert second["written"] <= quota - kept + CHUNK < first["written"]
     assert stored(area) <= quota and before <= quota
+
+
+def test_hard_links_count_once_and_mounts_are_not_crossed(tmp_path, area):
+    (area / "f").write_bytes(b"x" * (256 * KiB))
+    os.link(area / "f", area / "link")
+    (area / "mnt").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "disk-space-test", str(area / "mnt")],
+                   check=True)
+    try:
+        (area / "mnt" / "big").write_bytes(b"x" * (2 * MiB))  # another filesystem
+        with Supervisor(publish_state=False) as sup:
+            used = quota_group(sup, area, MiB).usage().resources["disk_space"].used
+        expected = stored(area)
+    finally:
+        subprocess.run(["umount", str(area / "mnt")], check=True)
+    assert 256 * KiB < used == expected < 2 * 256 * KiB
 
 
 def test_open_deleted_file_still_counts(tenant, tmp_path, area):
