@@ -317,7 +317,7 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const st
             add(out, GOV_NET_RECV, n);
     }
     charge_write(out, kout, n);
-    if (kout == FD_FILE && d) {
+    if (kout == FD_FILE && d && gov_disk_on_area(d, st_out.st_dev)) {
         int64_t at = write_at(outd, &st_out, out_off ? position(outd, pid, out_off) : -1);
         charge_growth(out, d, &st_out, gov_disk_growth(&st_out, (double)at + n));
     }
@@ -393,7 +393,7 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
             charge_send(out, dup, kind, n, 0);
         else
             charge_write(out, kind, n);
-        if (kind == FD_FILE && d)
+        if (kind == FD_FILE && d && gov_disk_on_area(d, st.st_dev))
             charge_growth(out, d, &st, write_growth(dup, &st, nr, a, n));
         if (dup >= 0)
             close(dup);
