@@ -123,6 +123,17 @@ def test_engine_write(benchmark, bins, results, engine, tmp_path):
             lambda: run_engine(group, bins, "write", N_NOTIFY, tmp_path / "out"))
 
 
+def test_engine_write_disk_space(benchmark, bins, results, tmp_path):
+    """The same writes in a group that also has a disk_space quota on the
+    temporary file's filesystem: each write to a file is looked at (fstat,
+    position) to estimate its growth."""
+    with Supervisor() as sup:
+        group = sup.group("bench-disk", Limits(disk_write="100GiB/s", disk_space="100GiB"),
+                          disk_area=[tmp_path])
+        measure(benchmark, results, "engine_write_disk_space", N_NOTIFY,
+                lambda: run_engine(group, bins, "write", N_NOTIFY, tmp_path / "out"))
+
+
 # ---- the price of the fd cache: close is notified in groups with write limits ----
 
 def test_native_dupclose(benchmark, bins, results):

@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--burst", action="append", default=[], metavar="KEY=SIZE",
                      help="bucket size of a rate limit (default: 0.1 s of the rate)")
     run.add_argument("--on-exhausted", action="append", default=[], metavar="KEY=hold|deny",
-                     help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM)")
+                     help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM, "
+                          "EDQUOT for disk_space, which only denies)")
     run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
     run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
     run.add_argument("--metrics", metavar="ADDRESS:PORT",
@@ -112,7 +113,11 @@ def _run(args) -> int:
     log = structlog.get_logger("governor")
     started = time.monotonic()
     with Supervisor() as sup:
-        group = sup.group(name, limits)
+        try:
+            group = sup.group(name, limits)
+        except PolicyError as e:  # e.g. disk_space without a writable area
+            print(f"governor: {e}", file=sys.stderr)
+            return 2
         metrics = serve_metrics(sup, args.metrics) if args.metrics else None
         try:
             try:

@@ -15,17 +15,21 @@ from ._errors import PolicyError
 
 RATE_KEYS = ("net_send", "net_recv", "disk_write", "disk_read")
 COUNT_KEYS = ("processes",)
-SIZE_KEYS = ("memory", "memory_resident")
+SIZE_KEYS = ("memory", "memory_resident", "disk_space")
 CPU_KEYS = ("cpu",)
 KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS + CPU_KEYS
-# Known keys that this version cannot enforce: refused with a reason.
-NOT_YET = {
-    "disk_space": "needs a container (--rootfs), which this version does not provide yet",
-}
 MODES = ("hold", "deny")
-# Resident memory cannot be held back by holding a call: past the limit the
-# group's largest process is killed, like an OOM kill.
-ONLY_DENY = ("memory_resident",)
+# Only 'deny' applies, and why. Resident memory grows without system calls:
+# past the limit the group's largest process is killed, like an OOM kill. A
+# full disk quota does not free itself while a call waits: EDQUOT.
+ONLY_DENY = {
+    "memory_resident": "resident memory cannot be held: only 'deny' (the largest process is "
+                       "killed) is possible",
+    "disk_space": "a full disk quota does not free itself by waiting: only 'deny' (EDQUOT) is "
+                  "possible",
+}
+# disk_space counts what a group stores in its writable area.
+NEEDS_AREA = "needs a writable area: a container's --rootfs or volumes"
 # A CPU cap throttles: nothing to deny.
 ONLY_HOLD = ("cpu",)
 # Deadline bandwidth the kernel lets all reservations of a host use
@@ -110,8 +114,6 @@ def _parse_cpu(value: Any, source: str, key: str) -> float:
 
 
 def _check_key(key: str, source: str) -> None:
-    if key in NOT_YET:
-        raise PolicyError(source, key, NOT_YET[key])
     if key not in KEYS:
         raise PolicyError(source, key, f"unknown limit (known: {', '.join(KEYS)})")
 
@@ -131,6 +133,7 @@ class Limits:
     processes: int | None = None
     memory: int | None = None
     memory_resident: int | None = None
+    disk_space: int | None = None  # bytes stored in the group's writable area
     cpu: float | None = None      # CPUs: 0.5 is half of one CPU
     burst: Mapping[str, float] = field(default_factory=dict)
     on_exhausted: Mapping[str, str] = field(default_factory=dict)
@@ -172,9 +175,7 @@ class Limits:
                 raise PolicyError(f"{source} on_exhausted", key,
                                   "a CPU cap throttles the group: only 'hold' is possible")
             if key in ONLY_DENY and mode != "deny":
-                raise PolicyError(f"{source} on_exhausted", key,
-                                  "resident memory cannot be held: only 'deny' (the largest "
-                                  "process is killed) is possible")
+                raise PolicyError(f"{source} on_exhausted", key, ONLY_DENY[key])
             modes[key] = mode
         for key in KEYS:
             object.__setattr__(self, key, parsed.get(key))

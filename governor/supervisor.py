@@ -16,15 +16,17 @@ from typing import Mapping, Sequence
 import psutil
 
 from . import _native
-from ._errors import GovernorError, SpawnError, check
-from .limits import RATE_KEYS, Limits
+from ._errors import GovernorError, PolicyError, SpawnError, check
+from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .cpu import CpuController
 from .state import Publisher
 
 ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
 
-RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory")
+# In the order of native/gov.h's resource enum.
+RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space")
+_AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost"}
@@ -35,7 +37,7 @@ _PUBLISH_EVERY = 5  # samples: state files are rewritten about once a second
 
 @dataclass
 class ResourceUsage:
-    used: int = 0            # bytes moved (rates) or current level (processes, memory)
+    used: int = 0            # bytes moved (rates) or current level (processes, memory, disk_space)
     held_calls: int = 0
     held_seconds: float = 0.0
     denied_calls: int = 0
@@ -345,6 +347,29 @@ class Group:
         self.supervisor._forget(self)
 
 
+def _check_area(name: str, limits: Limits, dirs) -> list[str]:
+    """The area's directories, resolved; PolicyError naming what is wrong."""
+    source = f"group {name!r}"
+    area = []
+    for d in dirs or ():
+        path = os.path.realpath(d)
+        if not os.path.isdir(path):
+            what = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise PolicyError(source, "disk_area", f"{os.fspath(d)!r} {what}")
+        area.append(path)
+    for a in area:
+        for b in area:
+            if a != b and b.startswith(a.rstrip("/") + "/"):
+                raise PolicyError(source, "disk_area", f"{b!r} is inside {a!r}: list it once")
+    if len(set(area)) != len(area):
+        raise PolicyError(source, "disk_area", "a directory is listed twice")
+    if len(area) > _AREA_MAX:
+        raise PolicyError(source, "disk_area", f"at most {_AREA_MAX} directories")
+    if limits.disk_space is not None and not area:
+        raise PolicyError(source, "disk_space", NEEDS_AREA)
+    return area
+
+
 class Supervisor:
     """Owns the engine thread and the groups. Use as a context manager: on
     exit every group's processes are killed and every fd is closed."""
@@ -380,11 +405,21 @@ class Supervisor:
         v = lib.gov_engine_sync_wakeup(self._engine)
         return None if v < 0 else bool(v)
 
-    def group(self, name: str, limits: Limits | None = None) -> Group:
+    def group(self, name: str, limits: Limits | None = None,
+              disk_area: Sequence[str | os.PathLike] | None = None) -> Group:
+        """A new group. disk_area: the directories whose contents count
+        against disk_space (a container's writable rootfs and volumes)."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
+        area = _check_area(name, limits, disk_area)
         gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
+        if limits.disk_space is not None:
+            keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
+            rc = lib.gov_group_disk_area(self._engine, gid, ffi.new("char *[]", keep), len(keep))
+            if rc < 0:
+                lib.gov_group_remove(self._engine, gid)
+                check(rc, f"group {name!r}: disk area")
         g = Group(self, name, limits, gid)
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 COLUMNS = ("GROUP", "PID", "CPU%", "TASKS", "COMMITTED", "RESIDENT", "NET_SEND", "NET_RECV",
-           "DISK_WRITE", "DISK_READ", "HELD/S", "HELD_S/S", "UPTIME")
+           "DISK_WRITE", "DISK_READ", "DISK_SPACE", "HELD/S", "HELD_S/S", "UPTIME")
 
 # Sort keys of `top`: key -> (name, value of a state document; larger first).
 SORTS = {
@@ -37,12 +37,15 @@ def row(st: dict, now: float | None = None) -> tuple[str, ...]:
     def level(value, key, fmt):
         return fmt(value) + (f" of {fmt(limits[key])}" if key in limits else "")
 
+    # Bytes stored in the writable area: known only where disk_space is set.
+    stored = (level(u["resources"]["disk_space"]["used"], "disk_space", size)
+              if "disk_space" in limits else "-")
     cpu = f"{st.get('cpu_percent', 0):.0f}" + (
         f" of {limits['cpu'] * 100:.0f}" if "cpu" in limits else "")
     return (st["group"], str(st["supervisor_pid"]), cpu,
             level(u["tasks"], "processes", str), level(u["memory"], "memory", size),
             level(u["resident"], "memory_resident", size), rate("net_send"), rate("net_recv"),
-            rate("disk_write"), rate("disk_read"), f"{st['held_calls_per_second']:.0f}",
+            rate("disk_write"), rate("disk_read"), stored, f"{st['held_calls_per_second']:.0f}",
             f"{st['held_seconds_per_second']:.2f}",
             f"{(now or time.time()) - st['started']:.0f}s")
 

@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <linux/openat2.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include "classify.h"
+#include "diskspace.h"
 #include "procfs.h"
 #include "gov.h"
 
@@ -267,9 +271,30 @@ static void charge_send(struct gov_call *out, int dup, int kind, double n, int f
     charge_write(out, kind, kind == FD_SOCKET ? send_cost(dup, n, flags) : n);
 }
 
+/* disk_space: `growth` bytes more for the file st of the area (if it is). */
+static void charge_growth(struct gov_call *out, const struct gov_disk *d, const struct stat *st,
+                          double growth)
+{
+    if (!d || growth <= 0 || !gov_disk_on_area(d, st->st_dev))
+        return;
+    add(out, GOV_DISK_SPACE, growth);
+    out->disk_dev = st->st_dev;
+    out->disk_ino = st->st_ino;
+}
+
+/* Where a write of a file lands: at its end with O_APPEND (pwrite too, on
+ * Linux), else at pos (>= 0), else at its file position. */
+static int64_t write_at(int dup, const struct stat *st, int64_t pos)
+{
+    if (fcntl(dup, F_GETFL) & O_APPEND)
+        return st->st_size;
+    return pos >= 0 ? pos : lseek(dup, 0, SEEK_CUR);
+}
+
 /* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
-static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, int pid, int in_fd,
-                            uint64_t in_off, int out_fd, double len)
+static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const struct gov_disk *d,
+                            int pid, int in_fd, uint64_t in_off, int out_fd, uint64_t out_off,
+                            double len)
 {
     struct stat st_in, st_out;
     int in = tenant_fd(c, pid, in_fd);
@@ -292,6 +317,10 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, int pid,
             add(out, GOV_NET_RECV, n);
     }
     charge_write(out, kout, n);
+    if (kout == FD_FILE && d && gov_disk_on_area(d, st_out.st_dev)) {
+        int64_t at = write_at(outd, &st_out, out_off ? position(outd, pid, out_off) : -1);
+        charge_growth(out, d, &st_out, gov_disk_growth(&st_out, (double)at + n));
+    }
     if (in >= 0)
         close(in);
     if (outd >= 0)
@@ -312,12 +341,14 @@ static unsigned fdcache_slot(int pid, int fd)
     return ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
 }
 
-static int cached_write(struct gov_fdcache *fc, int pid, int nr, const uint64_t *a,
-                        struct gov_call *out)
+static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d, int pid, int nr,
+                        const uint64_t *a, struct gov_call *out)
 {
     unsigned s = fdcache_slot(pid, (int)a[0]);
     if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
         return 0;
+    if (d && fc->slot[s].kind == FD_FILE)
+        return 0; /* disk_space needs the file's size and position */
     double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
     charge_write(out, fc->slot[s].kind, n);
     return 1;
@@ -332,12 +363,23 @@ static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
     fc->slot[s].gen = fc->gen;
 }
 
+/* Where a write of nr lands in a file, and what the file grows by. */
+static double write_growth(int dup, const struct stat *st, int nr, const uint64_t *a, double n)
+{
+    int64_t pos = -1;
+    if (nr == SYS_pwritev2 && (a[5] & RWF_APPEND))
+        pos = st->st_size;
+    else if (nr == SYS_pwrite64 || nr == SYS_pwritev || (nr == SYS_pwritev2 && (int64_t)a[3] != -1))
+        pos = (int64_t)a[3];
+    return gov_disk_growth(st, (double)write_at(dup, st, pos) + n);
+}
+
 static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
-                             struct gov_ledger *lg, int pid, int nr, const uint64_t *a,
-                             struct gov_call *out)
+                             struct gov_ledger *lg, const struct gov_disk *d, int pid, int nr,
+                             const uint64_t *a, struct gov_call *out)
 {
     struct stat st = {0};
-    if (is_plain_write(nr) && cached_write(fc, pid, nr, a, out))
+    if (is_plain_write(nr) && cached_write(fc, d, pid, nr, a, out))
         return;
     int dup = tenant_fd(c, pid, (int)a[0]);
     int kind = fd_kind(dup, &st);
@@ -345,20 +387,19 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
         return; /* EBADF: the kernel will say so too */
     if (is_plain_write(nr) && kind != FD_SOCKET && kind != FD_UNKNOWN)
         remember(fc, pid, (int)a[0], kind);
+    if (is_plain_write(nr)) {
+        double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
+        if (nr == SYS_write || nr == SYS_writev)
+            charge_send(out, dup, kind, n, 0);
+        else
+            charge_write(out, kind, n);
+        if (kind == FD_FILE && d && gov_disk_on_area(d, st.st_dev))
+            charge_growth(out, d, &st, write_growth(dup, &st, nr, a, n));
+        if (dup >= 0)
+            close(dup);
+        return;
+    }
     switch (nr) {
-    case SYS_write:
-        charge_send(out, dup, kind, (double)a[2], 0);
-        break;
-    case SYS_pwrite64:
-        charge_write(out, kind, (double)a[2]);
-        break;
-    case SYS_writev:
-        charge_send(out, dup, kind, iov_sum(pid, a[1], a[2]), 0);
-        break;
-    case SYS_pwritev:
-    case SYS_pwritev2:
-        charge_write(out, kind, iov_sum(pid, a[1], a[2]));
-        break;
     case SYS_sendto:
         charge_send(out, dup, kind, (double)a[2], (int)a[3]);
         break;
@@ -396,13 +437,146 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
         close(dup);
 }
 
+/* A NUL-terminated string of the tenant, read page by page (the string may
+ * end just before an unmapped page). 0 or -1. */
+static int read_str(int pid, uint64_t addr, char *buf, size_t size)
+{
+    for (size_t got = 0; got < size;) {
+        size_t n = PAGE - ((addr + got) & (PAGE - 1));
+        if (n > size - got)
+            n = size - got;
+        if (read_mem(pid, addr + got, buf + got, n))
+            return -1;
+        if (memchr(buf + got, 0, n))
+            return 0;
+        got += n;
+    }
+    return -1;
+}
+
+/* "a/b/" -> "a", "/a" -> "/", "a" -> "." */
+static void to_parent(char *path)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        path[--len] = 0;
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        strcpy(path, ".");
+    else if (slash == path)
+        path[1] = 0;
+    else
+        *slash = 0;
+}
+
+/* An O_PATH fd of the file that the tenant's path (relative to its dirfd)
+ * names, or with `parent` of the directory that holds it; -1 if none. The
+ * path is resolved as the tenant sees it: an absolute one inside
+ * /proc/TID/root, a relative one from /proc/TID/cwd or the tenant's dirfd. */
+static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr, int parent)
+{
+    char path[PATH_MAX], proc[64];
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC};
+    if (read_str(tid, addr, path, sizeof path) < 0)
+        return -1;
+    if (parent)
+        to_parent(path);
+    int base;
+    if (path[0] == '/' || dirfd == AT_FDCWD) {
+        snprintf(proc, sizeof proc, "/proc/%d/%s", tid, path[0] == '/' ? "root" : "cwd");
+        base = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (path[0] == '/')
+            how.resolve = RESOLVE_IN_ROOT;
+    } else {
+        base = tenant_fd(c, tid, dirfd);
+    }
+    if (base < 0)
+        return -1;
+    int fd = (int)syscall(SYS_openat2, base, path, &how, sizeof how);
+    close(base);
+    return fd;
+}
+
+/* ftruncate, truncate and fallocate of a file of the area: growth, or space
+ * given back. fd: the file (the caller closes it). */
+static void classify_resize(const struct gov_disk *d, int fd, int nr, const uint64_t *a,
+                            struct gov_call *out)
+{
+    struct stat st;
+    if (!d || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        !gov_disk_on_area(d, st.st_dev))
+        return;
+    if (nr != SYS_fallocate) {
+        int64_t len = (int64_t)a[1];
+        if (len < st.st_size)
+            out->kind = GOV_CALL_DISK_FREE;
+        else
+            charge_growth(out, d, &st, gov_disk_growth(&st, (double)len));
+        return;
+    }
+    int mode = (int)a[1];
+    double off = (double)(int64_t)a[2], len = (double)(int64_t)a[3];
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)) {
+        out->kind = GOV_CALL_DISK_FREE;
+    } else if (mode & FALLOC_FL_INSERT_RANGE) {
+        charge_growth(out, d, &st, gov_disk_growth(&st, (double)st.st_size + len));
+    } else {
+        double grow = gov_disk_growth(&st, off + len);
+        /* KEEP_SIZE allocates blocks in the range only: at most len more. */
+        if ((mode & FALLOC_FL_KEEP_SIZE) && grow > len + st.st_blksize)
+            grow = len + st.st_blksize;
+        charge_growth(out, d, &st, grow);
+    }
+}
+
+/* disk_space calls that name their file by path or fd, or that free space. */
+static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
+                              const uint64_t *a, struct gov_call *out)
+{
+    struct stat st;
+    int fd = -1;
+    switch (nr) {
+    case SYS_unlink:
+    case SYS_unlinkat:
+    case SYS_rmdir:
+    case SYS_rename:
+    case SYS_renameat:
+    case SYS_renameat2:
+        out->kind = GOV_CALL_DISK_FREE;
+        return 1;
+    case SYS_ftruncate:
+    case SYS_fallocate:
+        fd = tenant_fd(c, tid, (int)a[0]);
+        classify_resize(d, fd, nr, a, out);
+        break;
+    case SYS_truncate:
+        fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
+        classify_resize(d, fd, nr, a, out);
+        break;
+    case SYS_mkdir:
+    case SYS_mkdirat:
+        /* A new directory takes a block of its parent's filesystem. */
+        fd = nr == SYS_mkdir ? tenant_path(c, tid, AT_FDCWD, a[0], 1)
+                             : tenant_path(c, tid, (int)a[0], a[1], 1);
+        if (d && fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+            charge_growth(out, d, &st, st.st_blksize > 0 ? st.st_blksize : 4096);
+        break;
+    default:
+        return 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    return 1;
+}
+
 static double page_round(uint64_t len)
 {
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
 void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  int tid, int nr, const uint64_t *a, struct gov_call *out)
+                  const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
+                  struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
@@ -450,15 +624,14 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
         out->brk = 1; /* the engine knows the current break */
         return;
     case SYS_sendfile:
-        charge_transfer(out, c, tid, (int)a[1], a[2], (int)a[0], (double)a[3]);
+        charge_transfer(out, c, disk, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
         return;
     case SYS_splice:
-        charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
-        return;
     case SYS_copy_file_range:
-        charge_transfer(out, c, tid, (int)a[0], a[1], (int)a[2], (double)a[4]);
+        charge_transfer(out, c, disk, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
         return;
     default:
-        classify_fd_call(c, fc, lg, tid, nr, a, out);
+        if (!classify_disk_call(c, disk, tid, nr, a, out))
+            classify_fd_call(c, fc, lg, disk, tid, nr, a, out);
     }
 }

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+struct gov_disk;
+
 #define GOV_PIDFD_SLOTS 4096
 #define GOV_FDCACHE_SLOTS 1024
 
@@ -67,6 +69,7 @@ enum {
     GOV_CALL_TASK,        /* creates a task */
     GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
     GOV_CALL_FDTABLE,     /* changes what fd numbers name: nothing to charge */
+    GOV_CALL_DISK_FREE,   /* may give disk space back (unlink, rename, shrink) */
 };
 
 struct gov_call {
@@ -80,10 +83,13 @@ struct gov_call {
     double correction;    /* net_recv to settle now (may be negative) */
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
+    uint64_t disk_dev, disk_ino;  /* disk_space: the inode that grows (a dir for mkdir) */
 };
 
-/* Classifies syscall nr of thread tid with arguments args (x86_64 table). */
+/* Classifies syscall nr of thread tid with arguments args (x86_64 table).
+ * disk: the group's disk_space area, or NULL. */
 void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  int tid, int nr, const uint64_t *args, struct gov_call *out);
+                  const struct gov_disk *disk, int tid, int nr, const uint64_t *args,
+                  struct gov_call *out);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "bucket.h"
 #include "classify.h"
+#include "diskspace.h"
 #include "engine.h"
 #include "procfs.h"
 
@@ -84,6 +85,7 @@ struct group {
     int64_t shared_mem;       /* shared anonymous memory of the group */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
+    struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
 };
 
 struct gov_engine {
@@ -147,7 +149,7 @@ static int respond(struct gov_engine *e, struct listener *l, uint64_t id, int64_
 
 static int is_rate(int res)
 {
-    return res != GOV_PROCESSES && res != GOV_MEMORY;
+    return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE;
 }
 
 static void pending_drop(struct group *g, int tid)
@@ -319,13 +321,46 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     return mem_total(g) + cost <= cap;
 }
 
+/* ---- disk space: the same pattern as memory, on the group's area ---- */
+
+static void disk_recount(struct gov_engine *e, struct group *g)
+{
+    int n = 0;
+    if (count_tasks(e, g, &n) < 0)
+        n = 0;
+    gov_disk_recount(g->disk, e->procs, n);
+}
+
+/* 1 if h's growth of the area fits disk_space; `fresh`: recount exactly
+ * before saying no. A target the recount does not find in the area (a file
+ * elsewhere on the same filesystem) costs nothing. */
+static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
+{
+    struct gov_charge *c = NULL;
+    for (int i = 0; i < h->call.nch; i++)
+        if (h->call.ch[i].res == GOV_DISK_SPACE)
+            c = &h->call.ch[i];
+    if (!c || !g->disk)
+        return 1;
+    int64_t cap = g->lim.r[GOV_DISK_SPACE].cap;
+    if (g->disk->used + c->cost <= cap)
+        return 1;
+    if (!fresh)
+        return 0;
+    disk_recount(e, g);
+    if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino))
+        c->cost = 0;
+    return c->cost == 0 || g->disk->used + c->cost <= cap;
+}
+
 /* ---- deciding ---- */
 
 enum { GO, WAIT, DENY };
 
-/* Whether h may go now; for WAIT, *wait_ns (0: a cap, recheck later). */
+/* Whether h may go now; for WAIT, *wait_ns (0: a cap, recheck later); for
+ * WAIT and DENY, *why: the resource that says no. */
 static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_t now,
-                   int64_t *wait_ns, int fresh)
+                   int64_t *wait_ns, int fresh, int *why)
 {
     *wait_ns = 0;
     int res = -1, fits = 1;
@@ -335,6 +370,9 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
     } else if (h->call.kind == GOV_CALL_MEMORY) {
         res = GOV_MEMORY;
         fits = memory_fits(e, g, h, fresh);
+    } else if (!disk_fits(e, g, h, fresh)) {
+        res = GOV_DISK_SPACE; /* deny only: a full area does not free itself */
+        fits = 0;
     } else {
         for (int i = 0; i < h->call.nch; i++) {
             int r = h->call.ch[i].res;
@@ -348,13 +386,16 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
         }
         fits = *wait_ns == 0;
     }
+    *why = res;
     if (fits)
         return GO;
     return g->lim.r[res].mode == GOV_DENY ? DENY : WAIT;
 }
 
-static int deny_errno(struct hold *h)
+static int deny_errno(struct hold *h, int res)
 {
+    if (res == GOV_DISK_SPACE)
+        return EDQUOT;
     if (h->call.kind == GOV_CALL_MEMORY)
         return ENOMEM;
     return EAGAIN;
@@ -393,6 +434,9 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
+        if (r == GOV_DISK_SPACE && g->disk)
+            gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
+                            h->call.disk_ino, sign);
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -428,7 +472,7 @@ static void let_go(struct gov_engine *e, struct group *g, struct hold *h)
 
 static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int res)
 {
-    int err = deny_errno(h);
+    int err = deny_errno(h, res);
     if (h->call.brk) {
         /* brk reports failure by returning the unchanged break. */
         struct memproc *m = h->tgid > 0 ? mem_proc(g, h->tgid) : NULL;
@@ -483,7 +527,8 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->l->g->fdcache, &h->l->g->ledger, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &h->l->g->fdcache, &h->l->g->ledger, h->l->g->disk, h->pid, h->nr,
+                 h->args, &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -549,14 +594,15 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
         reclassify(e, h); /* cannot wait: charge what is there */
     }
     int64_t wait = 0;
-    int v = g->held_res[hold_res(h)] ? WAIT : verdict(e, g, h, now, &wait, 1);
+    int why = -1;
+    int v = g->held_res[hold_res(h)] ? WAIT : verdict(e, g, h, now, &wait, 1, &why);
     switch (v) {
     case GO:
         let_go(e, g, h);
         free_hold(e, h);
         return;
     case DENY:
-        refuse(e, g, h, hold_res(h));
+        refuse(e, g, h, why);
         free_hold(e, h);
         return;
     }
@@ -604,7 +650,8 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             settle_now(g, h);
         }
         int64_t wait;
-        int v = verdict(e, g, h, now, &wait, 1);
+        int why;
+        int v = verdict(e, g, h, now, &wait, 1, &why);
         if (v == WAIT) {
             blocked[res] = 1;
             int64_t at = now + (wait ? wait : CAP_RECHECK_NS);
@@ -618,7 +665,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             let_go(e, g, h);
             emit(e, GOV_EV_RELEASED, g->id, res, h->pid, now - h->since);
         } else {
-            refuse(e, g, h, res);
+            refuse(e, g, h, why);
         }
         free_hold(e, h);
     }
@@ -694,10 +741,15 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->pid = (int)e->req->pid;
     h->nr = d->nr;
     memcpy(h->args, d->args, sizeof h->args);
-    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, h->pid, h->nr, h->args, &h->call);
-    /* A thread that makes another call has returned from its last clone. */
+    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
+    /* A thread that makes another call has returned from its last clone, or
+     * its last growth of the disk area. */
     pending_drop(g, h->pid);
-    if (h->call.kind == GOV_CALL_FDTABLE) {
+    if (g->disk)
+        gov_disk_returned(g->disk, h->pid);
+    if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
+        g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
+    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE) {
         respond(e, l, h->id, 0, 0, 1);
         free(h);
         return;
@@ -823,6 +875,8 @@ static void free_group(struct gov_engine *e, struct group *g)
         }
     free(g->pending);
     free(g->mem);
+    if (g->disk)
+        gov_disk_free(g->disk);
     free(g);
 }
 
@@ -950,6 +1004,10 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
     pthread_mutex_lock(&e->mu);
     struct group *g = group_of(e, id);
     if (g) {
+        if (g->disk && g->disk->dirty)
+            disk_recount(e, g);
+        if (g->disk)
+            g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
         *out = g->u;
         out->held_now = g->nholds;
         /* Time held so far by calls still waiting counts too. */
@@ -960,6 +1018,21 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_disk_area(struct gov_engine *e, int id, const char *const *dirs, int n)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : g->disk ? -EEXIST : 0;
+    if (rc == 0)
+        rc = gov_disk_new(dirs, n, &g->disk);
+    if (rc == 0 && (rc = gov_disk_recount(g->disk, NULL, 0)) < 0) {
+        gov_disk_free(g->disk);
+        g->disk = NULL;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_group_remove(struct gov_engine *e, int id)

@@ -25,6 +25,9 @@ int gov_group_add_init(struct gov_engine *e, int group, int init_pid);
 int gov_group_drop_init(struct gov_engine *e, int group, int init_pid);
 /* The engine takes ownership of fd (closed on error too). */
 int gov_group_add_listener(struct gov_engine *e, int group, int fd);
+/* disk_space: the group's writable area, n directories (absolute paths
+ * without symlinks), counted at once. -EEXIST if it has one. */
+int gov_group_disk_area(struct gov_engine *e, int group, const char *const *dirs, int n);
 int gov_group_usage(struct gov_engine *e, int group, struct gov_usage *out);
 /* Forgets the group: its listeners are closed (so pending calls fail). */
 int gov_group_remove(struct gov_engine *e, int group);

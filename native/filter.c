@@ -20,8 +20,15 @@ static const char *const disk_read_calls[] = {
     "copy_file_range", NULL};
 static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
 static const char *const memory_calls[] = {"mmap", "mremap", "brk", "mprotect", NULL};
+/* Calls that may grow what a group stores (charged), or give space back
+ * (they mark the count dirty). */
+static const char *const disk_space_calls[] = {
+    "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
+    "copy_file_range", "ftruncate", "truncate", "fallocate", "mkdir", "mkdirat",
+    "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", NULL};
 /* Calls that change what an fd number names: they keep the engine's cache of
- * fd kinds honest (classify.h), so they come with every limit on writes. */
+ * fd kinds honest (classify.h), so they come with every limit on writes
+ * (disk_space included: a write to a pipe then needs no look at the fd). */
 static const char *const fd_table_calls[] = {
     "close", "close_range", "dup2", "dup3", "execve", "execveat",
     "clone", "clone3", "fork", "vfork", NULL};
@@ -33,6 +40,7 @@ static const char *const *const calls_of[GOV_NRES] = {
     [GOV_DISK_READ] = disk_read_calls,
     [GOV_PROCESSES] = process_calls,
     [GOV_MEMORY] = memory_calls,
+    [GOV_DISK_SPACE] = disk_space_calls,
 };
 
 /* io_uring moves bytes without system calls: refuse it as a kernel without
@@ -77,7 +85,7 @@ int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
             if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
                 goto out;
     }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set)
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
         for (const char *const *n = fd_table_calls; *n; n++)
             if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
                 goto out;

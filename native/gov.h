@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-/* Resources, in the order governor/limits.py lists them. */
+/* Resources, in the order governor/supervisor.py's RESOURCES lists them. */
 enum {
     GOV_NET_SEND,
     GOV_NET_RECV,
@@ -18,6 +18,7 @@ enum {
     GOV_DISK_READ,
     GOV_PROCESSES,
     GOV_MEMORY,
+    GOV_DISK_SPACE,
     GOV_NRES
 };
 
@@ -28,7 +29,7 @@ struct gov_limit {
     int mode;        /* GOV_HOLD or GOV_DENY */
     double rate;     /* rates: bytes per second */
     double burst;    /* rates: bucket size in bytes */
-    int64_t cap;     /* processes: tasks; memory: bytes */
+    int64_t cap;     /* processes: tasks; memory, disk_space: bytes */
 };
 
 struct gov_limits {

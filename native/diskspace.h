@@ -1,0 +1,69 @@
+/* disk_space: the bytes a group stores in its writable area (a list of
+ * directories), counted as the filesystem does: per inode max(st_size,
+ * st_blocks * 512) for regular files, hard links once, st_blocks * 512 for
+ * everything else, plus files the group holds open after deleting them.
+ *
+ * The engine keeps a fast counter that growing calls charge with an estimate
+ * (classify.c) and replaces it with an exact recount before it says no, and
+ * when usage is read after something may have changed behind the counter. */
+#ifndef GOV_DISKSPACE_H
+#define GOV_DISKSPACE_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define GOV_DISK_DIRS 64
+
+/* (dev, ino) pairs: open addressing; ino 0 marks a free slot. */
+struct gov_inoset {
+    uint64_t (*key)[2];
+    uint64_t cap, n;
+};
+
+/* A growth allowed whose call may not have returned yet: a recount that
+ * does not see its bytes must still count it. */
+struct gov_disk_inflight {
+    int tid, nr;
+    double cost;
+};
+
+struct gov_disk {
+    int ndirs;
+    int dirfd[GOV_DISK_DIRS];    /* O_PATH descriptors of the area's directories */
+    uint64_t dev[GOV_DISK_DIRS];
+    int64_t used;                /* bytes: the last recount plus estimates since */
+    int dirty;                   /* the counter may be off: recount when usage is read */
+    struct gov_inoset seen;      /* every inode of the area at the last recount */
+    struct gov_disk_inflight *inflight;
+    int ninflight, cap_inflight;
+};
+
+/* Opens the area's directories (absolute, already resolved). 0 or -errno. */
+int gov_disk_new(const char *const *dirs, int n, struct gov_disk **out);
+void gov_disk_free(struct gov_disk *d);
+
+/* 1 if dev is the filesystem of one of the area's directories. */
+int gov_disk_on_area(const struct gov_disk *d, uint64_t dev);
+/* 1 if the last recount found inode (dev, ino) in the area. */
+int gov_disk_inside(const struct gov_disk *d, uint64_t dev, uint64_t ino);
+
+/* What a file of the area grows by when its data reaches byte `end`
+ * (rounded up to its block size), 0 if it does not grow. */
+double gov_disk_growth(const struct stat *st, double end);
+
+/* Charges (sign 1) or refunds (-1) the growth `cost` that thread tid's call
+ * nr on inode (dev, ino) was allowed; marks the count dirty when the inode
+ * was not in the area at the last recount (new, or outside the area). */
+void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, uint64_t dev,
+                     uint64_t ino, int sign);
+/* Thread tid makes another call: its last one has returned. */
+void gov_disk_returned(struct gov_disk *d, int tid);
+
+/* Recounts exactly: walks every directory of the area (one open directory per
+ * level, O_NOFOLLOW, never into another filesystem) and the open fds of
+ * pids (deleted files still hold space), and adds the growths still in
+ * flight; sets used, clears dirty. 0 or -errno (the counter is then left
+ * as it was). */
+int gov_disk_recount(struct gov_disk *d, const int *pids, int npids);
+
+#endif
