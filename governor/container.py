@@ -184,7 +184,7 @@ class Container:
             if os.path.isfile(host) and os.stat(host).st_mode & 0o111:
                 return inside
             found = found or host
-        raise SpawnError(13 if found else 2, f"{command} (in {self.rootfs})")
+        raise SpawnError(13 if found else 2, command)
 
     def claim(self, name: str) -> None:
         """Takes the registry lease of name, its uid range, and shifts the

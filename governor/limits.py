@@ -20,7 +20,7 @@ CPU_KEYS = ("cpu",)
 KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS + CPU_KEYS
 # Known keys that this version cannot enforce: refused with a reason.
 NOT_YET = {
-    "disk_space": "needs a container (--rootfs), which this version does not provide yet",
+    "disk_space": "is not available yet in this version (the disk quota of containers)",
 }
 MODES = ("hold", "deny")
 # Resident memory cannot be held back by holding a call: past the limit the
