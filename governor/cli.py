@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
                      help="bind HOSTDIR at PATH inside, writable (repeatable)")
     box.add_argument("--net", metavar="none", default=None,
-                     help="none (default): own network namespace, loopback only")
+                     help="none (default): own network namespace, loopback only "
+                          "(auto and ADDRESS/PREFIX: not available yet)")
     box.add_argument("--state-dir", metavar="DIR",
                      help="container registry (default: $GOVERNOR_STATE_DIR or /var/lib/governor)")
     run.add_argument("-v", "--verbose", action="count", default=0,
@@ -142,7 +143,6 @@ def _run(args) -> int:
             where = os.path.dirname(os.path.abspath(args.stats_json))
             if not os.access(where, os.W_OK):
                 raise PolicyError("--stats-json", None, f"cannot write into {where}")
-        container = None
         container = _container(args)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
