@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from _tenants import wait_for
-from governor import Limits, PolicyError, SpawnError, Supervisor
+from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
 from governor.registry import FIRST_BASE, ID_RANGE
 
@@ -68,13 +68,16 @@ def test_pid_1_hostname_and_namespaces(tmp_path, state):
                                     "cat /proc/1/comm; id -u; ls /proc | grep -c '^[0-9]'; "
                                     "kill -9 1 || echo kill-refused; "
                                     "hostname other || echo hostname-refused; "
-                                    "mount -o remount,ro / || echo remount-refused")
+                                    "mount -o remount,ro / || echo remount-refused; "
+                                    "echo 0 > /proc/sys/net/ipv4/ip_forward || echo sysctl-refused; "
+                                    "echo links: $(grep -o '^ *[a-z0-9]*:' /proc/net/dev)")
     assert status == 0, out
     lines = out.splitlines()
     assert lines[:5] == ["pid=2", "web-a", "governor-init\0", "governor-init", "0"], out
     assert int(lines[5]) <= 4, out   # init, sh, ls, grep: no host process
-    for refused in ("kill-refused", "hostname-refused", "remount-refused"):
+    for refused in ("kill-refused", "hostname-refused", "remount-refused", "sysctl-refused"):
         assert refused in out
+    assert "links: lo:\n" in out, out   # --net none: its own namespace, loopback only
 
 
 def test_host_files_are_not_reachable(tmp_path, state):
@@ -192,6 +195,47 @@ def test_a_symlink_in_the_rootfs_cannot_redirect_a_mount(tmp_path, state):
     assert "outside" not in Path("/proc/self/mountinfo").read_text()
 
 
+def test_network_step_runs_before_the_command(tmp_path, state):
+    """Container.start_network(init_pid) runs with the namespaces made and
+    the command not yet started; if it fails, nothing is left."""
+    seen = {}
+
+    class Probe(Container):
+        def start_network(self, init_pid):
+            seen["netns"] = os.readlink(f"/proc/{init_pid}/ns/net")
+            seen["children"] = psutil.Process(init_pid).children()
+            seen["exe"] = seen["children"][0].exe()
+            if self.read_only:
+                raise RuntimeError("network set-up failed")
+
+    rootfs = make_rootfs(tmp_path / "a")
+    box = Probe(rootfs=str(rootfs), state_dir=str(state))
+    status, out = run(box, "a", "readlink /proc/self/ns/net")
+    assert status == 0 and out.strip() == seen["netns"] != os.readlink("/proc/self/ns/net")
+    assert seen["exe"] == os.path.realpath(sys.executable)   # not exec'd yet
+    before = set(governor_inits())
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("a", container=Probe(rootfs=str(rootfs), read_only=True,
+                                           state_dir=str(state)))
+        with pytest.raises(RuntimeError):
+            g.spawn(["sh", "-c", "touch /tmp/ran"])
+        assert set(governor_inits()) <= before
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                       for p in seen["children"])
+    assert registry(state)["leases"] == {}
+
+
+def test_one_command_at_a_time(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("a", container=box)
+        p = g.spawn(["sleep", "300"])
+        with pytest.raises(GovernorError, match="runs a command already"):
+            g.spawn(["true"])
+        p.kill()
+        assert g.spawn(["sh", "-c", "exit 3"]).wait(10) == 3
+
+
 def test_cleanup_after_exit(tmp_path, state):
     rootfs = make_rootfs(tmp_path / "a")
     before = set(governor_inits())
@@ -215,6 +259,9 @@ def test_cleanup_after_sigkill_and_stale_lease(tmp_path, state):
             return len(sleeps) == 2 and [k.pid for k in kids]
         pids = wait_for(tenant, 20, "the container's two sleeps")
         assert registry(state)["leases"]["a"]["pid"] == gov.pid
+        # Its mounts never reach the host's mount namespace.
+        assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+        assert str(rootfs) in Path(f"/proc/{pids[0]}/mountinfo").read_text()
     finally:
         gov.send_signal(signal.SIGKILL)
         gov.wait(10)
