@@ -6,7 +6,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,9 +240,13 @@ int container_map_ids(int pid, unsigned int uid_base)
     return rc;
 }
 
+/* Raw system calls: glibc's setresuid() and friends would first try to
+ * reach every thread of the Python process we were cloned from (its setxid
+ * broadcast), and hang on one that was being created at the time. */
 int container_become_root(void)
 {
-    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+        syscall(SYS_setresuid, 0, 0, 0) < 0)
         return -errno;
     return 0;
 }
