@@ -204,7 +204,9 @@ class Group:
 
     def _build_filter(self) -> bytes:
         buf = ffi.new("char[]", _FILTER_MAX)
-        n = check(lib.gov_filter_build(_c_limits(self.limits), buf, _FILTER_MAX), "seccomp filter")
+        limits = _c_limits(self.limits)
+        limits.container = self.container is not None
+        n = check(lib.gov_filter_build(limits, buf, _FILTER_MAX), "seccomp filter")
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,

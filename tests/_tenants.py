@@ -390,13 +390,13 @@ int main(int argc, char **argv)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="spawning a group needs root")
 
 
-def compile_c(src: Path, directory: Path) -> Path:
+def compile_c(src: Path, directory: Path, flags: tuple[str, ...] = ()) -> Path:
     """Builds one C file of the tests into directory; returns the program."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed")
     exe = directory / src.stem
-    subprocess.run([gcc, "-O1", "-Wall", "-o", str(exe), str(src), "-lpthread"], check=True,
+    subprocess.run([gcc, "-O1", "-Wall", *flags, "-o", str(exe), str(src), "-lpthread"], check=True,
                    capture_output=True, timeout=60)
     return exe
 

@@ -1,17 +1,20 @@
 """Containers: namespaces, root file system, /dev, /tmp, uid ranges,
 isolation between containers, cleanup, and bad input."""
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import termios
+import tty
 from pathlib import Path
 
 import psutil
 import pytest
 
-from _tenants import wait_for
+from _tenants import compile_c, wait_for
 from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
 from governor.registry import FIRST_BASE, ID_RANGE
@@ -78,6 +81,30 @@ def test_pid_1_hostname_and_namespaces(tmp_path, state):
     for refused in ("kill-refused", "hostname-refused", "remount-refused", "sysctl-refused"):
         assert refused in out
     assert "links: lo:\n" in out, out   # --net none: its own namespace, loopback only
+
+
+def test_no_typing_into_the_hosts_terminal(tmp_path, state):
+    """The container shares governor's controlling terminal; TIOCSTI would
+    let container root type commands into the host's shell."""
+    rootfs = make_rootfs(tmp_path / "a")
+    prog = compile_c(Path(__file__).with_name("tiocsti_tenant.c"), tmp_path, ("-static",))
+    shutil.copy(prog, rootfs / "bin" / "tiocsti")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        r = subprocess.run(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                       "--rootfs", str(rootfs), "--", "/bin/tiocsti"],
+                           stdin=slave, capture_output=True, text=True, timeout=30,
+                           start_new_session=True,
+                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "plain=1 high=1\n"   # EPERM, EPERM
+        os.set_blocking(slave, False)
+        with pytest.raises(BlockingIOError):
+            os.read(slave, 16)   # nothing was typed
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_host_files_are_not_reachable(tmp_path, state):
