@@ -40,8 +40,8 @@ static _Noreturn void child_fail(int fd, int err)
     _exit(127);
 }
 
-/* In the init: a container set-up step failed. */
-static _Noreturn void init_fail(int fd, int err, int step)
+/* In the init or the command: a container set-up step failed. */
+static _Noreturn void setup_fail(int fd, int err, int step)
 {
     int msg[2] = {err, step};
     ssize_t n = write(fd, msg, sizeof msg);
@@ -115,7 +115,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
     if (sync >= 0) {
         int rc = command_user_ns(sync);
         if (rc < 0)
-            init_fail(exec_w, -rc, GOV_STEP_SETUID);
+            setup_fail(exec_w, -rc, GOV_STEP_SETUID);
     }
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
@@ -168,10 +168,10 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
     if (req->container) {
         int step, rc = container_enter(req->container, &step);
         if (rc < 0)
-            init_fail(exec_[1], -rc, step);
+            setup_fail(exec_[1], -rc, step);
         container_name_init();
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
-            init_fail(exec_[1], errno, GOV_STEP_UID_MAP);
+            setup_fail(exec_[1], errno, GOV_STEP_UID_MAP);
     }
     pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (cmd < 0)
@@ -187,7 +187,7 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
         close(sync[1]);
         int rc = init_map_ids(sync[0], cmd, req->container->uid_base);
         if (rc < 0)
-            init_fail(exec_[1], -rc, GOV_STEP_UID_MAP);
+            setup_fail(exec_[1], -rc, GOV_STEP_UID_MAP);
     }
     close(exec_[1]);
     /* All signals stay blocked here: the shim is not the tenant, and a

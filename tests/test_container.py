@@ -61,8 +61,17 @@ def registry(state_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"containers": {}, "leases": {}}
 
 
-def governor_inits() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "governor-init"]
+def governor_inits(under: Path) -> list[int]:
+    """Container inits whose mounts come from beneath under (a test's tmp_path)."""
+    pids = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if p.info["name"] == "governor-init" and \
+                    str(under) in Path(f"/proc/{p.pid}/mountinfo").read_text():
+                pids.append(p.pid)
+        except OSError:
+            pass
+    return pids
 
 
 def test_pid_1_hostname_and_namespaces(tmp_path, state):
@@ -240,13 +249,12 @@ def test_network_step_runs_before_the_command(tmp_path, state):
     status, out = run(box, "a", "readlink /proc/self/ns/net")
     assert status == 0 and out.strip() == seen["netns"] != os.readlink("/proc/self/ns/net")
     assert seen["exe"] == os.path.realpath(sys.executable)   # not exec'd yet
-    before = set(governor_inits())
     with Supervisor(publish_state=False) as sup:
         g = sup.group("a", container=Probe(rootfs=str(rootfs), read_only=True,
                                            state_dir=str(state)))
         with pytest.raises(RuntimeError):
             g.spawn(["sh", "-c", "touch /tmp/ran"])
-        assert set(governor_inits()) <= before
+        assert governor_inits(tmp_path) == []
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                        for p in seen["children"])
     assert registry(state)["leases"] == {}
@@ -265,11 +273,10 @@ def test_one_command_at_a_time(tmp_path, state):
 
 def test_cleanup_after_exit(tmp_path, state):
     rootfs = make_rootfs(tmp_path / "a")
-    before = set(governor_inits())
     r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
             "sleep 300 & echo started", state_dir=state)
     assert r.returncode == 0 and "started" in r.stdout, r.stderr
-    assert set(governor_inits()) <= before
+    assert governor_inits(tmp_path) == []
     assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
     assert registry(state)["leases"] == {}
 
@@ -289,12 +296,14 @@ def test_cleanup_after_sigkill_and_stale_lease(tmp_path, state):
         # Its mounts never reach the host's mount namespace.
         assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
         assert str(rootfs) in Path(f"/proc/{pids[0]}/mountinfo").read_text()
+        assert len(governor_inits(tmp_path)) == 1
     finally:
         gov.send_signal(signal.SIGKILL)
         gov.wait(10)
     for pid in pids:
         wait_for(lambda: not psutil.pid_exists(pid) or
                  psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5, f"pid {pid} gone")
+    assert governor_inits(tmp_path) == []
     assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
     r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/echo", "again", state_dir=state)
     assert r.returncode == 0 and r.stdout == "again\n", r.stderr
@@ -317,7 +326,6 @@ def test_bad_input_fails_cleanly(tmp_path, state, case):
                     "ADDRESS/PREFIX"),
             "no-name": (["--rootfs", str(rootfs)], 2, "--rootfs: ", "needs --name")}
     argv, code, prefix, reason = args[case]
-    before = set(governor_inits())
     if case != "no-name":
         argv = ["--name", "a"] + argv
     if "--" not in argv:
@@ -326,7 +334,7 @@ def test_bad_input_fails_cleanly(tmp_path, state, case):
     assert r.returncode == code, r.stderr
     assert r.stderr.startswith("governor: " + prefix) and reason in r.stderr, r.stderr
     assert registry(state) == {"containers": {}, "leases": {}}   # nothing recorded
-    assert set(governor_inits()) <= before
+    assert governor_inits(tmp_path) == []
     assert os.lstat(rootfs / "bin" / "busybox").st_uid == 0        # nothing shifted
 
 
