@@ -115,14 +115,13 @@ class Registry:
 
     @staticmethod
     def _free_base(doc: dict) -> int:
+        """The first 65536-aligned slot above FIRST_BASE that overlaps no
+        container's range and no /etc/subuid or /etc/subgid range."""
         taken = [(c["uid_base"], c["uid_base"] + ID_RANGE) for c in doc["containers"].values()
                  if "uid_base" in c] + _reserved_ranges()
-        base = FIRST_BASE
-        while base <= MAX_BASE:
-            clash = [end for start, end in taken if start < base + ID_RANGE and base < end]
-            if not clash:
+        for base in range(FIRST_BASE, MAX_BASE + 1, ID_RANGE):
+            if not any(start < base + ID_RANGE and base < end for start, end in taken):
                 return base
-            base = max(base + ID_RANGE, max(clash))
         raise GovernorError("registry: no free uid range left")
 
     @staticmethod

@@ -92,22 +92,22 @@ def test_pid_1_hostname_and_namespaces(tmp_path, state):
     assert "links: lo:\n" in out, out   # --net none: its own namespace, loopback only
 
 
-def test_no_typing_into_the_hosts_terminal(tmp_path, state):
+def test_no_typing_into_the_hosts_terminal_nor_raw_sockets(tmp_path, state):
     """The container shares governor's controlling terminal; TIOCSTI would
     let container root type commands into the host's shell."""
     rootfs = make_rootfs(tmp_path / "a")
-    prog = compile_c(Path(__file__).with_name("tiocsti_tenant.c"), tmp_path, ("-static",))
-    shutil.copy(prog, rootfs / "bin" / "tiocsti")
+    prog = compile_c(Path(__file__).with_name("escape_tenant.c"), tmp_path, ("-static",))
+    shutil.copy(prog, rootfs / "bin" / "escape")
     master, slave = os.openpty()
     tty.setraw(slave)
     try:
         r = subprocess.run(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
-                                       "--rootfs", str(rootfs), "--", "/bin/tiocsti"],
+                                       "--rootfs", str(rootfs), "--", "/bin/escape"],
                            stdin=slave, capture_output=True, text=True, timeout=30,
                            start_new_session=True,
                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         assert r.returncode == 0, r.stderr
-        assert r.stdout == "plain=1 high=1\n"   # EPERM, EPERM
+        assert r.stdout == "tiocsti=1 high=1 raw=1\n"   # EPERM each
         os.set_blocking(slave, False)
         with pytest.raises(BlockingIOError):
             os.read(slave, 16)   # nothing was typed
@@ -358,3 +358,14 @@ def test_a_running_name_is_refused(tmp_path, state):
         os.close(w_fd)
         assert first.wait(20) == 0
     assert registry(state)["leases"] == {}
+
+
+def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch):
+    from governor import registry as reg
+    monkeypatch.setattr(reg, "_reserved_ranges", lambda: [(FIRST_BASE + 10, FIRST_BASE + 20)])
+    r = reg.Registry(tmp_path)
+    with r.locked() as doc:
+        bases = [r.entry(doc, name)["uid_base"] for name in ("a", "b", "a")]
+    assert bases == [FIRST_BASE + ID_RANGE, FIRST_BASE + 2 * ID_RANGE, FIRST_BASE + ID_RANGE]
+    with r.locked() as doc:   # written back, read again
+        assert r.entry(doc, "b")["uid_base"] == FIRST_BASE + 2 * ID_RANGE
