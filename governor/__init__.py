@@ -8,10 +8,11 @@ system calls (seccomp user notification, C engine).
         proc.wait()
         print(tenant.usage())
 """
+from .container import Container
 from ._errors import EngineError, GovernorError, PolicyError, SpawnError
 from .limits import Limits
 from .policy import load_policy
 from .supervisor import Event, Group, Process, ResourceUsage, Supervisor, Usage
 
-__all__ = ["Supervisor", "Group", "Process", "Limits", "Usage", "ResourceUsage", "Event",
+__all__ = ["Supervisor", "Group", "Process", "Limits", "Container", "Usage", "ResourceUsage", "Event",
            "load_policy", "GovernorError", "PolicyError", "SpawnError", "EngineError"]

@@ -21,10 +21,11 @@ class PolicyError(GovernorError, ValueError):
 
 
 class SpawnError(GovernorError, OSError):
-    """A command could not be started. `errno` says why (ENOENT: not found)."""
+    """A command could not be started. `errno` says why (ENOENT: not found);
+    `step` names the container set-up step that failed, if one did."""
 
-    def __init__(self, err: int, command: str):
-        self.command = command
+    def __init__(self, err: int, command: str, step: str | None = None):
+        self.command, self.step = command, step
         super().__init__(err, f"{command}: {os.strerror(err)}")
 
 

@@ -14,6 +14,7 @@ import time
 import structlog
 
 from ._errors import GovernorError, PolicyError, SpawnError
+from .container import Container, check_name
 from .limits import KEYS, Limits, parse_assignments
 from .policy import load_policy
 from .metrics import parse_address, serve_metrics
@@ -62,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
     run.add_argument("--metrics", metavar="ADDRESS:PORT",
                      help="serve Prometheus metrics of the group on http://ADDRESS:PORT/metrics")
+    box = run.add_argument_group(
+        "container", "with --rootfs the group runs in a container: its own root file system, "
+        "pid, mount, uts, ipc, net and user namespaces, and uid range (needs --name)")
+    box.add_argument("--rootfs", metavar="DIR", help="the container's root directory")
+    box.add_argument("--read-only", action="store_true",
+                     help="mount the rootfs read-only (its files are left as they are)")
+    box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
+                     help="bind HOSTDIR at PATH inside, writable (repeatable)")
+    box.add_argument("--net", metavar="none", default=None,
+                     help="none (default): own network namespace, loopback only "
+                          "(auto and ADDRESS/PREFIX: not available yet)")
+    box.add_argument("--state-dir", metavar="DIR",
+                     help="container registry (default: $GOVERNOR_STATE_DIR or /var/lib/governor)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="log more (-v: spawns and denials, -vv: every hold)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
@@ -86,6 +100,31 @@ def _limits(args) -> Limits:
     return base.merged(override)
 
 
+def _container(args) -> Container | None:
+    """The container the options ask for, checked; None without --rootfs."""
+    if not args.rootfs:
+        for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
+                            ("--net", args.net), ("--state-dir", args.state_dir)):
+            if given:
+                raise PolicyError(flag, None, "needs --rootfs")
+        return None
+    if not args.name:
+        raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
+    check_name(args.name)
+    return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
+                     net=args.net or "none", state_dir=args.state_dir)
+
+
+def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:
+    if e.step:
+        print(f"governor: {e}", file=sys.stderr)
+        return 125
+    msg = "command not found" if e.errno == 2 else e.strerror
+    where = f" in the rootfs {container.rootfs}" if container else ""
+    print(f"governor: {command}: {msg}{where}", file=sys.stderr)
+    return 127 if e.errno == 2 else 126
+
+
 def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -105,16 +144,21 @@ def _run(args) -> int:
             where = os.path.dirname(os.path.abspath(args.stats_json))
             if not os.access(where, os.W_OK):
                 raise PolicyError("--stats-json", None, f"cannot write into {where}")
+        container = _container(args)
+        if container:  # before anything is made for it
+            container.find_command(cmd[0])
     except PolicyError as e:
         print(f"governor: {e}", file=sys.stderr)
         return 2
+    except SpawnError as e:
+        return _spawn_failed(e, cmd[0], container)
     name = args.name or os.path.basename(cmd[0]) or "group"
     structlog.contextvars.bind_contextvars(group=name)
     log = structlog.get_logger("governor")
     started = time.monotonic()
     with Supervisor() as sup:
         try:
-            group = sup.group(name, limits)
+            group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
             print(f"governor: {e}", file=sys.stderr)
             return 2
@@ -123,9 +167,7 @@ def _run(args) -> int:
             try:
                 proc = group.spawn(cmd)
             except SpawnError as e:
-                msg = "command not found" if e.errno == 2 else e.strerror
-                print(f"governor: {cmd[0]}: {msg}", file=sys.stderr)
-                return 127 if e.errno == 2 else 126
+                return _spawn_failed(e, cmd[0], container)
             structlog.contextvars.bind_contextvars(pid=proc.pid)
             if not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")

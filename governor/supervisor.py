@@ -17,6 +17,7 @@ import psutil
 
 from . import _native
 from ._errors import GovernorError, PolicyError, SpawnError, check
+from .container import Container
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .cpu import CpuController
 from .state import Publisher
@@ -112,6 +113,15 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _find_command(command: str, env: Mapping[str, str]) -> str:
+    path = shutil.which(command, path=env.get("PATH", os.defpath)) if "/" not in command else command
+    if path is None or not os.path.exists(path):
+        raise SpawnError(2, command)  # ENOENT
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise SpawnError(13, command)  # EACCES
+    return path
+
+
 class Process:
     """The root command of a spawn. Its exit ends its namespace: every task it
     left behind is killed by the kernel."""
@@ -180,8 +190,10 @@ class Process:
 class Group:
     """Processes that share one allocation. Create with Supervisor.group()."""
 
-    def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int):
+    def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int,
+                 container: Container | None = None):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
+        self.container = container
         self._filter = self._build_filter()
         self._inits: set[int] = set()
         self._processes: list[Process] = []
@@ -194,7 +206,9 @@ class Group:
 
     def _build_filter(self) -> bytes:
         buf = ffi.new("char[]", _FILTER_MAX)
-        n = check(lib.gov_filter_build(_c_limits(self.limits), buf, _FILTER_MAX), "seccomp filter")
+        limits = _c_limits(self.limits)
+        limits.container = self.container is not None
+        n = check(lib.gov_filter_build(limits, buf, _FILTER_MAX), "seccomp filter")
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -205,12 +219,15 @@ class Group:
         subprocess.DEVNULL. No other fd of this process reaches the command."""
         if not argv:
             raise GovernorError("spawn: empty command")
-        env = dict(os.environ if env is None else env)
-        path = shutil.which(argv[0], path=env.get("PATH", os.defpath)) if "/" not in argv[0] else argv[0]
-        if path is None or not os.path.exists(path):
-            raise SpawnError(2, argv[0])  # ENOENT
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise SpawnError(13, argv[0])  # EACCES
+        box = self.container
+        if box and any(p.returncode is None for p in self._processes):
+            raise GovernorError(f"spawn: container {self.name!r} runs a command already")
+        if box:
+            env = dict(box.default_env() if env is None else env)
+            path = box.find_command(argv[0], env)
+        else:
+            env = dict(os.environ if env is None else env)
+            path = _find_command(argv[0], env)
         keep = []
 
         def cstr(s: str):
@@ -227,6 +244,9 @@ class Group:
         req.cwd = cstr(cwd) if cwd else ffi.NULL
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
+        if box:
+            req.container = box.c_struct(self.name, keep)
+            req.paused = 1
         opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
             if f == subprocess.DEVNULL:
@@ -244,6 +264,9 @@ class Group:
         if rc == -1 and os.geteuid() != 0:  # EPERM from clone(CLONE_NEWPID)
             raise GovernorError("spawn: governor needs root: each group runs in its own "
                                 "pid namespace")
+        if rc < 0 and res.fail_step:
+            step = ffi.string(lib.gov_container_step_name(res.fail_step)).decode()
+            raise SpawnError(-rc, f"{argv[0]}: container {step}", step=step)
         if rc < 0:
             raise SpawnError(-rc, argv[0])
         sup = self.supervisor
@@ -253,6 +276,8 @@ class Group:
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         if sup._cpu:
             sup._cpu.rebalance(self)  # the command starts under its reservation
+        if box:
+            self._start_container(proc, res)
         proc._read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
@@ -260,6 +285,17 @@ class Group:
             proc.wait()
             raise SpawnError(proc.exec_errno, argv[0])
         return proc
+
+    def _start_container(self, proc: Process, res) -> None:
+        """The namespaces exist, the command waits: network, then go."""
+        try:
+            self.container.start_network(proc.init_pid)
+            check(lib.gov_spawn_go(res), "start the command")
+        except BaseException:
+            if res.go_fd >= 0:
+                os.close(res.go_fd)
+            proc.kill()
+            raise
 
     def _forget_init(self, init_pid: int) -> None:
         if init_pid in self._inits:
@@ -345,6 +381,8 @@ class Group:
         can then be used again. Usage is no longer available afterwards."""
         self.kill()
         self.supervisor._forget(self)
+        if self.container:
+            self.container.release()
 
 
 def _check_area(name: str, limits: Limits, dirs) -> list[str]:
@@ -406,21 +444,35 @@ class Supervisor:
         return None if v < 0 else bool(v)
 
     def group(self, name: str, limits: Limits | None = None,
+              container: Container | None = None,
               disk_area: Sequence[str | os.PathLike] | None = None) -> Group:
-        """A new group. disk_area: the directories whose contents count
-        against disk_space (a container's writable rootfs and volumes)."""
+        """A new group. With a container, its commands run inside it; the
+        container's name (its hostname, its uid range) is the group's, and
+        disk_space counts its writable area (its rootfs unless read-only, and
+        its volumes). disk_area: for a group without a container, the
+        directories whose contents count against disk_space."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
-        area = _check_area(name, limits, disk_area)
-        gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
-        if limits.disk_space is not None:
-            keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
-            rc = lib.gov_group_disk_area(self._engine, gid, ffi.new("char *[]", keep), len(keep))
-            if rc < 0:
-                lib.gov_group_remove(self._engine, gid)
-                check(rc, f"group {name!r}: disk area")
-        g = Group(self, name, limits, gid)
+        if container and disk_area:
+            raise GovernorError(f"group {name!r}: a container brings its own disk area")
+        area = _check_area(name, limits, container.writable_paths if container else disk_area)
+        if container:
+            container.claim(name)
+        try:
+            gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
+            if limits.disk_space is not None:
+                keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
+                rc = lib.gov_group_disk_area(self._engine, gid, ffi.new("char *[]", keep),
+                                             len(keep))
+                if rc < 0:
+                    lib.gov_group_remove(self._engine, gid)
+                    check(rc, f"group {name!r}: disk area")
+        except GovernorError:
+            if container:
+                container.release()
+            raise
+        g = Group(self, name, limits, gid, container)
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
             self._cpu = CpuController(self)
@@ -485,5 +537,7 @@ class Supervisor:
             g.kill()
             if self._publisher:
                 self._publisher.remove(g)
+            if g.container:
+                g.container.release()
         lib.gov_engine_free(self._engine)
         self._engine = None

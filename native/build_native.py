@@ -9,8 +9,9 @@ import re
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-HEADERS = ["gov.h", "bucket.h", "filter.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
-SOURCES = ["bucket.c", "filter.c", "spawn.c", "procfs.c", "classify.c", "diskspace.c", "engine.c", "cpu.c"]
+HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
+SOURCES = ["bucket.c", "filter.c", "container.c", "spawn.c", "procfs.c", "classify.c", "diskspace.c",
+           "engine.c", "cpu.c"]
 
 
 def _cdef_text(header: str) -> str:

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <seccomp.h>
+#include <sys/ioctl.h>
 
 #include "filter.h"
 
@@ -62,6 +63,22 @@ static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name)
     return rc == -EEXIST ? 0 : rc;
 }
 
+/* A container shares the terminal of `governor run`: TIOCSTI (and a
+ * console's TIOCLINUX) would let container root type commands into the
+ * host's shell. The kernel reads the request as an unsigned int, so only
+ * its low 32 bits are compared. */
+static int refuse_terminal_input(scmp_filter_ctx ctx)
+{
+    static const unsigned long requests[] = {TIOCSTI, TIOCLINUX};
+    for (size_t i = 0; i < sizeof requests / sizeof requests[0]; i++) {
+        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, requests[i]));
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
 {
     int rc, memfd = -1;
@@ -95,6 +112,8 @@ int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             goto out;
+    if (lim->container && (rc = refuse_terminal_input(ctx)) < 0)
+        goto out;
 
     /* libseccomp 2.5 exports only to an fd. */
     memfd = memfd_create("gov-filter", MFD_CLOEXEC);

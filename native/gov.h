@@ -35,6 +35,7 @@ struct gov_limit {
 struct gov_limits {
     struct gov_limit r[GOV_NRES];
     int fixed_sched;  /* CPU-capped: tasks may not change their scheduling */
+    int container;    /* no typing into the terminal (TIOCSTI, TIOCLINUX) */
 };
 
 struct gov_res_usage {

@@ -14,11 +14,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "container_child.h"
 #include "spawn.h"
 
 static void close_pair(int p[2])
@@ -34,6 +36,15 @@ static void close_pair(int p[2])
 static _Noreturn void child_fail(int fd, int err)
 {
     ssize_t n = write(fd, &err, sizeof err);
+    (void)n;
+    _exit(127);
+}
+
+/* In the init or the command: a container set-up step failed. */
+static _Noreturn void setup_fail(int fd, int err, int step)
+{
+    int msg[2] = {err, step};
+    ssize_t n = write(fd, msg, sizeof msg);
     (void)n;
     _exit(127);
 }
@@ -72,9 +83,40 @@ static void close_all_but(int *keep, int n)
     syscall(SYS_close_range, lo, ~0U, 0);
 }
 
-static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
-                                  uint32_t *ready, int go_r, int exec_w)
+/* The container's command: a user namespace of its own, which the init
+ * maps onto the container's uid range, then container root in it. */
+static int command_user_ns(int sync)
 {
+    char c;
+    if (unshare(CLONE_NEWUSER) < 0)
+        return -errno;
+    if (write(sync, "u", 1) != 1 || read(sync, &c, 1) != 1)
+        return -ECHILD; /* the init failed: it reports why */
+    close(sync);
+    return container_become_root();
+}
+
+/* The init's side: map the command's ids once it has its user namespace. */
+static int init_map_ids(int sync, int cmd, unsigned int uid_base)
+{
+    char c;
+    if (read(sync, &c, 1) != 1)
+        return -ECHILD;
+    int rc = container_map_ids(cmd, uid_base);
+    if (rc == 0 && write(sync, "m", 1) != 1)
+        rc = -errno;
+    close(sync);
+    return rc;
+}
+
+static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
+                                  uint32_t *ready, int go_r, int exec_w, int sync)
+{
+    if (sync >= 0) {
+        int rc = command_user_ns(sync);
+        if (rc < 0)
+            setup_fail(exec_w, -rc, GOV_STEP_SETUID);
+    }
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
     for (int i = 0; i < 3; i++)
@@ -122,14 +164,31 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
         if (req->stdio[i] >= 3)
             keep[nkeep++] = req->stdio[i];
     close_all_but(keep, nkeep);
+    int sync[2] = {-1, -1};
+    if (req->container) {
+        int step, rc = container_enter(req->container, &step);
+        if (rc < 0)
+            setup_fail(exec_[1], -rc, step);
+        container_name_init();
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
+            setup_fail(exec_[1], errno, GOV_STEP_UID_MAP);
+    }
     pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (cmd < 0)
         child_fail(exec_[1], errno);
     if (cmd == 0) {
         close(status[1]);
-        run_command(req, mask, ready, go[0], exec_[1]);
+        if (sync[0] >= 0)
+            close(sync[0]);
+        run_command(req, mask, ready, go[0], exec_[1], sync[1]);
     }
     close(go[0]);
+    if (req->container) {
+        close(sync[1]);
+        int rc = init_map_ids(sync[0], cmd, req->container->uid_base);
+        if (rc < 0)
+            setup_fail(exec_[1], -rc, GOV_STEP_UID_MAP);
+    }
     close(exec_[1]);
     /* All signals stay blocked here: the shim is not the tenant, and a
      * terminal's SIGINT must reach the command, not end its namespace. */
@@ -216,12 +275,30 @@ static int wait_ready(uint32_t *ready, int exec_r, int timeout_ms)
     return 0;
 }
 
-/* The errno a child reported on exec_r, or 0 at EOF. */
-static int child_errno(int exec_r)
+/* The errno a child reported on exec_r, or 0 at EOF; *step: where a
+ * container's set-up failed (GOV_STEP_NONE for the command itself). */
+static int child_errno(int exec_r, int *step)
 {
-    int err = 0;
-    ssize_t n = read(exec_r, &err, sizeof err);
-    return n == (ssize_t)sizeof err ? err : 0;
+    int msg[2] = {0, GOV_STEP_NONE};
+    ssize_t n = read(exec_r, msg, sizeof msg);
+    *step = n == (ssize_t)sizeof msg ? msg[1] : GOV_STEP_NONE;
+    return n >= (ssize_t)sizeof msg[0] ? msg[0] : 0;
+}
+
+static int clone_flags(const struct gov_spawn_req *req)
+{
+    int flags = CLONE_NEWPID | SIGCHLD;
+    if (req->container)
+        flags |= CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
+    return flags;
+}
+
+int gov_spawn_go(struct gov_spawn_res *res)
+{
+    int rc = write(res->go_fd, "g", 1) == 1 ? 0 : -errno;
+    close(res->go_fd);
+    res->go_fd = -1;
+    return rc;
 }
 
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
@@ -241,7 +318,9 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t init = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
+    res->fail_step = GOV_STEP_NONE;
+    res->go_fd = -1;
+    pid_t init = (pid_t)syscall(SYS_clone, clone_flags(req), 0, 0, 0, 0);
     if (init == 0)
         run_init(req, &old, ready, go, status, exec_);
     int clone_err = errno;
@@ -262,25 +341,29 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     if (n == 0)
         rc = -ETIMEDOUT;
     else if (n < 0 || cmd < 0 || (listener = take_listener(cmd)) < 0)
-        rc = -(child_errno(exec_[0]) ?: ECHILD);
+        rc = -(child_errno(exec_[0], &res->fail_step) ?: ECHILD);
     if (rc < 0) {
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);
         goto fail;
     }
-    if (write(go[1], "g", 1) != 1) {
-        rc = -errno;
-        kill(init, SIGKILL);
-        waitpid(init, NULL, __WALL);
-        goto fail;
-    }
-    close_pair(go);
     munmap(ready, sizeof *ready);
     res->init_pid = init;
     res->cmd_pid = cmd;
     res->listener = listener;
     res->status_fd = status[0];
     res->exec_fd = exec_[0];
+    res->go_fd = go[1];
+    if (req->paused)
+        return 0;
+    if ((rc = gov_spawn_go(res)) < 0) {
+        kill(init, SIGKILL);
+        waitpid(init, NULL, __WALL);
+        close(listener);
+        close(status[0]);
+        close(exec_[0]);
+        return rc;
+    }
     return 0;
 fail:
     if (listener >= 0)

@@ -390,13 +390,13 @@ int main(int argc, char **argv)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="spawning a group needs root")
 
 
-def compile_c(src: Path, directory: Path) -> Path:
+def compile_c(src: Path, directory: Path, flags: tuple[str, ...] = ()) -> Path:
     """Builds one C file of the tests into directory; returns the program."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed")
     exe = directory / src.stem
-    subprocess.run([gcc, "-O1", "-Wall", "-o", str(exe), str(src), "-lpthread"], check=True,
+    subprocess.run([gcc, "-O1", "-Wall", *flags, "-o", str(exe), str(src), "-lpthread"], check=True,
                    capture_output=True, timeout=60)
     return exe
 
@@ -432,3 +432,19 @@ def start_time(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return int(data.rsplit(")", 1)[1].split()[19])
+
+
+APPLETS = ("sh", "cat", "echo", "hostname", "id", "ls", "touch", "sleep", "stat", "test",
+           "seq", "grep", "mount", "dd", "rm", "wc", "du", "nc")
+
+
+def make_rootfs(path: Path) -> Path:
+    """A busybox-static root file system, as a user would make one."""
+    (path / "bin").mkdir(parents=True)
+    (path / "etc").mkdir()
+    shutil.copy("/bin/busybox", path / "bin" / "busybox")
+    for applet in APPLETS:
+        os.symlink("busybox", path / "bin" / applet)
+    (path / "bin" / "httpd").symlink_to("/bin/busybox")  # absolute: resolved inside
+    (path / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+    return path

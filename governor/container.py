@@ -1,0 +1,237 @@
+"""Container: a group's own root file system, namespaces and uid range.
+
+Python checks every path and name and prepares the files (uid shifting,
+registry); C sets the namespaces up between fork and exec (native/container.c).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from . import _native
+from ._errors import PolicyError, SpawnError
+from .limits import _parse
+from .registry import ID_RANGE, Registry
+
+ffi = _native.ffi
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_MAX_LINKS = 40   # as the kernel's path walk
+_RESERVED = ("/proc", "/dev")   # mounted by governor: no volume there
+
+
+def check_name(name: str) -> None:
+    """A container's name is its hostname and its registry key."""
+    if not _NAME.match(name or ""):
+        raise PolicyError("--name", name, "a container name is 1-63 letters, digits, '.', '_' "
+                          "or '-', starting with a letter or digit")
+
+
+def _directory(path: str, source: str) -> str:
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        raise PolicyError(source, None, f"{path}: no such directory")
+    if not os.path.isdir(real):
+        raise PolicyError(source, None, f"{path}: not a directory")
+    if real == "/":
+        raise PolicyError(source, None, "the host's / cannot be given to a container")
+    return real
+
+
+def parse_volume(spec: str | tuple[str, str]) -> tuple[str, str]:
+    """HOSTDIR:PATH (or a pair) -> (host directory, absolute path inside)."""
+    host, sep, inside = spec.rpartition(":") if isinstance(spec, str) else (spec[0], ":", spec[1])
+    if not sep or not host or not inside:
+        raise PolicyError("--volume", None, f"{spec!r}: expected HOSTDIR:PATH")
+    if not inside.startswith("/") or os.path.normpath(inside) != inside or inside == "/":
+        raise PolicyError("--volume", None, f"{spec!r}: PATH must be an absolute, normalised "
+                          "path other than /, without '.' or '..'")
+    if any(inside == r or inside.startswith(r + "/") for r in _RESERVED):
+        raise PolicyError("--volume", None, f"{spec!r}: {inside} is governor's (/proc, /dev)")
+    return _directory(host, "--volume"), inside
+
+
+def _check_net(net: str) -> str:
+    """none works; auto and ADDRESS/PREFIX come with the network branch."""
+    if net == "none":
+        return net
+    if net != "auto":
+        try:
+            ipaddress.ip_interface(net)
+        except ValueError:
+            raise PolicyError("--net", None, f"{net!r}: expected none, auto or "
+                              "ADDRESS/PREFIX") from None
+        if "/" not in net:
+            raise PolicyError("--net", None, f"{net!r}: the prefix is missing (ADDRESS/PREFIX)")
+    raise PolicyError("--net", None, f"{net}: not available yet in this version "
+                      "(only --net none)")
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """path inside root with every symlink resolved inside root (an
+    absolute link starts again at root, '..' stops at it), or None."""
+    todo = [p for p in path.split("/") if p]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        try:
+            st = os.lstat(os.path.join(root, *done, part))
+        except OSError:
+            return None
+        if not stat.S_ISLNK(st.st_mode):
+            done.append(part)
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            return None
+        target = os.readlink(os.path.join(root, *done, part))
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p] + todo
+    return "/" + "/".join(done)
+
+
+def _shift_tree(top: str, base: int) -> None:
+    """Host ids u < 65536 -> base+u, for top and everything beneath it on
+    the same file system; symlinks themselves, never followed."""
+    dev = os.lstat(top).st_dev
+
+    def shift(path: str, st: os.stat_result) -> None:
+        uid = base + st.st_uid if st.st_uid < ID_RANGE else st.st_uid
+        gid = base + st.st_gid if st.st_gid < ID_RANGE else st.st_gid
+        if (uid, gid) != (st.st_uid, st.st_gid):
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
+                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared set-id bits
+
+    shift(top, os.lstat(top))
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_dev != dev:
+                if name in dirnames:
+                    dirnames.remove(name)  # another file system: not ours to change
+                continue
+            shift(path, st)
+
+
+@dataclass
+class Container:
+    """A group's container. rootfs: its root directory on the host;
+    read_only: mount it read-only (and leave its files as they are);
+    volumes: "HOSTDIR:PATH" strings or (HOSTDIR, PATH) pairs, writable;
+    net: "none" (own network namespace, loopback only); tmp_size: of /tmp."""
+
+    rootfs: str
+    read_only: bool = False
+    volumes: Sequence[str | tuple[str, str]] = ()
+    net: str = "none"
+    tmp_size: int | str = "64MiB"
+    state_dir: str | None = None   # the registry's directory (default: see registry.py)
+    uid_base: int | None = field(default=None, init=False)   # known once claimed
+
+    def __post_init__(self):
+        self.rootfs = _directory(self.rootfs, "--rootfs")
+        self.volumes = [parse_volume(v) for v in self.volumes]
+        inside = [v[1] for v in self.volumes]
+        if len(set(inside)) != len(inside):
+            raise PolicyError("--volume", None, "two volumes at the same PATH")
+        self.net = _check_net(self.net)
+        self.tmp_size = int(_parse(self.tmp_size, rate=False, source="Container", key="tmp_size"))
+        self.registry = Registry(self.state_dir)
+        self._name: str | None = None
+
+    @property
+    def writable_paths(self) -> list[str]:
+        """Host paths the container can write: its rootfs unless read-only,
+        and its volumes (what disk_space counts)."""
+        return ([] if self.read_only else [self.rootfs]) + [v[0] for v in self.volumes]
+
+    def default_env(self) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOME": "/"}
+        if "TERM" in os.environ:
+            env["TERM"] = os.environ["TERM"]
+        return env
+
+    def find_command(self, command: str, env: Mapping[str, str] | None = None) -> str:
+        """The command's path inside the container, symlinks resolved there.
+        SpawnError ENOENT when the rootfs has no such command, EACCES when it
+        is not an executable file."""
+        if "/" in command:
+            candidates = [command if command.startswith("/") else "/" + command]
+        else:
+            path = (env or self.default_env()).get("PATH", DEFAULT_PATH)
+            candidates = [os.path.join(d or "/", command) for d in path.split(":")]
+        found = None
+        for c in candidates:
+            inside = resolve_in_root(self.rootfs, c)
+            if inside is None:
+                continue
+            host = os.path.join(self.rootfs, inside.lstrip("/"))
+            if os.path.isfile(host) and os.stat(host).st_mode & 0o111:
+                return inside
+            found = found or host
+        raise SpawnError(13 if found else 2, command)
+
+    def claim(self, name: str) -> None:
+        """Takes the registry lease of name, its uid range, and shifts the
+        writable files into the range on first use. Nothing is recorded
+        when something is refused."""
+        check_name(name)
+        with self.registry.locked() as doc:
+            self.registry.take_lease(doc, name)
+            entry = self.registry.entry(doc, name)
+            base = entry["uid_base"]
+            for path in [self.rootfs] + [v[0] for v in self.volumes]:
+                owner = self.registry.owner_of(doc, path, os.lstat(path).st_uid)
+                if owner not in (None, name):
+                    source = "--rootfs" if path == self.rootfs else "--volume"
+                    raise PolicyError(source, None, f"{path} holds the files of container "
+                                      f"{owner!r}")
+            for path in self.writable_paths:
+                if path not in entry["shifted"]:
+                    _shift_tree(path, base)
+                    entry["shifted"].append(path)
+            if not self.read_only:
+                os.chmod(self.rootfs, 0o700)   # no other uid crosses into it on the host
+        self.uid_base, self._name = base, name
+
+    def release(self) -> None:
+        if self._name:
+            self.registry.release(self._name)
+            self._name = None
+
+    def start_network(self, init_pid: int) -> None:
+        """Runs once the namespaces exist, before the command: the place
+        where a veth goes into /proc/init_pid/ns/net. none: lo is up."""
+
+    def c_struct(self, hostname: str, keep: list):
+        """struct gov_container for gov_spawn; keep holds its buffers."""
+        def cstr(s: str):
+            p = ffi.new("char[]", os.fsencode(s))
+            keep.append(p)
+            return p
+
+        c = ffi.new("struct gov_container *")
+        keep.append(c)
+        c.rootfs, c.hostname = cstr(self.rootfs), cstr(hostname)
+        c.read_only = self.read_only
+        src = ffi.new("char *[]", [cstr(v[0]) for v in self.volumes] or [ffi.NULL])
+        dst = ffi.new("char *[]", [cstr(v[1]) for v in self.volumes] or [ffi.NULL])
+        keep += [src, dst]
+        c.nvolumes, c.volume_src, c.volume_dst = len(self.volumes), src, dst
+        c.tmp_size = self.tmp_size
+        c.uid_base = self.uid_base
+        return c

@@ -1,0 +1,137 @@
+"""The host's container registry: one JSON file in the state directory
+(``$GOVERNOR_STATE_DIR`` or ``/var/lib/governor``), read and rewritten under
+an flock, so that concurrent supervisors see one another.
+
+    {"containers": {NAME: {"uid_base": 1000000, "shifted": [HOST PATHS]}},
+     "leases": {NAME: {"pid": SUPERVISOR PID, "start": ITS START TIME}}}
+
+Other parts keep their own top-level keys in the same document (through
+``Registry.locked()``), e.g. the network's address leases.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+from ._errors import GovernorError, PolicyError
+
+log = logging.getLogger(__name__)
+ID_RANGE = 65536          # uids (and gids) per container
+FIRST_BASE = 1_000_000    # far above the uids of host users and system services
+MAX_BASE = 2**32 - 2 - ID_RANGE   # 2**32-1 is the invalid uid
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("GOVERNOR_STATE_DIR", "/var/lib/governor"))
+
+
+def _reserved_ranges() -> list[tuple[int, int]]:
+    """[start, end) ranges handed out in /etc/subuid and /etc/subgid."""
+    ranges = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                ranges.append((int(fields[1]), int(fields[1]) + int(fields[2])))
+    return ranges
+
+
+def _supervisor_alive(lease: dict) -> bool:
+    try:
+        return abs(psutil.Process(lease["pid"]).create_time() - lease["start"]) < 0.01
+    except (psutil.Error, KeyError, TypeError):
+        return False
+
+
+class Registry:
+    def __init__(self, directory: Path | str | None = None):
+        self.dir = Path(directory) if directory else state_dir()
+        self.path = self.dir / "registry.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[dict]:
+        """The document, exclusively; written back (atomically) when the
+        block ends without an exception."""
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = os.open(self.dir / "registry.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise GovernorError(f"registry: cannot open {self.dir}: {e.strerror}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                doc = json.loads(self.path.read_text())
+            except FileNotFoundError:
+                doc = {}
+            except (OSError, ValueError) as e:
+                raise GovernorError(f"registry: cannot read {self.path}: {e}") from None
+            doc.setdefault("containers", {})
+            doc.setdefault("leases", {})
+            yield doc
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+        finally:
+            os.close(lock)
+
+    @staticmethod
+    def take_lease(doc: dict, name: str) -> None:
+        """Takes the running lease of container name for this process,
+        removing one that a dead supervisor left. PolicyError if it runs."""
+        lease = doc["leases"].get(name)
+        if lease and _supervisor_alive(lease):
+            raise PolicyError("--name", name, f"container is running already "
+                              f"(governor pid {lease['pid']})")
+        if lease:
+            log.warning("removed the stale lease of container %s: its supervisor "
+                        "(pid %s) is gone", name, lease.get("pid"))
+        doc["leases"][name] = {"pid": os.getpid(), "start": psutil.Process().create_time()}
+
+    @staticmethod
+    def entry(doc: dict, name: str) -> dict:
+        """Container name's record, with its uid base: the same for the same
+        name every time, distinct from every other container's."""
+        entry = doc["containers"].setdefault(name, {"shifted": []})
+        if "uid_base" not in entry:
+            entry["uid_base"] = Registry._free_base(doc)
+        return entry
+
+    def release(self, name: str) -> None:
+        with self.locked() as doc:
+            lease = doc["leases"].get(name)
+            if lease and lease.get("pid") == os.getpid():
+                del doc["leases"][name]
+
+    @staticmethod
+    def _free_base(doc: dict) -> int:
+        """The first 65536-aligned slot above FIRST_BASE that overlaps no
+        container's range and no /etc/subuid or /etc/subgid range."""
+        taken = [(c["uid_base"], c["uid_base"] + ID_RANGE) for c in doc["containers"].values()
+                 if "uid_base" in c] + _reserved_ranges()
+        for base in range(FIRST_BASE, MAX_BASE + 1, ID_RANGE):
+            if not any(start < base + ID_RANGE and base < end for start, end in taken):
+                return base
+        raise GovernorError("registry: no free uid range left")
+
+    @staticmethod
+    def owner_of(doc: dict, path: str, uid: int) -> str | None:
+        """The container whose files path holds: recorded as shifted for
+        it, or owned (uid) by its range."""
+        for name, c in doc["containers"].items():
+            if path in c.get("shifted", ()):
+                return name
+        for name, c in doc["containers"].items():
+            if "uid_base" in c and c["uid_base"] <= uid < c["uid_base"] + ID_RANGE:
+                return name
+        return None

@@ -1,0 +1,355 @@
+"""Containers: namespaces, root file system, /dev, /tmp, uid ranges,
+isolation between containers, cleanup, and bad input."""
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import tty
+from pathlib import Path
+
+import psutil
+import pytest
+
+from _tenants import compile_c, make_rootfs, wait_for
+from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
+from governor.container import Container
+from governor.registry import FIRST_BASE, ID_RANGE
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
+GOVERNOR = [sys.executable, "-m", "governor"]
+@pytest.fixture
+def state(tmp_path):
+    return tmp_path / "state"
+
+
+def run(box: Container, name: str, script: str, timeout: float = 20) -> tuple[int, str]:
+    """Runs sh -c script in a fresh container; (status, stdout+stderr)."""
+    out = box.rootfs + ".out"
+    with Supervisor(publish_state=False) as sup, open(out, "w") as f:
+        g = sup.group(name, Limits(processes=64), container=box)
+        status = g.spawn(["sh", "-c", script], stdout=f, stderr=f).wait(timeout)
+    return status, Path(out).read_text()
+
+
+def cli(*args, state_dir, timeout=30):
+    return subprocess.run(GOVERNOR + ["run", "--state-dir", str(state_dir), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def registry(state_dir: Path) -> dict:
+    path = state_dir / "registry.json"
+    return json.loads(path.read_text()) if path.exists() else {"containers": {}, "leases": {}}
+
+
+def governor_inits(under: Path) -> list[int]:
+    """Container inits whose mounts come from beneath under (a test's tmp_path)."""
+    pids = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if p.info["name"] == "governor-init" and \
+                    str(under) in Path(f"/proc/{p.pid}/mountinfo").read_text():
+                pids.append(p.pid)
+        except OSError:
+            pass
+    return pids
+
+
+def test_pid_1_hostname_and_namespaces(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    status, out = run(box, "web-a", "echo pid=$$; hostname; cat /proc/1/cmdline; echo; "
+                                    "cat /proc/1/comm; id -u; ls /proc | grep -c '^[0-9]'; "
+                                    "kill -9 1 || echo kill-refused; "
+                                    "hostname other || echo hostname-refused; "
+                                    "mount -o remount,ro / || echo remount-refused; "
+                                    "echo 0 > /proc/sys/net/ipv4/ip_forward || echo sysctl-refused; "
+                                    "echo links: $(grep -o '^ *[a-z0-9]*:' /proc/net/dev)")
+    assert status == 0, out
+    lines = out.splitlines()
+    assert lines[:5] == ["pid=2", "web-a", "governor-init\0", "governor-init", "0"], out
+    assert int(lines[5]) <= 4, out   # init, sh, ls, grep: no host process
+    for refused in ("kill-refused", "hostname-refused", "remount-refused", "sysctl-refused"):
+        assert refused in out
+    assert "links: lo:\n" in out, out   # --net none: its own namespace, loopback only
+
+
+def test_no_typing_into_the_hosts_terminal_nor_raw_sockets(tmp_path, state):
+    """The container shares governor's controlling terminal; TIOCSTI would
+    let container root type commands into the host's shell."""
+    rootfs = make_rootfs(tmp_path / "a")
+    prog = compile_c(Path(__file__).with_name("escape_tenant.c"), tmp_path, ("-static",))
+    shutil.copy(prog, rootfs / "bin" / "escape")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        r = subprocess.run(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                       "--rootfs", str(rootfs), "--", "/bin/escape"],
+                           stdin=slave, capture_output=True, text=True, timeout=30,
+                           start_new_session=True,
+                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "tiocsti=1 high=1 raw=1\n"   # EPERM each
+        os.set_blocking(slave, False)
+        with pytest.raises(BlockingIOError):
+            os.read(slave, 16)   # nothing was typed
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_host_files_are_not_reachable(tmp_path, state):
+    marker = tmp_path / "host-marker"
+    marker.write_text("host secret\n")
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    status, out = run(box, "a", f"test -e {marker} && echo visible; echo root: $(ls /); "
+                                f"cat /proc/1/root/{marker} || echo no-way")
+    assert status == 0, out
+    assert "visible" not in out and "host secret" not in out and "no-way" in out, out
+    assert "root: bin dev etc proc tmp\n" in out, out
+
+
+def test_dev_and_tmp(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    status, out = run(box, "a", "ls /dev; echo hello > /dev/null && echo null-ok; "
+                                "stat -c '%a %F' /tmp; echo x > /tmp/f && cat /tmp/f; "
+                                "grep -E ' /(dev/pts|tmp|proc) ' /proc/self/mounts")
+    assert status == 0, out
+    devices = {"full", "null", "random", "tty", "urandom", "zero", "pts", "ptmx"}
+    assert devices <= set(out.split()), out
+    assert {"sda", "kmsg", "mem"}.isdisjoint(out.split()), out
+    assert "null-ok" in out and "1777 directory" in out and "\nx\n" in out, out
+    mounts = [line.split()[:3] for line in out.splitlines() if line.startswith(("devpts",
+                                                                                  "tmpfs", "proc"))]
+    assert ["devpts", "/dev/pts", "devpts"] in mounts, out
+    assert ["tmpfs", "/tmp", "tmpfs"] in mounts and ["proc", "/proc", "proc"] in mounts, out
+
+
+def test_orphans_are_reaped_by_pid_1(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    # The orphan's parent exits at once: it is reparented to pid 1. Once it
+    # ends, its /proc entry goes only if pid 1 reaps it (a zombie stays).
+    status, out = run(box, "a", "orphan=$(sh -c 'sleep 0.3 >/dev/null & echo $!'); "
+                                "echo parent=$(cut -d' ' -f4 /proc/$orphan/stat 2>/dev/null); "
+                                "for i in $(seq 100); do test -e /proc/$orphan || break; "
+                                "sleep 0.1; done; test -e /proc/$orphan && echo zombie || echo reaped")
+    assert status == 0, out
+    assert "reaped" in out and "zombie" not in out, out
+
+
+def test_uid_range_per_name_reused_and_distinct(tmp_path, state):
+    rootfs_a = make_rootfs(tmp_path / "a")
+    box = Container(rootfs=str(rootfs_a), state_dir=str(state))
+    status, out = run(box, "a", "id -u; touch /made-inside; echo x > /tmp/x")
+    assert status == 0 and out.split()[0] == "0", out
+    base = FIRST_BASE
+    made = os.lstat(rootfs_a / "made-inside")
+    assert (made.st_uid, made.st_gid) == (base, base)
+    assert os.lstat(rootfs_a / "bin" / "busybox").st_uid == base   # shifted on first use
+    assert os.stat(rootfs_a).st_mode & 0o777 == 0o700
+    # The same name again: the same range; another name: another one.
+    box = Container(rootfs=str(rootfs_a), state_dir=str(state))
+    status, _ = run(box, "a", "touch /again")
+    assert status == 0 and os.lstat(rootfs_a / "again").st_uid == base
+    rootfs_b = make_rootfs(tmp_path / "b")
+    box_b = Container(rootfs=str(rootfs_b), state_dir=str(state))
+    status, _ = run(box_b, "b", "touch /made-by-b")
+    other = os.lstat(rootfs_b / "made-by-b").st_uid
+    assert status == 0 and other >= base + ID_RANGE
+    assert registry(state)["containers"]["b"]["uid_base"] == other
+
+
+def test_containers_cannot_read_each_others_files(tmp_path, state):
+    rootfs_a, rootfs_b = make_rootfs(tmp_path / "a"), make_rootfs(tmp_path / "b")
+    box_a = Container(rootfs=str(rootfs_a), state_dir=str(state))
+    assert run(box_a, "a", "echo secret-of-a > /data.txt")[0] == 0
+    box_b = Container(rootfs=str(rootfs_b), state_dir=str(state))
+    status, out = run(box_b, "b", f"cat {rootfs_a}/data.txt /data.txt; echo root: $(ls /)")
+    assert "secret-of-a" not in out and out.count("No such file or directory") == 2, out
+    assert "root: bin dev etc proc tmp\n" in out, out
+    # Even on the host, B's uid cannot open A's files: A's top dir is 0700 and A's.
+    base_b = box_b.uid_base
+    peek = subprocess.run(["/bin/busybox", "cat", str(rootfs_a / "data.txt")], user=base_b,
+                          group=base_b, extra_groups=[], capture_output=True, text=True)
+    assert peek.returncode != 0 and "Permission denied" in peek.stderr
+    # Nor can B be given A's rootfs.
+    with pytest.raises(PolicyError, match="holds the files of container 'a'"):
+        with Supervisor(publish_state=False) as sup:
+            sup.group("b", container=Container(rootfs=str(rootfs_a), state_dir=str(state)))
+    assert registry(state)["leases"] == {}
+
+
+def test_read_only_rootfs_with_a_writable_volume(tmp_path, state):
+    rootfs = make_rootfs(tmp_path / "ro")
+    data = tmp_path / "data"
+    data.mkdir()
+    box = Container(rootfs=str(rootfs), read_only=True, volumes=[f"{data}:/srv/data"],
+                    state_dir=str(state))
+    assert box.writable_paths == [str(data)]
+    status, out = run(box, "ro", "touch /nope; echo v > /srv/data/file && echo volume-ok; "
+                                 "echo t > /tmp/t && echo tmp-ok")
+    assert status == 0, out
+    assert "Read-only file system" in out and "volume-ok" in out and "tmp-ok" in out, out
+    assert not (rootfs / "nope").exists()
+    assert os.lstat(data / "file").st_uid == box.uid_base
+    assert os.lstat(rootfs / "bin" / "busybox").st_uid == 0   # read-only: not shifted
+
+
+def test_a_symlink_in_the_rootfs_cannot_redirect_a_mount(tmp_path, state):
+    rootfs = make_rootfs(tmp_path / "a")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (rootfs / "srv").symlink_to(outside)   # as a tenant could leave it
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "payload").write_text("x")
+    box = Container(rootfs=str(rootfs), volumes=[f"{data}:/srv"], state_dir=str(state))
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("a", container=box)
+        with pytest.raises(SpawnError) as err:
+            g.spawn(["sh", "-c", "true"])
+    assert err.value.step == "bind a volume"
+    assert list(outside.iterdir()) == []
+    assert "outside" not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_network_step_runs_before_the_command(tmp_path, state):
+    """Container.start_network(init_pid) runs with the namespaces made and
+    the command not yet started; if it fails, nothing is left."""
+    seen = {}
+
+    class Probe(Container):
+        def start_network(self, init_pid):
+            seen["netns"] = os.readlink(f"/proc/{init_pid}/ns/net")
+            seen["children"] = psutil.Process(init_pid).children()
+            seen["exe"] = seen["children"][0].exe()
+            if self.read_only:
+                raise RuntimeError("network set-up failed")
+
+    rootfs = make_rootfs(tmp_path / "a")
+    box = Probe(rootfs=str(rootfs), state_dir=str(state))
+    status, out = run(box, "a", "readlink /proc/self/ns/net")
+    assert status == 0 and out.strip() == seen["netns"] != os.readlink("/proc/self/ns/net")
+    assert seen["exe"] == os.path.realpath(sys.executable)   # not exec'd yet
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("a", container=Probe(rootfs=str(rootfs), read_only=True,
+                                           state_dir=str(state)))
+        with pytest.raises(RuntimeError):
+            g.spawn(["sh", "-c", "touch /tmp/ran"])
+        assert governor_inits(tmp_path) == []
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                       for p in seen["children"])
+    assert registry(state)["leases"] == {}
+
+
+def test_one_command_at_a_time(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("a", container=box)
+        p = g.spawn(["sleep", "300"])
+        with pytest.raises(GovernorError, match="runs a command already"):
+            g.spawn(["true"])
+        p.kill()
+        assert g.spawn(["sh", "-c", "exit 3"]).wait(10) == 3
+
+
+def test_cleanup_after_exit(tmp_path, state):
+    rootfs = make_rootfs(tmp_path / "a")
+    r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
+            "sleep 300 & echo started", state_dir=state)
+    assert r.returncode == 0 and "started" in r.stdout, r.stderr
+    assert governor_inits(tmp_path) == []
+    assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+    assert registry(state)["leases"] == {}
+
+
+def test_cleanup_after_sigkill_and_stale_lease(tmp_path, state):
+    rootfs = make_rootfs(tmp_path / "a")
+    gov = subprocess.Popen(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                       "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
+                                       "sleep 300 & sleep 300"])
+    try:
+        def tenant():
+            kids = psutil.Process(gov.pid).children(recursive=True)
+            sleeps = [k.pid for k in kids if k.name() == "sleep"]
+            return len(sleeps) == 2 and [k.pid for k in kids]
+        pids = wait_for(tenant, 20, "the container's two sleeps")
+        assert registry(state)["leases"]["a"]["pid"] == gov.pid
+        # Its mounts never reach the host's mount namespace.
+        assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+        assert str(rootfs) in Path(f"/proc/{pids[0]}/mountinfo").read_text()
+        assert len(governor_inits(tmp_path)) == 1
+    finally:
+        gov.send_signal(signal.SIGKILL)
+        gov.wait(10)
+    for pid in pids:
+        wait_for(lambda: not psutil.pid_exists(pid) or
+                 psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5, f"pid {pid} gone")
+    assert governor_inits(tmp_path) == []
+    assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+    r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/echo", "again", state_dir=state)
+    assert r.returncode == 0 and r.stdout == "again\n", r.stderr
+    assert "removed the stale lease of container a" in r.stderr
+    assert f"pid {gov.pid}" in r.stderr
+    assert registry(state)["leases"] == {}
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "no-command", "volume", "net", "no-name"])
+def test_bad_input_fails_cleanly(tmp_path, state, case):
+    rootfs = make_rootfs(tmp_path / "a")
+    (tmp_path / "file").write_text("")
+    args = {"missing": (["--rootfs", str(tmp_path / "nope")], 2, "--rootfs: ", "no such directory"),
+            "file": (["--rootfs", str(tmp_path / "file")], 2, "--rootfs: ", "not a directory"),
+            "no-command": (["--rootfs", str(rootfs), "--", "/bin/httpd-missing"], 127,
+                           "/bin/httpd-missing: ", "command not found in the rootfs"),
+            "volume": (["--rootfs", str(rootfs), "--volume", "/tmp:relative"], 2, "--volume: ",
+                       "absolute"),
+            "net": (["--rootfs", str(rootfs), "--net", "10.88.0.5/40"], 2, "--net: ",
+                    "ADDRESS/PREFIX"),
+            "no-name": (["--rootfs", str(rootfs)], 2, "--rootfs: ", "needs --name")}
+    argv, code, prefix, reason = args[case]
+    if case != "no-name":
+        argv = ["--name", "a"] + argv
+    if "--" not in argv:
+        argv += ["--", "/bin/sh", "-c", "true"]
+    r = cli(*argv, state_dir=state)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.startswith("governor: " + prefix) and reason in r.stderr, r.stderr
+    assert registry(state) == {"containers": {}, "leases": {}}   # nothing recorded
+    assert governor_inits(tmp_path) == []
+    assert os.lstat(rootfs / "bin" / "busybox").st_uid == 0        # nothing shifted
+
+
+def test_a_running_name_is_refused(tmp_path, state):
+    rootfs = make_rootfs(tmp_path / "a")
+    r_fd, w_fd = os.pipe()
+    first = subprocess.Popen(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                         "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
+                                         "echo up; read x"], stdin=r_fd,
+                             stdout=subprocess.PIPE, text=True)
+    os.close(r_fd)
+    try:
+        assert first.stdout.readline() == "up\n"
+        r = cli("--name", "a", "--rootfs", str(make_rootfs(tmp_path / "b")), "--",
+                "/bin/sh", "-c", "true", state_dir=state)
+        assert r.returncode == 2
+        assert f"--name: a: container is running already (governor pid {first.pid})" in r.stderr
+        assert registry(state)["leases"]["a"]["pid"] == first.pid   # the first one's, intact
+    finally:
+        os.write(w_fd, b"done\n")
+        os.close(w_fd)
+        assert first.wait(20) == 0
+    assert registry(state)["leases"] == {}
+
+
+def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch):
+    from governor import registry as reg
+    monkeypatch.setattr(reg, "_reserved_ranges", lambda: [(FIRST_BASE + 10, FIRST_BASE + 20)])
+    r = reg.Registry(tmp_path)
+    with r.locked() as doc:
+        bases = [r.entry(doc, name)["uid_base"] for name in ("a", "b", "a")]
+    assert bases == [FIRST_BASE + ID_RANGE, FIRST_BASE + 2 * ID_RANGE, FIRST_BASE + ID_RANGE]
+    with r.locked() as doc:   # written back, read again
+        assert r.entry(doc, "b")["uid_base"] == FIRST_BASE + 2 * ID_RANGE
