@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from governor import bench
-from test_overhead import ROUNDS, SCALE, measure
+from test_overhead import SCALE, measure
 
 N_MECH = max(1000, int(50_000 * SCALE))
 

@@ -4,9 +4,10 @@ that never bind, and under the peer tools installed here. Slowdowns are
 ratios of medians to native's in the same run; rounds are interleaved like
 the micro rows'.
 
-Sizes follow --calls: dd writes CALLS blocks of 512 bytes, tcp_pair sends
-CALLS messages of 512 bytes over loopback, tar extracts CALLS/20 files of
-1 KiB (at least 20) in directories of 100.
+Sizes follow --calls: dd writes CALLS/5 blocks of 512 bytes, tcp_pair sends
+CALLS/5 messages of 512 bytes over loopback, tar extracts CALLS/50 files of
+1 KiB in directories of 100 (at least 20 of each). The files live under
+$TMPDIR (default /tmp): TMPDIR=/dev/shm takes the disk out of the numbers.
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ class Workload:
 
 class Dd(Workload):
     def prepare(self, helpers, workdir, calls):
-        self.calls, self.out = calls, workdir / "dd.out"
+        self.count, self.out = sizes(calls)[0], workdir / "dd.out"
 
     def argv(self):
-        return ["dd", "if=/dev/zero", f"of={self.out}", "bs=512", f"count={self.calls}",
+        return ["dd", "if=/dev/zero", f"of={self.out}", "bs=512", f"count={self.count}",
                 "status=none"]
 
     def reset(self):
@@ -59,7 +60,7 @@ class Dd(Workload):
 
 class Tcp(Workload):
     def prepare(self, helpers, workdir, calls):
-        self.cmd = [helpers["tcp_pair"], str(calls), "512"]
+        self.cmd = [helpers["tcp_pair"], str(sizes(calls)[0]), "512"]
 
     def argv(self):
         return self.cmd
@@ -67,7 +68,7 @@ class Tcp(Workload):
 
 class Untar(Workload):
     def prepare(self, helpers, workdir, calls):
-        files = max(20, calls // 20)
+        files = sizes(calls)[1]
         src, self.tar, self.dest = workdir / "tree", workdir / "tree.tar", workdir / "untar"
         for i in range(files):
             d = src / f"d{i // 100:03d}"
@@ -86,10 +87,15 @@ class Untar(Workload):
         self.dest.mkdir()
 
 
+def sizes(calls: int) -> tuple[int, int]:
+    """(writes or messages, files) of the macro workloads for --calls."""
+    return max(20, calls // 5), max(20, calls // 50)
+
+
 def workloads(calls: int) -> list[Workload]:
-    files = max(20, calls // 20)
-    return [Dd("dd", f"dd: {calls} writes of 512 bytes to a file"),
-            Tcp("tcp", f"loopback TCP: {calls} messages of 512 bytes"),
+    n, files = sizes(calls)
+    return [Dd("dd", f"dd: {n} writes of 512 bytes to a file"),
+            Tcp("tcp", f"loopback TCP: {n} messages of 512 bytes"),
             Untar("untar", f"tar -x of {files} files of 1 KiB")]
 
 

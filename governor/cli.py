@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--pin", action="store_true",
                        help="run the supervisors and the tenants on one CPU")
     bench.add_argument("--calls", type=int, default=Options.calls, metavar="N",
-                       help=f"calls per round, also the macro workloads' size "
+                       help=f"calls per round; the macro workloads are sized from it "
                             f"(default {Options.calls})")
     bench.add_argument("--rounds", type=int, default=Options.rounds, metavar="R",
                        help=f"rounds per row (default {Options.rounds})")

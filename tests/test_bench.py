@@ -83,7 +83,7 @@ def test_bench_small_run_has_every_row(tmp_path):
         else:
             assert r["reason"]
     for line in ("governor bench", "SYNC_WAKE_UP", "native", "floor: C ptrace RET_TRACE",
-                 "dd: 200 writes", "loopback TCP", "tar -x"):
+                 "dd: 40 writes", "loopback TCP", "tar -x"):
         assert line in p.stdout
 
 
