@@ -207,7 +207,11 @@ def ptrace_loop(trace_exec: str, argv: list[str], bucket: Bucket, every_call: bo
     finally:
         if status is None or os.WIFSTOPPED(status):
             proc.kill()   # PTRACE_O_EXITKILL would too, once we are gone
-            os.waitpid(proc.pid, 0)
+            try:
+                _, status = os.waitpid(proc.pid, 0)
+            except ChildProcessError:
+                pass      # python-ptrace reaped it already
+        # Reaped here, not by Popen: tell it, so that it never waits again.
         proc.returncode = 0 if status is None else os.waitstatus_to_exitcode(status)
         charger.close()
         proc.stdout.close()

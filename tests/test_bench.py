@@ -11,10 +11,11 @@ import shutil
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from _tenants import needs_root
-from governor import bench
+from governor import bench, benchbin
 
 ROWS = ["native", "seccomp_allow", "notify_engine", "notify_engine_nosync", "notify_python",
         "ptrace_engine", "ptrace_syscall_engine", "python_ptrace", "python_ptrace_syscall",
@@ -23,9 +24,19 @@ TOOLS = ["native", "governor_seccomp", "governor_ptrace", "governor_ptrace_sysca
          "strace_seccomp", "proot"]
 
 
-def governor(*args, timeout=120):
+def governor(*args, timeout=120, env=None):
     return subprocess.run([sys.executable, "-m", "governor", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
+
+
+def helpers_running() -> list[int]:
+    """Processes running one of the bench's helpers (from its cache dir)."""
+    cache = str(benchbin.cache_dir())
+    pids = []
+    for p in psutil.process_iter(["exe"]):
+        if (p.info["exe"] or "").startswith(cache):
+            pids.append(p.pid)
+    return pids
 
 
 def check_timing(d: dict, rounds: int) -> None:
@@ -38,10 +49,15 @@ def check_timing(d: dict, rounds: int) -> None:
 @needs_root
 @pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="no C compiler")
 def test_bench_small_run_has_every_row(tmp_path):
-    out = tmp_path / "bench.json"
-    p = governor("bench", "--calls", "200", "--rounds", "2", "--json", str(out))
+    out, work = tmp_path / "bench.json", tmp_path / "tmp"
+    work.mkdir()
+    p = governor("bench", "--calls", "200", "--rounds", "2", "--json", str(out),
+                 env={**os.environ, "TMPDIR": str(work)})
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
+    # Nothing left behind: no helper still running, no work files.
+    assert helpers_running() == []
+    assert list(work.iterdir()) == []
 
     meta = doc["meta"]
     assert meta["kernel"] == platform.release()
@@ -88,11 +104,14 @@ def test_bench_small_run_has_every_row(tmp_path):
 
 
 @needs_root
-def test_bench_json_to_stdout_without_macro():
-    p = governor("bench", "--calls", "100", "--rounds", "1", "--no-macro", "--json", "-")
+def test_bench_pinned_json_to_stdout_without_macro():
+    p = governor("bench", "--calls", "100", "--rounds", "1", "--no-macro", "--pin",
+                 "--json", "-")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)   # the table went to stderr
     assert "macro" not in doc
+    assert doc["meta"]["pinned_cpu"] == min(os.sched_getaffinity(0))
+    assert f"pinned to CPU {doc['meta']['pinned_cpu']}" in p.stderr
     assert len(doc["rows"]) == len(ROWS)
     assert "mechanism" in p.stderr
 
