@@ -127,8 +127,13 @@ class Engine(Mechanism):
         self.gg = GovernedGroup(self.backend, NEVER_BINDS, self.sync_wakeup)
         self.out = workdir / f"{self.key}.out"
         if self.sync_wakeup and self.backend == "seccomp":
-            self.run("getpid", 1)  # the engine learns SYNC_WAKE_UP with its first listener
-            if not self.gg.sup.sync_wakeup:
+            try:
+                self.run("getpid", 1)  # the engine learns SYNC_WAKE_UP with its first listener
+                lacking = not self.gg.sup.sync_wakeup
+            except BaseException:
+                self.close()
+                raise
+            if lacking:
                 self.close()
                 raise Unavailable("the kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")
 
@@ -151,14 +156,15 @@ class Engine(Mechanism):
 class PythonLoop(Mechanism):
     """tenant_loop under one of the pure-Python supervisors (pyloops)."""
 
-    def __init__(self, row: str, key: str, label: str, loop: Callable[..., str], **kw):
-        self.row, self.key, self.label, self.loop, self.kw = row, key, label, loop, kw
+    def __init__(self, row: str, key: str, label: str, loop: Callable[..., str], helper: str,
+                 **kw):
+        self.row, self.key, self.label = row, key, label
+        self.loop, self.helper, self.kw = loop, helper, kw
 
     def run(self, mode: str, calls: int) -> float:
         bucket = pyloops.Bucket(NEVER_BINDS.disk_write, NEVER_BINDS.burst_of("disk_write"))
-        helper = self.helpers["notify_exec" if self.loop is pyloops.notify_loop else "trace_exec"]
-        return parse_ns(self.loop(helper, self.tenant(mode, calls), bucket, timeout=TIMEOUT,
-                                  **self.kw))
+        return parse_ns(self.loop(self.helpers[self.helper], self.tenant(mode, calls), bucket,
+                                  timeout=TIMEOUT, **self.kw))
 
 
 def mechanisms() -> list[Mechanism]:
@@ -169,12 +175,14 @@ def mechanisms() -> list[Mechanism]:
         Engine("3", "notify_engine", "seccomp notify, engine, SYNC_WAKE_UP", "seccomp"),
         Engine("3", "notify_engine_nosync", "seccomp notify, engine, no SYNC_WAKE_UP", "seccomp",
                sync_wakeup=False),
-        PythonLoop("4", "notify_python", "seccomp notify, Python handler", pyloops.notify_loop),
+        PythonLoop("4", "notify_python", "seccomp notify, Python handler", pyloops.notify_loop,
+                   "notify_exec"),
         Engine("5", "ptrace_engine", "ptrace + RET_TRACE, engine", "ptrace"),
         Engine("6", "ptrace_syscall_engine", "ptrace, PTRACE_SYSCALL, engine", "ptrace-syscall"),
-        PythonLoop("7", "python_ptrace", "python-ptrace, RET_TRACE", pyloops.ptrace_loop),
+        PythonLoop("7", "python_ptrace", "python-ptrace, RET_TRACE", pyloops.ptrace_loop,
+                   "trace_exec"),
         PythonLoop("7", "python_ptrace_syscall", "python-ptrace, PTRACE_SYSCALL",
-                   pyloops.ptrace_loop, every_call=True),
+                   pyloops.ptrace_loop, "trace_exec", every_call=True),
         Direct("8", "floor_notify", "floor: C seccomp notify supervisor", "floor_notify"),
         Direct("8", "floor_trace", "floor: C ptrace RET_TRACE supervisor", "floor_trace"),
     ]
