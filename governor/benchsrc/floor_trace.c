@@ -5,9 +5,10 @@
  *
  * A child becomes a tracee and installs the bench filter (trace_child.h:
  * pwrite64 and write -> SECCOMP_RET_TRACE) before exec. The parent sets
- * PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL and loops waitpid + PTRACE_CONT:
- * every seccomp stop is resumed at once, other stops get their signal back
- * (the SIGTRAP of exec is swallowed). It exits with the child's status; the
+ * PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL and loops waitpid +
+ * PTRACE_GET_SYSCALL_INFO + PTRACE_CONT: at every seccomp stop it learns the
+ * call (as NOTIF_RECV tells floor_notify) and resumes it at once; other stops
+ * get their signal back (the SIGTRAP of exec is swallowed). It exits with the child's status; the
  * number of seccomp stops goes to stderr.
  */
 #define _GNU_SOURCE
@@ -48,8 +49,12 @@ int main(int argc, char **argv)
         if (!WIFSTOPPED(st))
             break;
         sig = 0;
-        if (st >> 8 == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)))
+        if (st >> 8 == (SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))) {
+            struct __ptrace_syscall_info info;
+            if (ptrace(PTRACE_GET_SYSCALL_INFO, pid, sizeof info, &info) <= 0)
+                die("PTRACE_GET_SYSCALL_INFO");
             stops++;
+        }
         else if (WSTOPSIG(st) != SIGTRAP)
             sig = WSTOPSIG(st);
     }
