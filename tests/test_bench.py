@@ -141,3 +141,42 @@ def test_bench_ptrace_rows_say_why_when_the_backend_is_missing(monkeypatch, tmp_
     engine = bench.Engine("5", "ptrace_engine", "ptrace", "ptrace")
     with pytest.raises(bench.Unavailable, match="backend 'ptrace' is not available"):
         engine.open({}, tmp_path)
+
+
+def _row(ns: float | None, reason: str | None = None) -> dict:
+    if ns is None:
+        return {"available": False, "reason": reason}
+    return {"available": True, "reason": None, "governed": {"median_ns": ns}}
+
+
+def test_bench_goals_whole_call_and_above_floor():
+    rows = {"notify_python": _row(16000), "notify_engine": _row(8000),
+            "notify_engine_nosync": _row(9000), "floor_notify": _row(7000),
+            "ptrace_engine": _row(None, "backend 'ptrace' is not available"),
+            "python_ptrace": _row(20000), "floor_trace": _row(9000)}
+    goals = {g["goal"]: g for g in bench.goal_results(rows)}
+    whole = goals["seccomp notify: Python handler vs engine, governed call"]
+    assert (whole["ratio"], whole["met"], whole["base"]) == (2.0, False, "notify_engine")
+    above = goals["seccomp notify: Python handler vs engine, time above floor_notify"]
+    assert (above["ratio"], above["met"]) == (9.0, False)   # (16 - 7) / (8 - 7)
+    floor = goals["ptrace engine vs the C RET_TRACE floor, governed call"]
+    assert floor["ratio"] is None and floor["met"] is None
+    assert floor["reason"] == "ptrace_engine: backend 'ptrace' is not available"
+
+    # Without SYNC_WAKE_UP the Python handler is compared with the engine
+    # without it; an engine at or below its floor gives no ratio, and says so.
+    rows["notify_engine"] = _row(None, "the kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP")
+    rows["floor_notify"] = _row(9500)
+    goals = {g["goal"]: g for g in bench.goal_results(rows)}
+    whole = goals["seccomp notify: Python handler vs engine, governed call"]
+    assert whole["base"] == "notify_engine_nosync" and whole["ratio"] == 16000 / 9000
+    above = goals["seccomp notify: Python handler vs engine, time above floor_notify"]
+    assert above["ratio"] is None
+    assert above["reason"] == ("notify_engine_nosync is not above floor_notify in this run "
+                               "(9.000 vs 9.500 µs)")
+
+
+def test_bench_p99_interpolates_between_rounds():
+    assert bench.p99([5.0]) == 5.0
+    assert bench.p99([1.0, 2.0]) == pytest.approx(1.99)
+    assert bench.p99([3.0, 1.0, 2.0, 100.0, 4.0, 5.0, 6.0]) == pytest.approx(6.0 + 94.0 * 0.94)
