@@ -1,6 +1,6 @@
-"""Fixtures of the overhead benchmarks: the C helpers, compiled once per
-session, and the store of per-call medians that becomes results.json and the
-table printed at the end of the run.
+"""Fixtures of the overhead benchmarks: the C helpers (governor.benchbin:
+the binaries `governor bench` uses), and the store of per-call medians that
+becomes results.json and the table printed at the end of the run.
 
 Knobs (environment):
   GOVERNOR_BENCH_SCALE   multiplies the number of calls per round (default 1)
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,8 +23,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import report  # noqa: E402
+from governor import benchbin  # noqa: E402
+from governor._errors import GovernorError  # noqa: E402
 
-SOURCES = ("tenant_loop", "floor_notify", "floor_allow")
 RESULTS_KEY = pytest.StashKey[dict]()
 
 
@@ -40,20 +39,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def bins(tmp_path_factory) -> dict[str, str]:
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
-        pytest.skip("the benchmarks need Linux on x86_64")
-    gcc = shutil.which("gcc")
-    if not gcc:
-        pytest.skip("gcc is needed to build the benchmark helpers")
-    out = tmp_path_factory.mktemp("bench-bin")
-    paths = {}
-    for name in SOURCES:
-        exe = out / name
-        subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(HERE / f"{name}.c")],
-                       check=True, capture_output=True, text=True)
-        paths[name] = str(exe)
-    return paths
+def bins() -> dict[str, str]:
+    """The C helpers of `governor bench` (governor/benchsrc), built once."""
+    try:
+        return benchbin.build()
+    except GovernorError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from governor.bench import MODES, mechanisms
+
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
 
@@ -36,7 +38,13 @@ PATHS = {
     "engine_pwrite_100groups": "1-byte pwrite64, engine, 100 more idle groups alive",
 }
 
-# (path, compared with, goal ratio or None for information only)
+# The rows of `governor bench`, measured by test_mechanisms.py.
+for _m in mechanisms():
+    for _mode in MODES.values():
+        PATHS[f"mech_{_m.key}_{_mode}"] = f"{_mode}, {_m.label} (bench row {_m.row})"
+
+# (path, compared with, goal ratio or None for information only). A goal of
+# "at least 10x cheaper" reads: the engine costs at most 0.1x the other path.
 COMPARISONS = [
     ("floor_notify_pwrite", "native_pwrite", None),
     ("engine_pwrite", "floor_notify_pwrite", 1.15),
@@ -48,6 +56,13 @@ COMPARISONS = [
     ("engine_getpid", "native_getpid", None),
     ("engine_pwrite_100groups", "engine_pwrite_1group", 1.05),
     ("engine_dupclose", "native_dupclose", None),
+    ("mech_notify_engine_nosync_pwrite", "mech_notify_engine_pwrite", None),
+    ("mech_notify_engine_pwrite", "mech_notify_python_pwrite", 0.1),
+    ("mech_floor_trace_pwrite", "mech_native_pwrite", None),
+    ("mech_ptrace_engine_pwrite", "mech_floor_trace_pwrite", 1.2),
+    ("mech_ptrace_engine_pwrite", "mech_python_ptrace_pwrite", 0.1),
+    ("mech_python_ptrace_pwrite", "mech_floor_trace_pwrite", None),
+    ("mech_python_ptrace_syscall_getpid", "mech_native_getpid", None),
 ]
 
 

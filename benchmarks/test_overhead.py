@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import statistics
-import subprocess
 import time
 
 import pytest
 
 import report
-from governor import Limits, Supervisor
+from governor import Supervisor, bench
 
 SCALE = float(os.environ.get("GOVERNOR_BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("GOVERNOR_BENCH_ROUNDS", "7"))
@@ -32,31 +30,14 @@ N_GETPID = max(10_000, int(5_000_000 * SCALE))
 N_NATIVE_PWRITE = max(10_000, int(2_000_000 * SCALE))
 IDLE_GROUPS = 100
 # So high it never binds: every call is charged and let go at once.
-NEVER_BINDS = Limits(disk_write="100GiB/s")
-
-_NS = re.compile(r"ns_per_call=([0-9.]+)")
-
-
-def _parse(text: str) -> float:
-    m = _NS.search(text)
-    if not m:
-        raise AssertionError(f"no ns_per_call in tenant output: {text!r}")
-    return float(m.group(1))
-
-
-def run_direct(argv: list[str]) -> float:
-    """Runs a floor (or the bare tenant) and parses the tenant's line."""
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, f"{argv} exited {p.returncode}: {p.stderr}"
-    return _parse(p.stdout)
-
+NEVER_BINDS = bench.NEVER_BINDS
 
 def run_engine(group, bins, mode: str, n: int, out) -> float:
     """Spawns tenant_loop in a governor group; it writes its line to `out`."""
     proc = group.spawn([bins["tenant_loop"], mode, str(n), str(out)])
     rc = proc.wait(timeout=120)
     assert rc == 0, f"tenant_loop {mode} exited {rc}"
-    return _parse(out.read_text())
+    return bench.parse_ns(out.read_text())
 
 
 def measure(benchmark, results, key: str, calls: int, fn) -> float:
@@ -95,12 +76,12 @@ def engine():
 
 def test_native_pwrite(benchmark, bins, results):
     measure(benchmark, results, "native_pwrite", N_NATIVE_PWRITE,
-            lambda: run_direct([bins["tenant_loop"], "pwrite", str(N_NATIVE_PWRITE)]))
+            lambda: bench.run_direct([bins["tenant_loop"], "pwrite", str(N_NATIVE_PWRITE)]))
 
 
 def test_floor_notify_pwrite(benchmark, bins, results):
     measure(benchmark, results, "floor_notify_pwrite", N_NOTIFY,
-            lambda: run_direct([bins["floor_notify"], bins["tenant_loop"], "pwrite",
+            lambda: bench.run_direct([bins["floor_notify"], bins["tenant_loop"], "pwrite",
                                 str(N_NOTIFY)]))
 
 
@@ -113,7 +94,7 @@ def test_engine_pwrite(benchmark, bins, results, engine, tmp_path):
 
 def test_floor_notify_write(benchmark, bins, results):
     measure(benchmark, results, "floor_notify_write", N_NOTIFY,
-            lambda: run_direct([bins["floor_notify"], bins["tenant_loop"], "write",
+            lambda: bench.run_direct([bins["floor_notify"], bins["tenant_loop"], "write",
                                 str(N_NOTIFY)]))
 
 
@@ -138,7 +119,7 @@ def test_engine_write_disk_space(benchmark, bins, results, tmp_path):
 
 def test_native_dupclose(benchmark, bins, results):
     measure(benchmark, results, "native_dupclose", N_NOTIFY,
-            lambda: run_direct([bins["tenant_loop"], "dupclose", str(N_NOTIFY)]))
+            lambda: bench.run_direct([bins["tenant_loop"], "dupclose", str(N_NOTIFY)]))
 
 
 def test_engine_dupclose(benchmark, bins, results, engine, tmp_path):
@@ -151,12 +132,12 @@ def test_engine_dupclose(benchmark, bins, results, engine, tmp_path):
 
 def test_native_getpid(benchmark, bins, results):
     measure(benchmark, results, "native_getpid", N_GETPID,
-            lambda: run_direct([bins["tenant_loop"], "getpid", str(N_GETPID)]))
+            lambda: bench.run_direct([bins["tenant_loop"], "getpid", str(N_GETPID)]))
 
 
 def test_floor_allow_getpid(benchmark, bins, results):
     measure(benchmark, results, "floor_allow_getpid", N_GETPID,
-            lambda: run_direct([bins["floor_allow"], bins["tenant_loop"], "getpid",
+            lambda: bench.run_direct([bins["floor_allow"], bins["tenant_loop"], "getpid",
                                 str(N_GETPID)]))
 
 
@@ -221,7 +202,7 @@ class Server:
             time.sleep(0.005)
         governed = self.group.usage().notifications - before
         assert governed >= self.n, f"only {governed} notifications for {self.n} calls"
-        return _parse(self.out.read_text())
+        return bench.parse_ns(self.out.read_text())
 
     def stop(self) -> None:
         try:

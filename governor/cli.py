@@ -1,4 +1,5 @@
-"""governor's command line: `governor run [options] -- CMD ARGS...`."""
+"""governor's command line: `governor run [options] -- CMD ARGS...`, `ps`, `top`,
+`bench`."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,10 @@ import time
 
 import structlog
 
+from . import bench
 from ._errors import GovernorError, PolicyError, SpawnError
 from .container import Container, check_name
+from .bench import Options
 from .limits import KEYS, Limits, parse_assignments
 from .policy import load_policy
 from .metrics import parse_address, serve_metrics
@@ -89,6 +92,24 @@ def _parser() -> argparse.ArgumentParser:
                                      "second. Keys: c cpu, m memory, n network, d disk, h held, "
                                      "t tasks, g group name; q quits.")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    bench = sub.add_parser(
+        "bench", help="measure the per-call cost of each interception mechanism",
+        description="Per-call cost of a governed call (1-byte pwrite64, a disk_write limit "
+                    "that never binds) and of an ungoverned one (getpid) under each "
+                    "interception mechanism, median and p99 over rounds with ratios to "
+                    "native; then real workloads (dd, loopback TCP, tar) natively, under "
+                    "each backend and under strace and proot. Needs root and a C compiler.")
+    bench.add_argument("--json", metavar="FILE", help="also write every result and sample "
+                       "as JSON to FILE (-: to stdout, the table then goes to stderr)")
+    bench.add_argument("--pin", action="store_true",
+                       help="run the supervisors and the tenants on one CPU")
+    bench.add_argument("--calls", type=int, default=Options.calls, metavar="N",
+                       help=f"calls per round; the macro workloads are sized from it "
+                            f"(default {Options.calls})")
+    bench.add_argument("--rounds", type=int, default=Options.rounds, metavar="R",
+                       help=f"rounds per row (default {Options.rounds})")
+    bench.add_argument("--no-macro", dest="macro", action="store_false",
+                       help="skip the macro workloads")
     return p
 
 
@@ -253,6 +274,32 @@ def _ps(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    try:
+        opts = Options(calls=args.calls, rounds=args.rounds, pin=args.pin, macro=args.macro,
+                       progress=bench.progress_to_stderr)
+        if args.json and args.json != "-":
+            where = os.path.dirname(os.path.abspath(args.json))
+            if not os.access(where, os.W_OK):
+                raise PolicyError("governor bench", "--json", f"cannot write into {where}")
+    except PolicyError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return 2
+    doc = bench.run(opts)
+    text = bench.report(doc)
+    if args.json == "-":
+        print(text, file=sys.stderr)
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    else:
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(doc, f, indent=2)
+                f.write("\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(getattr(args, "verbose", 0))
@@ -261,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ps(args)
         if args.command == "top":
             return run_top(args.interval)
+        if args.command == "bench":
+            return _bench(args)
         return _run(args)
     except GovernorError as e:
         print(f"governor: {e}", file=sys.stderr)

@@ -412,14 +412,18 @@ class Supervisor:
     """Owns the engine thread and the groups. Use as a context manager: on
     exit every group's processes are killed and every fd is closed."""
 
-    def __init__(self, backend: str = "seccomp", publish_state: bool = True):
+    def __init__(self, backend: str = "seccomp", publish_state: bool = True,
+                 sync_wakeup: bool = True):
         """publish_state: write per-group state files for `governor ps`
-        (into $GOVERNOR_RUN_DIR or /run/governor)."""
+        (into $GOVERNOR_RUN_DIR or /run/governor). sync_wakeup=False: do
+        without SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP even where the kernel has
+        it (only to measure what it saves)."""
         if backend != "seccomp":
             raise GovernorError(f"backend {backend!r} is not available (available: seccomp)")
         p = ffi.new("struct gov_engine **")
         check(lib.gov_engine_new(p), "engine")
         self._engine = p[0]
+        lib.gov_engine_set_sync_wakeup(self._engine, int(sync_wakeup))
         self._groups: dict[str, Group] = {}
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
@@ -439,7 +443,8 @@ class Supervisor:
 
     @property
     def sync_wakeup(self) -> bool | None:
-        """Whether the kernel has SYNC_WAKE_UP (None until a group ran)."""
+        """Whether the listeners use SYNC_WAKE_UP: False when the kernel lacks
+        it or sync_wakeup=False was asked (None until a group ran)."""
         v = lib.gov_engine_sync_wakeup(self._engine)
         return None if v < 0 else bool(v)
 

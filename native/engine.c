@@ -94,6 +94,7 @@ struct gov_engine {
     int epfd, timerfd, wakefd, evfd;
     int stop;
     int sync_wakeup;
+    int want_sync_wakeup;     /* 0: measure round trips without it */
     struct group *groups[MAX_GROUPS];
     struct group *held;       /* groups that have holds */
     struct seccomp_notif *req;
@@ -840,6 +841,7 @@ int gov_engine_new(struct gov_engine **out)
         goto fail;
     }
     e->sync_wakeup = -1; /* learnt with the first listener */
+    e->want_sync_wakeup = 1;
     /* Signals are the host program's business: none may land on this thread. */
     sigset_t all, old;
     sigfillset(&all);
@@ -912,6 +914,13 @@ int gov_engine_sync_wakeup(struct gov_engine *e)
     return e->sync_wakeup;
 }
 
+void gov_engine_set_sync_wakeup(struct gov_engine *e, int on)
+{
+    pthread_mutex_lock(&e->mu);
+    e->want_sync_wakeup = on;
+    pthread_mutex_unlock(&e->mu);
+}
+
 static struct group *group_of(struct gov_engine *e, int id)
 {
     return id >= 0 && id < MAX_GROUPS ? e->groups[id] : NULL;
@@ -981,7 +990,8 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
         goto out;
     }
     /* Same-CPU wake-ups of the tenant: ~10x faster round trips (kernel >= 6.6). */
-    int sync = ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0;
+    int sync = e->want_sync_wakeup &&
+               ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0;
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
     *l = (struct listener){.tag = TAG_LISTENER, .fd = fd, .g = g, .next = g->listeners};

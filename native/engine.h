@@ -15,8 +15,12 @@ int gov_engine_new(struct gov_engine **out);
  * when their listeners close), closes every fd the engine owns. */
 void gov_engine_free(struct gov_engine *e);
 
-/* 1 if the kernel has SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, else 0. */
+/* 1 if the listeners use SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0 if not (the
+ * kernel lacks it, or it was turned off); -1 until the first listener. */
 int gov_engine_sync_wakeup(struct gov_engine *e);
+/* on = 0: listeners added from now on do without SYNC_WAKE_UP (to measure
+ * what it saves). The default is 1. */
+void gov_engine_set_sync_wakeup(struct gov_engine *e, int on);
 
 /* A new group; returns its id (>= 0) or -errno. */
 int gov_group_new(struct gov_engine *e, const struct gov_limits *lim);

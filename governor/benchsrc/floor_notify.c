@@ -3,31 +3,21 @@
  *
  *   floor_notify CMD [ARGS...]
  *
- * A child installs a raw BPF filter (arch == x86_64 and nr in {pwrite64,
- * write} -> SECCOMP_RET_USER_NOTIF, anything else ALLOW) with
- * SECCOMP_FILTER_FLAG_NEW_LISTENER, hands the listener to the parent over a
- * unix socket (SCM_RIGHTS) and execs CMD once the parent is ready. The parent
- * sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, like governor's engine, and loops
- * epoll_wait + NOTIF_RECV + NOTIF_SEND(CONTINUE) until the listener hangs up.
- * It exits with the child's status; the number of notifications goes to
- * stderr.
+ * A child installs the bench filter (bench_filter.h: pwrite64 and write ->
+ * SECCOMP_RET_USER_NOTIF) with a new listener, hands the listener to the
+ * parent over a unix socket (notify_child.h) and execs CMD once the parent is
+ * ready. The parent sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, like governor's
+ * engine, and loops epoll_wait + NOTIF_RECV + NOTIF_SEND(CONTINUE) until the
+ * listener hangs up. It exits with the child's status; the number of
+ * notifications goes to stderr.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include "notify_child.h"
 
 /* Debian 12's headers predate kernel 6.6. */
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
@@ -41,48 +31,6 @@ _Noreturn static void die(const char *what)
 {
     fprintf(stderr, "floor_notify: %s: %s\n", what, strerror(errno));
     _exit(1);
-}
-
-_Noreturn static void child(int sock, char **argv)
-{
-    struct sock_filter insns[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 4),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pwrite64, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof insns / sizeof insns[0], .filter = insns};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die("no_new_privs");
-    int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-    if (listener < 0)
-        die("seccomp");
-    /* sendmsg/read are not notified: no deadlock before the parent listens. */
-    char byte = 'l';
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cm = {0};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                         .msg_controllen = sizeof cm.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &listener, sizeof(int));
-    if (sendmsg(sock, &msg, 0) != 1)
-        die("sendmsg");
-    close(listener);
-    if (read(sock, &byte, 1) != 1) /* the parent is listening */
-        _exit(1);
-    close(sock);
-    execv(argv[0], argv);
-    die("exec");
 }
 
 static int recv_fd(int sock)
@@ -119,7 +67,7 @@ int main(int argc, char **argv)
         die("fork");
     if (pid == 0) {
         close(sv[0]);
-        child(sv[1], argv + 1);
+        notify_child("floor_notify", sv[1], argv + 1);
     }
     close(sv[1]);
     int listener = recv_fd(sv[0]);
