@@ -29,6 +29,8 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost"}
 _FILTER_MAX = 1 << 16
+BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
+            "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
 _SAMPLE_SECONDS = 0.2
 _PUBLISH_EVERY = 5  # samples: state files are rewritten about once a second
 
@@ -192,7 +194,8 @@ class Group:
 
     def _build_filter(self) -> bytes:
         buf = ffi.new("char[]", _FILTER_MAX)
-        n = check(lib.gov_filter_build(_c_limits(self.limits), buf, _FILTER_MAX), "seccomp filter")
+        n = check(lib.gov_filter_build(_c_limits(self.limits), BACKENDS[self.supervisor.backend],
+                                       buf, _FILTER_MAX), "seccomp filter")
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -225,6 +228,7 @@ class Group:
         req.cwd = cstr(cwd) if cwd else ffi.NULL
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
+        req.trace = self.supervisor.backend != "seccomp"
         opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
             if f == subprocess.DEVNULL:
@@ -247,8 +251,17 @@ class Group:
         sup = self.supervisor
         check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
-        check(lib.gov_group_add_listener(sup._engine, self.id, res.listener), "add listener")
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
+        if req.trace:
+            # The tracer attaches while the command waits, then it may exec.
+            rc = lib.gov_group_add_tracee(sup._engine, self.id, res.cmd_pid)
+            lib.gov_spawn_go(res, int(rc == 0))
+            if rc < 0:
+                proc.kill()
+                os.close(res.exec_fd)
+                check(rc, "attach tracer")
+        else:
+            check(lib.gov_group_add_listener(sup._engine, self.id, res.listener), "add listener")
         if sup._cpu:
             sup._cpu.rebalance(self)  # the command starts under its reservation
         proc._read_exec_result()  # after the engine has the listener: the child may write
@@ -350,10 +363,15 @@ class Supervisor:
     exit every group's processes are killed and every fd is closed."""
 
     def __init__(self, backend: str = "seccomp", publish_state: bool = True):
-        """publish_state: write per-group state files for `governor ps`
+        """backend: how calls reach the engine: "seccomp" (user notification),
+        "ptrace" (seccomp RET_TRACE: only governed calls stop) or
+        "ptrace-syscall" (PTRACE_SYSCALL: every call stops; slow).
+        publish_state: write per-group state files for `governor ps`
         (into $GOVERNOR_RUN_DIR or /run/governor)."""
-        if backend != "seccomp":
-            raise GovernorError(f"backend {backend!r} is not available (available: seccomp)")
+        if backend not in BACKENDS:
+            raise GovernorError(f"backend {backend!r} is not available "
+                                f"(available: {', '.join(BACKENDS)})")
+        self.backend = backend
         p = ffi.new("struct gov_engine **")
         check(lib.gov_engine_new(p), "engine")
         self._engine = p[0]
@@ -384,7 +402,8 @@ class Supervisor:
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
-        gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
+        gid = check(lib.gov_group_new(self._engine, _c_limits(limits), BACKENDS[self.backend]),
+                    "new group")
         g = Group(self, name, limits, gid)
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:

@@ -10,7 +10,7 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = ["gov.h", "bucket.h", "filter.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
-SOURCES = ["bucket.c", "filter.c", "spawn.c", "procfs.c", "classify.c", "engine.c", "cpu.c"]
+SOURCES = ["bucket.c", "filter.c", "spawn.c", "procfs.c", "classify.c", "engine.c", "trace.c", "cpu.c"]
 
 
 def _cdef_text(header: str) -> str:

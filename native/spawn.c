@@ -94,7 +94,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
         .filter = (struct sock_filter *)req->filter,
     };
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+                                req->trace ? 0 : SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0)
         child_fail(exec_w, errno);
     __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
@@ -104,7 +104,8 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
         ;
     if (!(p.revents & POLLIN))
         _exit(127); /* the supervisor went away before it took the listener */
-    close(listener);
+    if (!req->trace)
+        close(listener);
     execve(req->path, req->argv, req->envp);
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
@@ -261,20 +262,20 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     int cmd = find_child(init);
     if (n == 0)
         rc = -ETIMEDOUT;
-    else if (n < 0 || cmd < 0 || (listener = take_listener(cmd)) < 0)
+    else if (n < 0 || cmd < 0 || (!req->trace && (listener = take_listener(cmd)) < 0))
         rc = -(child_errno(exec_[0]) ?: ECHILD);
     if (rc < 0) {
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);
         goto fail;
     }
-    if (write(go[1], "g", 1) != 1) {
-        rc = -errno;
+    res->go_fd = go[1]; /* trace mode: the caller's, for gov_spawn_go() */
+    go[1] = -1;
+    if (!req->trace && (rc = gov_spawn_go(res, 1)) < 0) {
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);
         goto fail;
     }
-    close_pair(go);
     munmap(ready, sizeof *ready);
     res->init_pid = init;
     res->cmd_pid = cmd;
@@ -289,5 +290,15 @@ fail:
     close_pair(go);
     close_pair(status);
     close_pair(exec_);
+    return rc;
+}
+
+int gov_spawn_go(struct gov_spawn_res *res, int go)
+{
+    int rc = 0;
+    if (go && write(res->go_fd, "g", 1) != 1)
+        rc = -errno;
+    close(res->go_fd);
+    res->go_fd = -1;
     return rc;
 }

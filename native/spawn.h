@@ -12,7 +12,11 @@
  * filter is in place, a sendmsg() from the command would itself wait for a
  * supervisor that does not have the listener yet. So the command signals
  * "filter installed" through a futex on a shared page and waits for "go" in
- * poll(2): calls that no filter of ours ever notifies (close is notified). */
+ * poll(2): calls that no filter of ours ever notifies (close is notified).
+ *
+ * Trace mode (the ptrace backends): the command installs its filter without
+ * a listener, and the tracer must attach before it execs. gov_spawn then
+ * returns with the command waiting for "go"; gov_spawn_go() lets it exec. */
 #ifndef GOV_SPAWN_H
 #define GOV_SPAWN_H
 
@@ -25,17 +29,23 @@ struct gov_spawn_req {
     int filter_len;            /* bytes */
     int timeout_ms;            /* for the handshake */
     int stdio[3];              /* fds to become 0, 1, 2; -1: inherit */
+    int trace;                 /* 1: no listener, wait for gov_spawn_go() */
 };
 
 struct gov_spawn_res {
     int init_pid;    /* host pid of the shim, pid 1 of the group */
     int cmd_pid;     /* host pid of the command */
-    int listener;    /* seccomp listener, O_CLOEXEC */
+    int listener;    /* seccomp listener, O_CLOEXEC; -1 in trace mode */
+    int go_fd;       /* trace mode: for gov_spawn_go(); else -1 */
     int status_fd;   /* yields the command's wait status (an int), then EOF */
     int exec_fd;     /* yields errno of a failed execve (an int), or EOF once it ran */
 };
 
 /* 0 or -errno. On failure nothing is left: no process, no fd. */
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res);
+
+/* Trace mode: lets the command exec (go = 1) or exit 127 (go = 0); closes
+ * res->go_fd. 0 or -errno. */
+int gov_spawn_go(struct gov_spawn_res *res, int go);
 
 #endif
