@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import report  # noqa: E402
 
-SOURCES = ("tenant_loop", "floor_notify", "floor_allow")
+SOURCES = ("tenant_loop", "floor_notify", "floor_allow", "floor_trace")
 RESULTS_KEY = pytest.StashKey[dict]()
 
 

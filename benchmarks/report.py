@@ -33,6 +33,9 @@ PATHS = {
     "engine_dupclose": "dup + close, engine group with a write limit (close notified)",
     "engine_pwrite_1group": "1-byte pwrite64, engine, 1 group alive",
     "engine_pwrite_100groups": "1-byte pwrite64, engine, 100 more idle groups alive",
+    "floor_trace_pwrite": "1-byte pwrite64, floor_trace (minimal C RET_TRACE supervisor)",
+    "engine_trace_pwrite": "1-byte pwrite64, engine, --backend ptrace",
+    "engine_syscall_pwrite": "1-byte pwrite64, engine, --backend ptrace-syscall",
 }
 
 # (path, compared with, goal ratio or None for information only)
@@ -46,6 +49,9 @@ COMPARISONS = [
     ("engine_getpid", "native_getpid", None),
     ("engine_pwrite_100groups", "engine_pwrite_1group", 1.05),
     ("engine_dupclose", "native_dupclose", None),
+    ("floor_trace_pwrite", "native_pwrite", None),
+    ("engine_trace_pwrite", "floor_trace_pwrite", 1.2),
+    ("engine_syscall_pwrite", "floor_trace_pwrite", None),
 ]
 
 

@@ -211,18 +211,18 @@ def _mem_run(tenant, tmp_path, mode, limits, backend):
 
 
 @pytest.mark.parametrize("mode", ["malloc200", "mmap200", "sbrk200"])
-def test_memory_deny_large_allocation_fails_enomem(tenant, tmp_path, mode):
+def test_memory_deny_large_allocation_fails_enomem(tenant, tmp_path, mode, backend):
     limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
-    rc, out, u = _mem_run(tenant, tmp_path, mode, limits)
+    rc, out, u = _mem_run(tenant, tmp_path, mode, limits, backend)
     assert rc == 10, out
     assert out == f"fail errno={errno.ENOMEM}"
     assert u.resources["memory"].denied_calls >= 1
     assert u.peak_memory <= 64 * MiB
 
 
-def test_memory_deny_touched_chunks_stop_below_cap(tenant, tmp_path):
+def test_memory_deny_touched_chunks_stop_below_cap(tenant, tmp_path, backend):
     limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
-    rc, out, u = _mem_run(tenant, tmp_path, "chunks", limits)
+    rc, out, u = _mem_run(tenant, tmp_path, "chunks", limits, backend)
     assert rc == 10, out
     r = dict(kv.split("=") for kv in out.split())
     assert int(r["errno"]) == errno.ENOMEM
@@ -230,17 +230,17 @@ def test_memory_deny_touched_chunks_stop_below_cap(tenant, tmp_path):
     assert u.peak_memory <= 64 * MiB
 
 
-def test_memory_prot_none_reservation_is_free(tenant, tmp_path):
+def test_memory_prot_none_reservation_is_free(tenant, tmp_path, backend):
     limits = Limits(memory="64MiB", on_exhausted={"memory": "deny"})
-    rc, out, u = _mem_run(tenant, tmp_path, "reserve", limits)
+    rc, out, u = _mem_run(tenant, tmp_path, "reserve", limits, backend)
     assert rc == 0, out
     assert out == f"reserve=ok commit16=ok commit200=-1 errno={errno.ENOMEM}"
     assert u.peak_memory <= 64 * MiB
     assert u.peak_memory >= 16 * MiB
 
 
-def test_memory_without_limit_allows_200mib(tenant, tmp_path):
-    rc, out, _ = _mem_run(tenant, tmp_path, "mmap200", Limits(processes=4))
+def test_memory_without_limit_allows_200mib(tenant, tmp_path, backend):
+    rc, out, _ = _mem_run(tenant, tmp_path, "mmap200", Limits(processes=4), backend)
     assert (rc, out) == (0, "ok")
 
 
