@@ -224,3 +224,19 @@ def test_cli_sigkill_of_the_supervisor_kills_the_tenant(ptenant, tmp_path):
             p.kill()
             p.wait(10)
         p.stdout.close()
+
+
+def test_exec_from_a_thread(sup, tmp_path):
+    """A thread that is not the leader execs: it takes the leader's pid and
+    stays traced and governed."""
+    out = tmp_path / "out"
+    g = sup.group("x", Limits(disk_write="1MiB/s", burst={"disk_write": "64KiB"}))
+    code = ("import os, threading, time\n"
+            f"argv = ['/bin/busybox', 'dd', 'if=/dev/zero', 'of={out}', 'bs=64k', 'count=8']\n"
+            "threading.Thread(target=os.execv, args=(argv[0], argv)).start()\n"
+            "time.sleep(30)\n")
+    t0 = time.monotonic()
+    proc = g.spawn([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    assert proc.wait(20) == 0
+    assert time.monotonic() - t0 > 0.4  # (512 KiB - 64 KiB burst) at 1 MiB/s
+    assert out.stat().st_size == g.usage().resources["disk_write"].used == 512 * KiB
