@@ -37,6 +37,7 @@ struct gov_tracer {
     int started;
     int pending;              /* atomic: work waits (attaches, answers, stop) */
     int stop;
+    siginfo_t si;             /* what the last wait took; si_pid 0: nothing */
     struct attach *attaches;
     struct gov_tracee *answers, **answers_tail;  /* answers the engine thread decided */
     struct gov_tracee *tab[BUCKETS];
@@ -62,8 +63,9 @@ struct queued {
  *
  * The tracer blocks in waitid(); a wake-up is the signal, whose handler
  * jumps back to the loop when it lands between the loop's last look at its
- * work and the end of that wait: a wake-up is never lost, and the wait uses
- * WNOWAIT, so the jump loses no child event either. */
+ * work and the end of that wait, so no wake-up is lost. Nor is a stop that
+ * the wait took just before the jump: the kernel has written its pid into
+ * tr->si by then, and the loop handles it first. */
 
 static __thread sigjmp_buf wake_jb;
 static __thread volatile sig_atomic_t in_window;
@@ -358,6 +360,22 @@ static void run_requests(struct gov_tracer *tr)
     tr->answers_tail = &tr->answers;
 }
 
+/* waitpid(2)'s status word from waitid(2)'s siginfo: for a ptrace stop
+ * si_status is the whole stop code, (event << 8) | signal. */
+static int wait_status(const siginfo_t *si)
+{
+    switch (si->si_code) {
+    case CLD_EXITED:
+        return (si->si_status & 0xff) << 8;
+    case CLD_KILLED:
+        return si->si_status & 0x7f;
+    case CLD_DUMPED:
+        return (si->si_status & 0x7f) | 0x80;
+    default: /* CLD_TRAPPED, CLD_STOPPED */
+        return (si->si_status << 8) | 0x7f;
+    }
+}
+
 static void *tracer_main(void *arg)
 {
     struct gov_tracer *tr = arg;
@@ -377,6 +395,12 @@ static void *tracer_main(void *arg)
     sigsetjmp(wake_jb, 1);
     for (;;) {
         in_window = 0;
+        if (__atomic_load_n(&tr->si.si_pid, __ATOMIC_RELAXED)) {
+            pthread_mutex_lock(tr->mu);
+            on_stop(tr, tr->si.si_pid, wait_status(&tr->si));
+            pthread_mutex_unlock(tr->mu);
+            tr->si.si_pid = 0;
+        }
         pthread_mutex_lock(tr->mu);
         run_requests(tr);
         int stop = tr->stop;
@@ -386,20 +410,10 @@ static void *tracer_main(void *arg)
         in_window = 1;
         if (__atomic_load_n(&tr->pending, __ATOMIC_SEQ_CST))
             continue;
-        siginfo_t si = {0};
-        if (waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | WNOWAIT | __WALL | __WNOTHREAD) < 0) {
-            if (errno == ECHILD)
-                pause(); /* no tracee yet: until the next wake-up */
-            continue;
-        }
-        in_window = 0;
-        int st;
-        pid_t tid = waitpid(si.si_pid, &st, WNOHANG | __WALL | __WNOTHREAD);
-        if (tid <= 0)
-            continue;
-        pthread_mutex_lock(tr->mu);
-        on_stop(tr, tid, st);
-        pthread_mutex_unlock(tr->mu);
+        /* The kernel writes tr->si even when the wait fails (si_pid 0). */
+        if (waitid(P_ALL, 0, &tr->si, WEXITED | WSTOPPED | __WALL | __WNOTHREAD) < 0 &&
+            errno == ECHILD)
+            pause(); /* no tracee yet: until the next wake-up */
     }
 }
 
