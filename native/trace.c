@@ -147,18 +147,22 @@ static int status_field(int tid, const char *key)
     return p ? atoi(p + strlen(key)) : -1;
 }
 
-/* A task we have not met: it belongs with its pid namespace (every spawn has
- * its own), else with its process or its parent (a tenant's own namespace). */
+/* A task we have not met (its first stop came before its creator's event):
+ * it belongs with its process or its parent, else (CLONE_PARENT from a
+ * spawn's command: the parent is the untraced init) with its pid namespace,
+ * every spawn has its own. */
 static struct gov_tracee *adopt(struct gov_tracer *tr, int tid)
 {
+    struct gov_tracee *kin = find(tr, status_field(tid, "\nTgid:"));
+    if (!kin)
+        kin = find(tr, status_field(tid, "\nPPid:"));
+    if (kin)
+        return add(tr, tid, kin->group, kin->backend);
     uint64_t ino = pidns_of(tid);
     for (int i = 0; ino && i < tr->nns; i++)
         if (tr->ns[i].ino == ino)
             return add(tr, tid, tr->ns[i].group, tr->ns[i].backend);
-    struct gov_tracee *kin = find(tr, status_field(tid, "\nTgid:"));
-    if (!kin)
-        kin = find(tr, status_field(tid, "\nPPid:"));
-    return kin ? add(tr, tid, kin->group, kin->backend) : add(tr, tid, -1, GOV_BACKEND_PTRACE);
+    return add(tr, tid, -1, GOV_BACKEND_PTRACE);
 }
 
 static void note_ns(struct gov_tracer *tr, int pid, int group, int backend)
@@ -410,10 +414,12 @@ static void *tracer_main(void *arg)
         in_window = 1;
         if (__atomic_load_n(&tr->pending, __ATOMIC_SEQ_CST))
             continue;
-        /* The kernel writes tr->si even when the wait fails (si_pid 0). */
-        if (waitid(P_ALL, 0, &tr->si, WEXITED | WSTOPPED | __WALL | __WNOTHREAD) < 0 &&
-            errno == ECHILD)
-            pause(); /* no tracee yet: until the next wake-up */
+        /* The kernel writes tr->si even when the wait fails (si_pid 0).
+         * Raw calls: glibc's wrappers are cancellation points, which a jump
+         * out of them would leave in asynchronous cancellation. */
+        if (syscall(SYS_waitid, P_ALL, 0, &tr->si, WEXITED | WSTOPPED | __WALL | __WNOTHREAD,
+                    NULL) < 0 && errno == ECHILD)
+            syscall(SYS_pause); /* no tracee yet: until the next wake-up */
     }
 }
 
