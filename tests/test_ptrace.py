@@ -5,14 +5,17 @@ supervisor's death kills it. The behavioural tests of the other files run
 under `ptrace` too (conftest.py); a few run here under `ptrace-syscall`."""
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import test_rates
@@ -131,6 +134,11 @@ def test_group_stop_seen_by_the_real_parent(sup, ptenant, tmp_path):
         child = int(_lines(r, 1, 10)[0].split()[1])
         os.kill(child, signal.SIGSTOP)
         assert _lines(r, 1, 5) == ["stopped 19"]
+        # It really is stopped: no tick (one per 10 ms when running) for 0.3 s.
+        ticks = tmp_path / "ticks"
+        size = ticks.stat().st_size
+        time.sleep(0.3)
+        assert ticks.stat().st_size == size, "a stopped child kept running"
         os.kill(child, signal.SIGCONT)
         assert _lines(r, 1, 5) == ["continued"]
         size = (tmp_path / "ticks").stat().st_size
@@ -240,3 +248,50 @@ def test_exec_from_a_thread(sup, tmp_path):
     assert proc.wait(20) == 0
     assert time.monotonic() - t0 > 0.4  # (512 KiB - 64 KiB burst) at 1 MiB/s
     assert out.stat().st_size == g.usage().resources["disk_write"].used == 512 * KiB
+
+
+def _read_until(fd: int, want: bytes, timeout: float) -> bytes:
+    seen, deadline = b"", time.monotonic() + timeout
+    while want not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"timed out waiting for {want!r}, got {seen[-300:]!r}")
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:  # EIO: the terminal's other side closed
+            raise AssertionError(f"terminal closed before {want!r}: {seen[-300:]!r}")
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["seccomp", "ptrace"])
+def test_job_control_in_an_interactive_shell(backend, tmp_path):
+    """^Z stops the foreground job and the shell says so; fg brings it back."""
+    import pty
+    master, slave = pty.openpty()
+    env = {"PATH": os.environ["PATH"], "TERM": "dumb", "PS1": "$ ", "HOME": str(tmp_path)}
+    gov = subprocess.Popen([str(GOVERNOR), "run", "--backend", backend, "--limit",
+                            "disk_write=64MiB/s", "--", "bash", "--norc", "--noprofile", "-i"],
+                           stdin=slave, stdout=slave, stderr=slave, env=env,
+                           start_new_session=True,
+                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    try:
+        _read_until(master, b"$ ", 10)
+        os.write(master, b"sleep 30; echo slept\n")
+        sleep = wait_for(lambda: next((p for p in psutil.Process(gov.pid).children(
+            recursive=True) if p.name() == "sleep"), None), 10, "sleep to start")
+        os.write(master, b"\x1a")  # ^Z
+        _read_until(master, b"Stopped", 10)
+        assert sleep.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        os.write(master, b"fg\n")
+        wait_for(lambda: os.tcgetpgrp(master) == os.getpgid(sleep.pid)
+                 and sleep.status() == psutil.STATUS_SLEEPING, 10, "sleep in the foreground")
+        os.write(master, b"\x03")  # ^C ends sleep (and flushes what was typed ahead)
+        _read_until(master, b"$ ", 10)
+        os.write(master, b"exit 7\n")
+        assert gov.wait(10) == 7
+    finally:
+        if gov.poll() is None:
+            gov.kill()
+            gov.wait(10)
+        os.close(master)
