@@ -164,17 +164,25 @@ static int charged_at_exit(int nr)
            nr == SYS_sendfile || nr == SYS_copy_file_range;
 }
 
+/* The tracee of a ptrace hold, no longer held by it. */
+static struct gov_tracee *unhold(struct hold *h)
+{
+    struct gov_tracee *t = h->t;
+    h->t = NULL;
+    if (t)
+        t->hold = NULL;
+    return t;
+}
+
 /* Lets h's call run (cont), or makes it return val, or fail with error.
  * 0, or -ENOENT when the task no longer waits (interrupted or gone). */
 static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
 {
     if (h->l)
         return respond(e, h->l, h->id, val, error, cont);
-    struct gov_tracee *t = h->t;
+    struct gov_tracee *t = unhold(h);
     if (!t)
         return -ENOENT;
-    h->t = NULL;
-    t->hold = NULL;
     if (cont && charged_at_exit(h->nr)) {
         t->at_exit = 1;
         t->exit_call = h->call;
@@ -195,10 +203,7 @@ static int still_waits(struct gov_engine *e, struct hold *h)
         return 0;
     if (gov_task_signal_pending(h->pid) <= 0)
         return 1; /* none, or gone: the tracer sees it exit */
-    struct gov_tracee *t = h->t;
-    h->t = NULL;
-    t->hold = NULL;
-    gov_tracer_answer(e->tracer, t, GOV_TR_INTERRUPT, 0);
+    gov_tracer_answer(e->tracer, unhold(h), GOV_TR_INTERRUPT, 0);
     return 0;
 }
 
@@ -528,8 +533,7 @@ static void unlink_hold(struct group *g, struct hold *h)
 
 static void free_hold(struct gov_engine *e, struct hold *h)
 {
-    if (h->t)
-        h->t->hold = NULL;
+    unhold(h);
     if (h->call.wait_fd >= 0) {
         /* The tenant shares the file: closing our fd would not unregister it. */
         if (h->tag == TAG_DATA)
