@@ -828,11 +828,13 @@ void gov_engine_traced_exit(struct gov_engine *e, struct gov_tracee *t, int64_t 
     struct group *g = group_of(e, t->group);
     struct gov_call *c = &t->exit_call;
     double got = ret > 0 ? (double)ret : 0;
-    for (int i = 0; g && i < c->nch; i++) {
-        int r = c->ch[i].res;
-        double delta = got - c->ch[i].cost; /* what it returned, less the estimate charged */
-        if (!g->lim.r[r].set || !is_rate(r))
+    for (int r = 0; g && r < GOV_NRES; r++) {
+        if (!(c->moves & (1u << r)) || !g->lim.r[r].set || !is_rate(r))
             continue;
+        double delta = got; /* what it returned, less the estimate charged */
+        for (int i = 0; i < c->nch; i++)
+            if (c->ch[i].res == r)
+                delta -= c->ch[i].cost;
         gov_bucket_charge(&g->b[r], delta);
         g->u.r[r].used += (int64_t)delta;
         int s = c->ledger_slot;
