@@ -22,7 +22,7 @@ from .limits import KEYS, Limits, parse_assignments
 from .policy import load_policy
 from .metrics import parse_address, serve_metrics
 from .state import read_states
-from .supervisor import Supervisor
+from .supervisor import BACKENDS, Supervisor
 from .top import run_top
 from .view import sort_states, table
 
@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                           "EDQUOT for disk_space, which only denies)")
     run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
     run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
+    run.add_argument("--backend", choices=list(BACKENDS), default="seccomp",
+                     help="how calls are intercepted: seccomp (user notification, default), "
+                          "ptrace (seccomp RET_TRACE: only governed calls stop), ptrace-syscall "
+                          "(PTRACE_SYSCALL: every call stops; slow)")
     run.add_argument("--metrics", metavar="ADDRESS:PORT",
                      help="serve Prometheus metrics of the group on http://ADDRESS:PORT/metrics")
     box = run.add_argument_group(
@@ -177,7 +181,7 @@ def _run(args) -> int:
     structlog.contextvars.bind_contextvars(group=name)
     log = structlog.get_logger("governor")
     started = time.monotonic()
-    with Supervisor() as sup:
+    with Supervisor(backend=args.backend) as sup:
         try:
             group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
@@ -190,7 +194,7 @@ def _run(args) -> int:
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
             structlog.contextvars.bind_contextvars(pid=proc.pid)
-            if not sup.sync_wakeup:
+            if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
             _forward_signals(proc)

@@ -32,6 +32,8 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost"}
 _FILTER_MAX = 1 << 16
+BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
+            "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
 _SAMPLE_SECONDS = 0.2
 _PUBLISH_EVERY = 5  # samples: state files are rewritten about once a second
 
@@ -208,7 +210,8 @@ class Group:
         buf = ffi.new("char[]", _FILTER_MAX)
         limits = _c_limits(self.limits)
         limits.container = self.container is not None
-        n = check(lib.gov_filter_build(limits, buf, _FILTER_MAX), "seccomp filter")
+        n = check(lib.gov_filter_build(limits, BACKENDS[self.supervisor.backend], buf,
+                                       _FILTER_MAX), "seccomp filter")
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -244,9 +247,10 @@ class Group:
         req.cwd = cstr(cwd) if cwd else ffi.NULL
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
+        req.trace = self.supervisor.backend != "seccomp"
         if box:
             req.container = box.c_struct(self.name, keep)
-            req.paused = 1
+            req.paused = 1  # the network comes before the command runs
         opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
             if f == subprocess.DEVNULL:
@@ -272,12 +276,8 @@ class Group:
         sup = self.supervisor
         check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
-        check(lib.gov_group_add_listener(sup._engine, self.id, res.listener), "add listener")
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
-        if sup._cpu:
-            sup._cpu.rebalance(self)  # the command starts under its reservation
-        if box:
-            self._start_container(proc, res)
+        self._start(proc, res, trace=bool(req.trace))
         proc._read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
@@ -286,15 +286,30 @@ class Group:
             raise SpawnError(proc.exec_errno, argv[0])
         return proc
 
-    def _start_container(self, proc: Process, res) -> None:
-        """The namespaces exist, the command waits: network, then go."""
+    def _start(self, proc: Process, res, trace: bool) -> None:
+        """Hands the command's calls to the engine (its listener, or a tracer
+        that attaches while it waits), sets up a container's network and its
+        CPU reservation, then lets a waiting command exec. On failure the
+        command is killed before it runs."""
+        sup = self.supervisor
         try:
-            self.container.start_network(proc.init_pid)
-            check(lib.gov_spawn_go(res), "start the command")
+            if trace:
+                check(lib.gov_group_add_tracee(sup._engine, self.id, res.cmd_pid),
+                      "attach tracer")
+            else:
+                check(lib.gov_group_add_listener(sup._engine, self.id, res.listener),
+                      "add listener")
+            if self.container:
+                self.container.start_network(proc.init_pid)
+            if sup._cpu:
+                sup._cpu.rebalance(self)  # the command starts under its reservation
+            if res.go_fd >= 0:
+                check(lib.gov_spawn_go(res, 1), "start the command")
         except BaseException:
             if res.go_fd >= 0:
-                os.close(res.go_fd)
+                lib.gov_spawn_go(res, 0)  # it exits without running
             proc.kill()
+            os.close(res.exec_fd)
             raise
 
     def _forget_init(self, init_pid: int) -> None:
@@ -414,12 +429,17 @@ class Supervisor:
 
     def __init__(self, backend: str = "seccomp", publish_state: bool = True,
                  sync_wakeup: bool = True):
-        """publish_state: write per-group state files for `governor ps`
+        """backend: how calls reach the engine: "seccomp" (user notification),
+        "ptrace" (seccomp RET_TRACE: only governed calls stop) or
+        "ptrace-syscall" (PTRACE_SYSCALL: every call stops; slow).
+        publish_state: write per-group state files for `governor ps`
         (into $GOVERNOR_RUN_DIR or /run/governor). sync_wakeup=False: do
         without SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP even where the kernel has
         it (only to measure what it saves)."""
-        if backend != "seccomp":
-            raise GovernorError(f"backend {backend!r} is not available (available: seccomp)")
+        if backend not in BACKENDS:
+            raise GovernorError(f"backend {backend!r} is not available "
+                                f"(available: {', '.join(BACKENDS)})")
+        self.backend = backend
         p = ffi.new("struct gov_engine **")
         check(lib.gov_engine_new(p), "engine")
         self._engine = p[0]
@@ -465,7 +485,8 @@ class Supervisor:
         if container:
             container.claim(name)
         try:
-            gid = check(lib.gov_group_new(self._engine, _c_limits(limits)), "new group")
+            gid = check(lib.gov_group_new(self._engine, _c_limits(limits),
+                                             BACKENDS[self.backend]), "new group")
             if limits.disk_space is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
                 rc = lib.gov_group_disk_area(self._engine, gid, ffi.new("char *[]", keep),

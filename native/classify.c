@@ -8,6 +8,7 @@
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -203,6 +204,7 @@ static double send_cost(int dup, double want, int flags)
 
 static void add(struct gov_call *out, int res, double cost)
 {
+    out->moves |= 1u << res;
     if (cost > 0 && out->nch < 4)
         out->ch[out->nch++] = (struct gov_charge){res, cost};
 }

@@ -76,6 +76,8 @@ struct gov_call {
     int kind;
     int nch;
     struct gov_charge ch[4];
+    unsigned moves;       /* 1 << resource for every resource the call may charge,
+                           * with an estimate of 0 too (charged at exit under ptrace) */
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */

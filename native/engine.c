@@ -18,7 +18,9 @@
 #include "classify.h"
 #include "diskspace.h"
 #include "engine.h"
+#include "filter.h"
 #include "procfs.h"
+#include "trace.h"
 
 /* Debian 12's headers predate kernel 6.6. */
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
@@ -33,6 +35,8 @@
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
 #define MAX_PROCS 65536
+#define SIGNAL_SWEEP_NS 20000000LL  /* ptrace: a held tracee's signals, looked for */
+#define NR_SYSCALLS 512
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -48,8 +52,10 @@ struct listener {
 struct hold {
     int tag;                  /* TAG_DATA while waiting for data */
     struct hold *prev, *next;
-    struct listener *l;
+    struct group *g;
+    struct listener *l;       /* seccomp: the listener and notification id */
     uint64_t id;
+    struct gov_tracee *t;     /* ptrace: the stopped tracee */
     int pid, nr;
     uint64_t args[6];
     struct gov_call call;
@@ -67,6 +73,8 @@ struct memproc {
 
 struct group {
     int id;
+    int backend;              /* GOV_BACKEND_* */
+    unsigned char governed[NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
     struct gov_limits lim;
     struct gov_bucket b[GOV_NRES];
     struct gov_usage u;
@@ -106,7 +114,10 @@ struct gov_engine {
     int procs[MAX_PROCS];
     int64_t last_sweep;
     int64_t timer_at;         /* 0: disarmed */
+    struct gov_tracer *tracer; /* with the first ptrace group */
 };
+
+static struct group *group_of(struct gov_engine *e, int id);
 
 static int64_t now_ns(void)
 {
@@ -144,6 +155,59 @@ static int respond(struct gov_engine *e, struct listener *l, uint64_t id, int64_
     e->resp->error = error;
     e->resp->flags = cont ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
     return ioctl(l->fd, SECCOMP_IOCTL_NOTIF_SEND, e->resp) < 0 ? -errno : 0;
+}
+
+/* ---- answering a call: the one place where the backends differ ---- */
+
+/* Reads are charged, under ptrace, what they returned (at their exit stop). */
+static int charged_at_exit(int nr)
+{
+    return nr == SYS_read || nr == SYS_readv || nr == SYS_pread64 || nr == SYS_preadv ||
+           nr == SYS_preadv2 || nr == SYS_recvfrom || nr == SYS_recvmsg || nr == SYS_splice ||
+           nr == SYS_sendfile || nr == SYS_copy_file_range;
+}
+
+/* The tracee of a ptrace hold, no longer held by it. */
+static struct gov_tracee *unhold(struct hold *h)
+{
+    struct gov_tracee *t = h->t;
+    h->t = NULL;
+    if (t)
+        t->hold = NULL;
+    return t;
+}
+
+/* Lets h's call run (cont), or makes it return val, or fail with error.
+ * 0, or -ENOENT when the task no longer waits (interrupted or gone). */
+static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
+{
+    if (h->l)
+        return respond(e, h->l, h->id, val, error, cont);
+    struct gov_tracee *t = unhold(h);
+    if (!t)
+        return -ENOENT;
+    if (cont && charged_at_exit(h->nr)) {
+        t->at_exit = 1;
+        t->exit_call = h->call;
+        t->exit_call.wait_fd = -1;
+    }
+    gov_tracer_answer(e->tracer, t, cont ? GOV_TR_GO : GOV_TR_DENY, error ? error : val);
+    return 0;
+}
+
+/* Whether h's task still waits in its call. A held tracee is not woken by a
+ * signal (ptrace-stopped): when one is pending, its call is skipped and
+ * restarted as the kernel would restart it (trace.c), and it is not held. */
+static int still_waits(struct gov_engine *e, struct hold *h)
+{
+    if (h->l)
+        return ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) == 0;
+    if (!h->t)
+        return 0;
+    if (gov_task_signal_pending(h->pid) <= 0)
+        return 1; /* none, or gone: the tracer sees it exit */
+    gov_tracer_answer(e->tracer, unhold(h), GOV_TR_INTERRUPT, 0);
+    return 0;
 }
 
 /* ---- caps: tasks and committed memory ---- */
@@ -463,7 +527,7 @@ static void charge(struct group *g, struct hold *h, int sign)
 static void let_go(struct gov_engine *e, struct group *g, struct hold *h)
 {
     charge(g, h, 1);
-    if (respond(e, h->l, h->id, 0, 0, 1) == -ENOENT)
+    if (answer(e, h, 0, 0, 1) == -ENOENT)
         charge(g, h, -1);
     /* Tasks and memory keep no per-call charge in u.r[].used: they report
      * the current level. */
@@ -477,9 +541,9 @@ static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int re
     if (h->call.brk) {
         /* brk reports failure by returning the unchanged break. */
         struct memproc *m = h->tgid > 0 ? mem_proc(g, h->tgid) : NULL;
-        respond(e, h->l, h->id, m ? m->last_brk : 0, 0, 0);
+        answer(e, h, m ? m->last_brk : 0, 0, 0);
     } else {
-        respond(e, h->l, h->id, 0, -err, 0);
+        answer(e, h, 0, -err, 0);
     }
     g->u.r[res].denied++;
     emit(e, GOV_EV_DENIED, g->id, res, h->pid, err);
@@ -514,6 +578,7 @@ static void unlink_hold(struct group *g, struct hold *h)
 
 static void free_hold(struct gov_engine *e, struct hold *h)
 {
+    unhold(h);
     if (h->call.wait_fd >= 0) {
         /* The tenant shares the file: closing our fd would not unregister it. */
         if (h->tag == TAG_DATA)
@@ -528,8 +593,8 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->l->g->fdcache, &h->l->g->ledger, h->l->g->disk, h->pid, h->nr,
-                 h->args, &h->call);
+    gov_classify(&e->pidfds, &h->g->fdcache, &h->g->ledger, h->g->disk, h->pid, h->nr, h->args,
+                 &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -590,6 +655,8 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
             h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
             enqueue(e, g, h, now);
             arm_before(e, h->deadline ? h->deadline : now + SWEEP_NS);
+            if (h->t)
+                arm_before(e, now + SIGNAL_SWEEP_NS);
             return;
         }
         reclassify(e, h); /* cannot wait: charge what is there */
@@ -613,6 +680,8 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
     emit(e, GOV_EV_HELD, g->id, res, h->pid, h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
     enqueue(e, g, h, now);
     arm_before(e, now + (wait ? wait : CAP_RECHECK_NS));
+    if (h->t)
+        arm_before(e, now + SIGNAL_SWEEP_NS);
 }
 
 /* Releases what fits, in order; returns when to look again (0: never). */
@@ -624,7 +693,8 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
     for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
         n = h->next;
         int res = h->res;
-        if (sweep && ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) < 0) {
+        /* Tracees are looked at every pass: a signal must not wait long. */
+        if ((sweep || h->t) && !still_waits(e, h)) {
             unlink_hold(g, h); /* interrupted: it comes back as a new call */
             if (res >= 0)
                 g->u.r[res].held_ns += (uint64_t)(now - h->since);
@@ -635,7 +705,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             if (h->deadline && now >= h->deadline) {
                 /* What the kernel answers when SO_RCVTIMEO runs out. */
                 unlink_hold(g, h);
-                respond(e, h->l, h->id, 0, -EAGAIN, 0);
+                answer(e, h, 0, -EAGAIN, 0);
                 free_hold(e, h);
                 continue;
             }
@@ -669,6 +739,11 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             refuse(e, g, h, why);
         }
         free_hold(e, h);
+    }
+    if (g->backend != GOV_BACKEND_SECCOMP && g->nholds) {
+        int64_t at = now + SIGNAL_SWEEP_NS;
+        if (!next || at < next)
+            next = at;
     }
     return next;
 }
@@ -717,31 +792,29 @@ static void close_listener(struct gov_engine *e, struct listener *l)
     free(l);
 }
 
-static void on_notification(struct gov_engine *e, struct listener *l)
+static struct hold *new_hold(struct group *g)
 {
-    struct group *g = l->g;
-    memset(e->req, 0, e->sizes.seccomp_notif);
-    if (ioctl(l->fd, SECCOMP_IOCTL_NOTIF_RECV, e->req) < 0)
-        return; /* ENOENT: the task went away before we looked */
-    g->u.notifications++;
-    const struct seccomp_data *d = &e->req->data;
-    if (d->arch != AUDIT_ARCH_X86_64 || (d->nr & __X32_SYSCALL_BIT)) {
-        /* The i386 and x32 entries of governed calls are not served. */
-        respond(e, l, e->req->id, 0, -ENOSYS, 0);
-        g->u.compat_denied++;
-        emit(e, GOV_EV_COMPAT, g->id, -1, (int)e->req->pid, d->nr);
-        return;
-    }
     struct hold *h = calloc(1, sizeof *h);
-    if (!h) {
-        respond(e, l, e->req->id, 0, -ENOMEM, 0);
+    if (h) {
+        h->g = g;
+        h->call.wait_fd = -1;
+    }
+    return h;
+}
+
+/* First sight of a governed call: h has its group, task, number, arguments. */
+static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
+{
+    struct group *g = h->g;
+    g->u.notifications++;
+    if (arch != AUDIT_ARCH_X86_64 || (h->nr & __X32_SYSCALL_BIT)) {
+        /* The i386 and x32 entries of governed calls are not served. */
+        answer(e, h, 0, -ENOSYS, 0);
+        g->u.compat_denied++;
+        emit(e, GOV_EV_COMPAT, g->id, -1, h->pid, h->nr);
+        free_hold(e, h);
         return;
     }
-    h->l = l;
-    h->id = e->req->id;
-    h->pid = (int)e->req->pid;
-    h->nr = d->nr;
-    memcpy(h->args, d->args, sizeof h->args);
     gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
@@ -751,16 +824,99 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
     if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE) {
-        respond(e, l, h->id, 0, 0, 1);
-        free(h);
+        answer(e, h, 0, 0, 1);
+        free_hold(e, h);
         return;
     }
     decide(e, g, h, now_ns());
 }
 
+static void on_notification(struct gov_engine *e, struct listener *l)
+{
+    memset(e->req, 0, e->sizes.seccomp_notif);
+    if (ioctl(l->fd, SECCOMP_IOCTL_NOTIF_RECV, e->req) < 0)
+        return; /* ENOENT: the task went away before we looked */
+    struct hold *h = new_hold(l->g);
+    if (!h) {
+        respond(e, l, e->req->id, 0, -ENOMEM, 0);
+        return;
+    }
+    h->l = l;
+    h->id = e->req->id;
+    h->pid = (int)e->req->pid;
+    h->nr = e->req->data.nr;
+    memcpy(h->args, e->req->data.args, sizeof h->args);
+    on_call(e, h, e->req->data.arch);
+}
+
+/* ---- the ptrace backends (trace.h) ---- */
+
+int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t arch, int nr,
+                           const uint64_t *args)
+{
+    struct group *g = group_of(e, t->group);
+    if (!g)
+        return 0;
+    /* ptrace-syscall stops at every call; the i386 and x32 entries are all
+     * refused there (their numbers are other tables'). */
+    if (t->backend == GOV_BACKEND_PTRACE_SYSCALL && arch == AUDIT_ARCH_X86_64 &&
+        !(nr & __X32_SYSCALL_BIT) && (nr < 0 || nr >= NR_SYSCALLS || !g->governed[nr]))
+        return 0;
+    struct hold *h = new_hold(g);
+    if (!h) {
+        gov_tracer_answer(e->tracer, t, GOV_TR_DENY, -ENOMEM);
+        return 1;
+    }
+    h->t = t;
+    t->hold = h;
+    h->pid = t->tid;
+    h->nr = nr;
+    memcpy(h->args, args, sizeof h->args);
+    on_call(e, h, arch);
+    return 1;
+}
+
+void gov_engine_traced_exit(struct gov_engine *e, struct gov_tracee *t, int64_t ret)
+{
+    struct group *g = group_of(e, t->group);
+    struct gov_call *c = &t->exit_call;
+    double got = ret > 0 ? (double)ret : 0;
+    for (int r = 0; g && r < GOV_NRES; r++) {
+        if (!(c->moves & (1u << r)) || !g->lim.r[r].set || !is_rate(r))
+            continue;
+        double delta = got; /* what it returned, less the estimate charged */
+        for (int i = 0; i < c->nch; i++)
+            if (c->ch[i].res == r)
+                delta -= c->ch[i].cost;
+        gov_bucket_charge(&g->b[r], delta);
+        g->u.r[r].used += (int64_t)delta;
+        int s = c->ledger_slot;
+        if (r == GOV_NET_RECV && s >= 0 && g->ledger.slot[s].ino == c->ledger_ino)
+            g->ledger.slot[s].charged += delta;
+    }
+}
+
+void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t)
+{
+    struct hold *h = t->hold;
+    if (!h)
+        return;
+    unlink_hold(h->g, h);
+    if (h->res >= 0)
+        h->g->u.r[h->res].held_ns += (uint64_t)(now_ns() - h->since);
+    free_hold(e, h);
+}
+
+void gov_engine_traced_exec(struct gov_engine *e, struct gov_tracee *t)
+{
+    struct group *g = group_of(e, t->group);
+    if (g)
+        g->fdcache.gen++;
+}
+
 static void on_data(struct gov_engine *e, struct hold *h)
 {
-    struct group *g = h->l->g;
+    struct group *g = h->g;
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
     unlink_hold(g, h);
     h->tag = 0;
@@ -896,9 +1052,13 @@ void gov_engine_free(struct gov_engine *e)
     wake(e);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
+    pthread_mutex_lock(&e->mu); /* the tracer may be at a stop */
     for (int i = 0; i < MAX_GROUPS; i++)
         if (e->groups[i])
             free_group(e, e->groups[i]);
+    pthread_mutex_unlock(&e->mu);
+    if (e->tracer)
+        gov_tracer_free(e->tracer); /* its tracees die with it (EXITKILL) */
     gov_pidfds_clear(&e->pidfds);
     close(e->epfd);
     close(e->timerfd);
@@ -926,8 +1086,10 @@ static struct group *group_of(struct gov_engine *e, int id)
     return id >= 0 && id < MAX_GROUPS ? e->groups[id] : NULL;
 }
 
-int gov_group_new(struct gov_engine *e, const struct gov_limits *lim)
+int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backend)
 {
+    if (backend < GOV_BACKEND_SECCOMP || backend > GOV_BACKEND_PTRACE_SYSCALL)
+        return -EINVAL;
     pthread_mutex_lock(&e->mu);
     int id = -ENOSPC;
     for (int i = 0; i < MAX_GROUPS; i++)
@@ -938,8 +1100,18 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim)
     struct group *g = id >= 0 ? calloc(1, sizeof *g) : NULL;
     if (id >= 0 && !g)
         id = -ENOMEM;
+    if (g && backend != GOV_BACKEND_SECCOMP && !e->tracer) {
+        int rc = gov_tracer_new(&e->tracer, e, &e->mu);
+        if (rc < 0) {
+            free(g);
+            g = NULL;
+            id = rc;
+        }
+    }
     if (g) {
         g->id = id;
+        g->backend = backend;
+        gov_filter_governed(lim, g->governed, NR_SYSCALLS);
         g->lim = *lim;
         g->holds.next = g->holds.prev = &g->holds;
         int64_t now = now_ns();
@@ -976,6 +1148,21 @@ int gov_group_drop_init(struct gov_engine *e, int id, int init_pid)
             g->inits[i] = g->inits[--g->ninits];
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_add_tracee(struct gov_engine *e, int id, int pid)
+{
+    pthread_mutex_lock(&e->mu);
+    int rc;
+    struct group *g = group_of(e, id);
+    if (!g)
+        rc = -ENOENT;
+    else if (g->backend == GOV_BACKEND_SECCOMP)
+        rc = -EINVAL;
+    else
+        rc = gov_tracer_attach(e->tracer, pid, id, g->backend);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_group_add_listener(struct gov_engine *e, int id, int fd)

@@ -1,6 +1,7 @@
 /* The engine: one thread that receives seccomp notifications from every
- * group's listeners, charges each call to its group, and answers CONTINUE at
- * once, later (held), or with an errno (denied). Python configures it and
+ * group's listeners (and, for ptrace groups, a tracer thread that receives
+ * their stops: trace.h), charges each call to its group, and answers CONTINUE
+ * at once, later (held), or with an errno (denied). Python configures it and
  * reads counters and events; the thread itself never touches Python. */
 #ifndef GOV_ENGINE_H
 #define GOV_ENGINE_H
@@ -22,11 +23,16 @@ int gov_engine_sync_wakeup(struct gov_engine *e);
  * what it saves). The default is 1. */
 void gov_engine_set_sync_wakeup(struct gov_engine *e, int on);
 
-/* A new group; returns its id (>= 0) or -errno. */
-int gov_group_new(struct gov_engine *e, const struct gov_limits *lim);
+/* A new group whose calls reach the engine through `backend` (GOV_BACKEND_*;
+ * the first ptrace group starts the tracer thread, trace.h); returns its id
+ * (>= 0) or -errno. */
+int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backend);
 /* init_pid: pid 1 of a spawned root; its descendants are the group's tasks. */
 int gov_group_add_init(struct gov_engine *e, int group, int init_pid);
 int gov_group_drop_init(struct gov_engine *e, int group, int init_pid);
+/* Ptrace backends: traces pid (spawned in trace mode, not yet gone) and every
+ * task it creates, from their first instruction. */
+int gov_group_add_tracee(struct gov_engine *e, int group, int pid);
 /* The engine takes ownership of fd (closed on error too). */
 int gov_group_add_listener(struct gov_engine *e, int group, int fd);
 /* disk_space: the group's writable area, n directories (absolute paths

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
@@ -79,9 +80,76 @@ static int refuse_terminal_input(scmp_filter_ctx ctx)
     return 0;
 }
 
-int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
+/* Calls f(ctx, arg, name) for every call the limits govern; stops at the
+ * first error. */
+static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
+                        int (*f)(void *, uint32_t, const char *))
+{
+    int rc;
+    for (int r = 0; r < GOV_NRES; r++) {
+        if (!lim->r[r].set)
+            continue;
+        for (const char *const *n = calls_of[r]; *n; n++)
+            if ((rc = f(ctx, arg, *n)) < 0)
+                return rc;
+    }
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
+        for (const char *const *n = fd_table_calls; *n; n++)
+            if ((rc = f(ctx, arg, *n)) < 0)
+                return rc;
+    return 0;
+}
+
+/* A governed call under the ptrace backend: clone is traced only without
+ * CLONE_UNTRACED (with it: EPERM, a rule of its own), clone3 not at all
+ * (ENOSYS). The flag test is on the register: no TOCTOU. */
+static int add_traced(void *ctx, uint32_t action, const char *name)
+{
+    if (strcmp(name, "clone3") == 0)
+        return 0;
+    if (strcmp(name, "clone") != 0)
+        return add_rule(ctx, action, name);
+    int rc = seccomp_rule_add(ctx, action, SCMP_SYS(clone), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_UNTRACED, 0));
+    return rc == -EEXIST ? 0 : rc;
+}
+
+static int add_notified(void *ctx, uint32_t action, const char *name)
+{
+    return add_rule(ctx, action, name);
+}
+
+static int set_governed(void *map, uint32_t size, const char *name)
+{
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr >= 0 && nr < (int)size)
+        ((unsigned char *)map)[nr] = 1;
+    return 0;
+}
+
+void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size)
+{
+    memset(map, 0, (size_t)size);
+    for_governed(lim, map, (uint32_t)size, set_governed);
+}
+
+/* What keeps a tracee traced (see filter.h). */
+static int add_untraceable(scmp_filter_ctx ctx)
+{
+    int rc;
+    if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "ptrace")) < 0 ||
+        (rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3")) < 0)
+        return rc;
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                          SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_UNTRACED, CLONE_UNTRACED));
+    return rc == -EEXIST ? 0 : rc;
+}
+
+int gov_filter_build(const struct gov_limits *lim, int backend, void *buf, size_t size)
 {
     int rc, memfd = -1;
+    if (backend < GOV_BACKEND_SECCOMP || backend > GOV_BACKEND_PTRACE_SYSCALL)
+        return -EINVAL;
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
         return -ENOMEM;
@@ -95,17 +163,12 @@ int gov_filter_build(const struct gov_limits *lim, void *buf, size_t size)
         goto out;
     if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
         goto out;
-    for (int r = 0; r < GOV_NRES; r++) {
-        if (!lim->r[r].set)
-            continue;
-        for (const char *const *n = calls_of[r]; *n; n++)
-            if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
-                goto out;
-    }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
-        for (const char *const *n = fd_table_calls; *n; n++)
-            if ((rc = add_rule(ctx, SCMP_ACT_NOTIFY, *n)) < 0)
-                goto out;
+    if (backend == GOV_BACKEND_SECCOMP)
+        rc = for_governed(lim, ctx, SCMP_ACT_NOTIFY, add_notified);
+    else if (backend == GOV_BACKEND_PTRACE)
+        rc = for_governed(lim, ctx, SCMP_ACT_TRACE(0), add_traced);
+    if (rc < 0 || (backend != GOV_BACKEND_SECCOMP && (rc = add_untraceable(ctx)) < 0))
+        goto out;
     for (const char *const *n = refused_calls; *n; n++)
         if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), *n)) < 0)
             goto out;

@@ -24,6 +24,13 @@ enum {
 
 enum { GOV_HOLD = 0, GOV_DENY = 1 };
 
+/* How a group's calls reach the engine. */
+enum {
+    GOV_BACKEND_SECCOMP = 0,        /* SECCOMP_RET_USER_NOTIF */
+    GOV_BACKEND_PTRACE = 1,         /* SECCOMP_RET_TRACE + ptrace */
+    GOV_BACKEND_PTRACE_SYSCALL = 2, /* PTRACE_SYSCALL at every call */
+};
+
 struct gov_limit {
     int set;         /* 0: not limited, the calls are not even intercepted */
     int mode;        /* GOV_HOLD or GOV_DENY */

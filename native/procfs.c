@@ -92,6 +92,23 @@ int64_t gov_task_committed(int tid, int *tgid)
     return (status_kib(buf, "\nVmData:") + status_kib(buf, "\nVmStk:")) * 1024;
 }
 
+static uint64_t status_mask(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    return p ? strtoull(p + strlen(key), NULL, 16) : 0;
+}
+
+int gov_task_signal_pending(int tid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", tid);
+    int n = read_small(path, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    uint64_t pending = status_mask(buf, "\nSigPnd:") | status_mask(buf, "\nShdPnd:");
+    return (pending & ~status_mask(buf, "\nSigBlk:")) != 0;
+}
+
 static int shmem_path(const char *path)
 {
     return strncmp(path, "/dev/zero (deleted)", 19) == 0 || strncmp(path, "/memfd:", 7) == 0 ||

@@ -32,4 +32,8 @@ int64_t gov_task_start_brk(int pid);
  * is not in a syscall, -2 when it is on a CPU (unknown), -errno when gone. */
 int gov_task_syscall(int tid);
 
+/* 1 if thread `tid` has a signal pending that it does not block (its own or
+ * its process's: SigPnd, ShdPnd against SigBlk), 0 if not, -errno if gone. */
+int gov_task_signal_pending(int tid);
+
 #endif

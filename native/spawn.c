@@ -136,7 +136,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
         .filter = (struct sock_filter *)req->filter,
     };
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+                                req->trace ? 0 : SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0)
         child_fail(exec_w, errno);
     __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
@@ -146,7 +146,8 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
         ;
     if (!(p.revents & POLLIN))
         _exit(127); /* the supervisor went away before it took the listener */
-    close(listener);
+    if (!req->trace)
+        close(listener);
     execve(req->path, req->argv, req->envp);
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
@@ -293,14 +294,6 @@ static int clone_flags(const struct gov_spawn_req *req)
     return flags;
 }
 
-int gov_spawn_go(struct gov_spawn_res *res)
-{
-    int rc = write(res->go_fd, "g", 1) == 1 ? 0 : -errno;
-    close(res->go_fd);
-    res->go_fd = -1;
-    return rc;
-}
-
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
 {
     int go[2] = {-1, -1}, status[2] = {-1, -1}, exec_[2] = {-1, -1};
@@ -340,7 +333,7 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     int cmd = find_child(init);
     if (n == 0)
         rc = -ETIMEDOUT;
-    else if (n < 0 || cmd < 0 || (listener = take_listener(cmd)) < 0)
+    else if (n < 0 || cmd < 0 || (!req->trace && (listener = take_listener(cmd)) < 0))
         rc = -(child_errno(exec_[0], &res->fail_step) ?: ECHILD);
     if (rc < 0) {
         kill(init, SIGKILL);
@@ -354,9 +347,9 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     res->status_fd = status[0];
     res->exec_fd = exec_[0];
     res->go_fd = go[1];
-    if (req->paused)
+    if (req->paused || req->trace)
         return 0;
-    if ((rc = gov_spawn_go(res)) < 0) {
+    if ((rc = gov_spawn_go(res, 1)) < 0) {
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);
         close(listener);
@@ -372,5 +365,15 @@ fail:
     close_pair(go);
     close_pair(status);
     close_pair(exec_);
+    return rc;
+}
+
+int gov_spawn_go(struct gov_spawn_res *res, int go)
+{
+    int rc = 0;
+    if (go && write(res->go_fd, "g", 1) != 1)
+        rc = -errno;
+    close(res->go_fd);
+    res->go_fd = -1;
     return rc;
 }

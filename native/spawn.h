@@ -17,7 +17,12 @@
  * With a container (native/container.h) the init is cloned into new pid,
  * mount, uts, ipc and net namespaces, sets up the root file system and
  * pivots into it; the command unshares a user namespace that the init maps
- * onto the container's uid range, and becomes container root. */
+ * onto the container's uid range, and becomes container root.
+ *
+ * Paused (req->paused, and always in trace mode): gov_spawn returns with the
+ * command waiting for "go", filter installed, so that the caller can attach
+ * a tracer (the ptrace backends: no listener then) or set up the container's
+ * network first; gov_spawn_go() lets it exec. */
 #ifndef GOV_SPAWN_H
 #define GOV_SPAWN_H
 
@@ -34,12 +39,13 @@ struct gov_spawn_req {
     int stdio[3];              /* fds to become 0, 1, 2; -1: inherit */
     const struct gov_container *container;  /* NULL: no container */
     int paused;                /* return before the command execs: gov_spawn_go() */
+    int trace;                 /* ptrace backends: no listener; implies paused */
 };
 
 struct gov_spawn_res {
     int init_pid;    /* host pid of the shim, pid 1 of the group */
     int cmd_pid;     /* host pid of the command */
-    int listener;    /* seccomp listener, O_CLOEXEC */
+    int listener;    /* seccomp listener, O_CLOEXEC; -1 in trace mode */
     int status_fd;   /* yields the command's wait status (an int), then EOF */
     int exec_fd;     /* yields errno of a failed execve (an int), or EOF once it ran */
     int go_fd;       /* paused: write end that releases the command; else -1 */
@@ -51,7 +57,8 @@ struct gov_spawn_res {
  * gov_spawn_go(); killing init_pid instead abandons it. */
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res);
 
-/* Lets a paused command exec; closes res->go_fd. 0 or -errno. */
-int gov_spawn_go(struct gov_spawn_res *res);
+/* Lets a paused command exec (go = 1) or exit 127 (go = 0); closes
+ * res->go_fd. 0 or -errno. */
+int gov_spawn_go(struct gov_spawn_res *res, int go);
 
 #endif

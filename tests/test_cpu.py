@@ -42,9 +42,9 @@ def test_group_cpu_is_capped(tenant, tmp_path, cap, mode, n, want, margin):
     assert abs(got - want) <= margin, f"cpu={cap} with {n} {mode}: {got:.1f}%"
 
 
-def test_the_parent_sees_no_stop_and_no_continue(tenant, tmp_path):
+def test_the_parent_sees_no_stop_and_no_continue(tenant, tmp_path, backend):
     out = tmp_path / "out"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("watch", Limits(cpu="20%"))
         with open(out, "w") as f:
             assert g.spawn([tenant, "watch", "3", "1"], stdout=f).wait(30) == 0
@@ -69,10 +69,10 @@ def _cpu_ns(pid):
     return total
 
 
-def test_the_tenants_own_sigstop_and_sigcont_still_work(tenant, tmp_path):
+def test_the_tenants_own_sigstop_and_sigcont_still_work(tenant, tmp_path, backend):
     import signal
     import time
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("stopcont", Limits(cpu="30%"))
         p = g.spawn([tenant, "threads", "30", "1"], stdout=subprocess.DEVNULL)
         try:

@@ -40,9 +40,9 @@ def sink():
 
 
 @pytest.mark.parametrize("mode", ["close", "dup2", "thread", "exec"])
-def test_socket_on_a_reused_fd_number_is_charged_as_network(tenant, tmp_path, mode):
+def test_socket_on_a_reused_fd_number_is_charged_as_network(tenant, tmp_path, mode, backend):
     srv, t, got = sink()
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group(mode, Limits(net_send="100MiB/s", disk_write="100MiB/s"))
         p = g.spawn([tenant, mode, str(srv.getsockname()[1]), str(tmp_path / "file")])
         assert p.wait(20) == 0

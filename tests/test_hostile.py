@@ -41,10 +41,10 @@ def _is_static(path: str) -> bool:
 
 
 @pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static is not installed")
-def test_static_busybox_dd_is_rate_limited(tmp_path):
+def test_static_busybox_dd_is_rate_limited(tmp_path, backend):
     assert _is_static(BUSYBOX), "the test needs a statically linked busybox"
     target = tmp_path / "out.bin"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("dd", Limits(disk_write="1MiB/s"))
         start = time.monotonic()
         p = g.spawn([BUSYBOX, "dd", "if=/dev/zero", f"of={target}", "bs=64k", "count=48"])
@@ -58,9 +58,9 @@ def test_static_busybox_dd_is_rate_limited(tmp_path):
     assert u.resources["disk_write"].held_calls >= 1
 
 
-def test_i386_and_x32_entries_are_refused(tenant, tmp_path):
+def test_i386_and_x32_entries_are_refused(tenant, tmp_path, backend):
     out, target = tmp_path / "out", tmp_path / "target"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("compat", Limits(disk_write="1MiB/s"))
         p = g.spawn([tenant, "compat", str(out), str(target)])
         assert p.wait(10) == 0
@@ -77,11 +77,11 @@ def test_i386_and_x32_entries_are_refused(tenant, tmp_path):
     assert u.resources["disk_write"].used == 5 + len(out.read_bytes())
 
 
-def test_i386_entry_not_governed_without_limit_on_that_call(tenant, tmp_path):
+def test_i386_entry_not_governed_without_limit_on_that_call(tenant, tmp_path, backend):
     """Without a disk/net limit, write is not intercepted at all: the i386
     entry behaves as on the bare kernel (the control case of the above)."""
     out, target = tmp_path / "out", tmp_path / "target"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("compat", Limits(processes=10))
         p = g.spawn([tenant, "compat", str(out), str(target)])
         assert p.wait(10) == 0
@@ -97,9 +97,9 @@ def test_i386_entry_not_governed_without_limit_on_that_call(tenant, tmp_path):
     Limits(memory="256MiB"),
     Limits(disk_write="1MiB/s", net_recv="1MiB/s"),
 ], ids=["none", "processes", "memory", "rates"])
-def test_io_uring_setup_is_enosys(tenant, tmp_path, limits):
+def test_io_uring_setup_is_enosys(tenant, tmp_path, limits, backend):
     out = tmp_path / "out"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("uring", limits)
         p = g.spawn([tenant, "iouring", str(out)])
         assert p.wait(10) == 0

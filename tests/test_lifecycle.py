@@ -21,9 +21,9 @@ def alive(pid):
         return False
 
 
-def test_background_processes_die_with_the_command():
+def test_background_processes_die_with_the_command(backend):
     r, w = os.pipe()
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("bg", Limits(disk_write="1MiB/s"))
         p = g.spawn(["/bin/sh", "-c", "sleep 300 & read x"], stdin=r)
         os.close(r)
@@ -52,10 +52,10 @@ def test_sigkill_of_governor_run_kills_the_group(tmp_path, limit):
         wait_for(lambda: not alive(pid), 5, f"pid {pid} to be gone")
 
 
-def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path):
+def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path, backend):
     before = set(os.listdir("/proc/self/fd"))
     out = tmp_path / "fds"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         for name in ("a", "b", "c"):  # other groups' listeners exist meanwhile
             g = sup.group(name, Limits(disk_write="100MiB/s"))
             with open(out, "w") as f:
@@ -70,8 +70,8 @@ def test_no_fd_is_left_open_and_none_reaches_the_tenant(tmp_path):
     assert after == before, f"leaked fds: {sorted(after - before)}"
 
 
-def test_closed_groups_free_their_name_and_engine_slot():
-    with Supervisor() as sup:
+def test_closed_groups_free_their_name_and_engine_slot(backend):
+    with Supervisor(backend=backend) as sup:
         for _ in range(3):
             g = sup.group("again", Limits(processes=4))
             p = g.spawn(["/bin/sh", "-c", "sleep 300"])

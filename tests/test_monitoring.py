@@ -69,9 +69,9 @@ def test_stale_state_file_of_a_dead_supervisor_is_removed(run_dir):
     assert not stale.exists()
 
 
-def test_metrics_endpoint_reports_counters_and_limits(run_dir, tmp_path):
+def test_metrics_endpoint_reports_counters_and_limits(run_dir, tmp_path, backend):
     out = tmp_path / "data"
-    with Supervisor() as sup:
+    with Supervisor(backend=backend) as sup:
         g = sup.group("metered", Limits(disk_write="64MiB/s", processes=16))
         p = g.spawn(["dd", "if=/dev/zero", f"of={out}", "bs=64k", "count=32"],
                     stderr=subprocess.DEVNULL)

@@ -45,8 +45,8 @@ def tenant(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def sup():
-    with Supervisor() as s:
+def sup(backend):
+    with Supervisor(backend=backend) as s:
         yield s
 
 
@@ -448,9 +448,9 @@ def _governor(args, timeout=20, **kw):
                           capture_output=True, text=True, **kw)
 
 
-def test_cli_stats_json(tenant, tmp_path):
+def test_cli_stats_json(tenant, tmp_path, backend):
     stats, out = tmp_path / "stats.json", tmp_path / "out"
-    p = _governor(["--limit", "disk_write=4MiB/s", "--stats-json", str(stats), "--name", "cli",
+    p = _governor(["--backend", backend, "--limit", "disk_write=4MiB/s", "--stats-json", str(stats), "--name", "cli",
                    "--", tenant, "write", str(out), str(64 * KiB), "0.5", "1", "1"])
     assert p.returncode == 0, p.stderr
     report = json.loads(stats.read_text())
@@ -460,8 +460,8 @@ def test_cli_stats_json(tenant, tmp_path):
 
 
 @pytest.mark.parametrize("script,status", [("exit 3", 3), ("kill -TERM $$", 143)])
-def test_cli_exit_status(script, status):
-    p = _governor(["--limit", "net_send=1MiB/s", "--", "sh", "-c", script])
+def test_cli_exit_status(script, status, backend):
+    p = _governor(["--backend", backend, "--limit", "net_send=1MiB/s", "--", "sh", "-c", script])
     assert p.returncode == status, p.stderr
 
 
@@ -475,9 +475,9 @@ def _catches(pid: int, sig: int) -> bool:
     return False
 
 
-def test_cli_forwards_sigterm(tmp_path):
+def test_cli_forwards_sigterm(tmp_path, backend):
     marker = tmp_path / "started"
-    p = subprocess.Popen([str(GOVERNOR), "run", "--limit", "disk_write=1MiB/s", "--", "sh", "-c",
+    p = subprocess.Popen([str(GOVERNOR), "run", "--backend", backend, "--limit", "disk_write=1MiB/s", "--", "sh", "-c",
                           f": > {marker}; exec sleep 30"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
