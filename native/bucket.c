@@ -32,3 +32,14 @@ void gov_bucket_charge(struct gov_bucket *b, double cost)
 {
     b->tokens -= cost;
 }
+
+void gov_bucket_settle(struct gov_bucket *b, double delta, int64_t now_ns)
+{
+    refill(b, now_ns);
+    double floor = b->tokens < -b->rate ? b->tokens : -b->rate;
+    b->tokens -= delta;
+    if (b->tokens > b->burst)
+        b->tokens = b->burst;
+    if (b->tokens < floor)
+        b->tokens = floor;
+}

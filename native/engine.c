@@ -84,6 +84,10 @@ struct group {
     int64_t shared_mem;       /* shared anonymous memory of the group */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
+    /* Its own network interface (gov_group_settle_net): the totals at the
+     * last settlement, and what calls were charged since, per direction. */
+    uint64_t if_seen[2];
+    double net_charged[2];
 };
 
 struct gov_engine {
@@ -369,6 +373,7 @@ static void settle_now(struct group *g, struct hold *h)
         return;
     gov_bucket_charge(&g->b[GOV_NET_RECV], c);
     g->u.r[GOV_NET_RECV].used += (uint64_t)(int64_t)c;
+    g->net_charged[GOV_NET_RECV] += c;
 }
 
 /* The estimate just charged for a TCP receive waits in its ledger slot for
@@ -393,6 +398,8 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
+        if (r == GOV_NET_SEND || r == GOV_NET_RECV)
+            g->net_charged[r] += c;
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -972,6 +979,32 @@ int gov_group_remove(struct gov_engine *e, int id)
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
+                         uint64_t recv_total)
+{
+    const uint64_t total[2] = {[GOV_NET_SEND] = sent_total, [GOV_NET_RECV] = recv_total};
+    pthread_mutex_lock(&e->mu);
+    int rc = 0;
+    struct group *g = group_of(e, id);
+    if (!g)
+        rc = -ENOENT;
+    else if (sent_total < g->if_seen[GOV_NET_SEND] || recv_total < g->if_seen[GOV_NET_RECV])
+        rc = -EINVAL;
+    int64_t now = now_ns();
+    for (int r = GOV_NET_SEND; rc == 0 && r <= GOV_NET_RECV; r++) {
+        double delta = (double)(total[r] - g->if_seen[r]) - g->net_charged[r];
+        g->if_seen[r] = total[r];
+        g->net_charged[r] = 0;
+        g->u.r[r].used += (uint64_t)(int64_t)delta;
+        if (g->lim.r[r].set)
+            gov_bucket_settle(&g->b[r], delta, now);
+    }
+    if (rc == 0 && g->nholds)
+        wake(e);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_engine_event_fd(struct gov_engine *e)

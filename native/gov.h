@@ -34,6 +34,9 @@ struct gov_limit {
 struct gov_limits {
     struct gov_limit r[GOV_NRES];
     int fixed_sched;  /* CPU-capped: tasks may not change their scheduling */
+    int container;    /* own network namespace: binds only its own addresses
+                         (setsockopt IP_FREEBIND, IPV6_FREEBIND, IP_TRANSPARENT,
+                         IPV6_TRANSPARENT -> EPERM) */
 };
 
 struct gov_res_usage {
