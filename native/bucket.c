@@ -25,6 +25,8 @@ int64_t gov_bucket_wait_ns(struct gov_bucket *b, double cost, int64_t now_ns)
     if (b->tokens >= need)
         return 0;
     double ns = (need - b->tokens) / b->rate * 1e9;
+    if (ns > GOV_BUCKET_MAX_WAIT_NS) /* a double past int64 would convert to anything */
+        return GOV_BUCKET_MAX_WAIT_NS;
     return ns < 1 ? 1 : (int64_t)ns + 1;
 }
 

@@ -14,7 +14,10 @@ struct gov_bucket {
 };
 
 void gov_bucket_init(struct gov_bucket *b, double rate, double burst, int64_t now_ns);
-/* 0 if a call of `cost` may go now; else ns until it may. Refills first. */
+#define GOV_BUCKET_MAX_WAIT_NS 1000000000000000000LL /* ~31 years */
+
+/* 0 if a call of `cost` may go now; else ns until it may (at most
+ * GOV_BUCKET_MAX_WAIT_NS). Refills first. */
 int64_t gov_bucket_wait_ns(struct gov_bucket *b, double cost, int64_t now_ns);
 void gov_bucket_charge(struct gov_bucket *b, double cost);
 /* Applies a correction found after the fact (positive: debt, negative:

@@ -84,10 +84,10 @@ struct group {
     int64_t shared_mem;       /* shared anonymous memory of the group */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
-    /* Its own network interface (gov_group_settle_net): the totals at the
-     * last settlement, and what calls were charged since, per direction. */
+    /* Its own network interface (gov_group_settle_net), per direction:
+     * its totals and the group's usage at the last settlement. */
     uint64_t if_seen[2];
-    double net_charged[2];
+    uint64_t used_seen[2];
 };
 
 struct gov_engine {
@@ -373,7 +373,6 @@ static void settle_now(struct group *g, struct hold *h)
         return;
     gov_bucket_charge(&g->b[GOV_NET_RECV], c);
     g->u.r[GOV_NET_RECV].used += (uint64_t)(int64_t)c;
-    g->net_charged[GOV_NET_RECV] += c;
 }
 
 /* The estimate just charged for a TCP receive waits in its ledger slot for
@@ -398,8 +397,6 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
-        if (r == GOV_NET_SEND || r == GOV_NET_RECV)
-            g->net_charged[r] += c;
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -994,12 +991,15 @@ int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
         rc = -EINVAL;
     int64_t now = now_ns();
     for (int r = GOV_NET_SEND; rc == 0 && r <= GOV_NET_RECV; r++) {
-        double delta = (double)(total[r] - g->if_seen[r]) - g->net_charged[r];
+        /* What calls were charged since the last settlement, and what
+         * really crossed the interface. */
+        int64_t charged = (int64_t)(g->u.r[r].used - g->used_seen[r]);
+        uint64_t moved = total[r] - g->if_seen[r];
+        g->u.r[r].used = g->used_seen[r] + moved;
+        g->used_seen[r] = g->u.r[r].used;
         g->if_seen[r] = total[r];
-        g->net_charged[r] = 0;
-        g->u.r[r].used += (uint64_t)(int64_t)delta;
         if (g->lim.r[r].set)
-            gov_bucket_settle(&g->b[r], delta, now);
+            gov_bucket_settle(&g->b[r], (double)moved - (double)charged, now);
     }
     if (rc == 0 && g->nholds)
         wake(e);

@@ -195,3 +195,11 @@ def test_settle_keeps_a_deeper_debt_of_calls():
     assert b.tokens == -5000.0              # not forgiven, not deepened
     lib.gov_bucket_settle(b, -300.0, T0)
     assert b.tokens == -4700.0
+
+
+def test_wait_of_an_enormous_debt_stays_a_wait():
+    """A debt whose wait does not fit in int64 ns must not convert into a
+    negative wait (which would let every call go)."""
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_charge(b, 1.8e19)
+    assert lib.gov_bucket_wait_ns(b, 1.0, T0) == lib.GOV_BUCKET_MAX_WAIT_NS

@@ -32,6 +32,7 @@ KiB, MiB = 1024, 1024 * 1024
 BRIDGE, POOL = "gvtest0", "10.231.0.0/24"
 GATEWAY = "10.231.0.1"
 TOL = 0.03
+RATE, BURST = 2 * MiB, 512 * KiB  # a burst that rides out a scheduler stall on a busy host
 
 TENANT = r'''
 import errno, json, os, socket, sys, time
@@ -73,13 +74,27 @@ elif mode == "ifaces":
     out({"ifaces": sorted(name for _, name in socket.if_nameindex()), "lo_works": True})
 elif mode == "send":     # send HOST PORT SECONDS: TCP to HOST in 64 KiB writes
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=20)
-    buf, sent, end = b"x" * 65536, 0, time.monotonic() + float(sys.argv[4])
-    while time.monotonic() < end:
+    buf, sent, start = b"x" * 65536, 0, time.monotonic()
+    while time.monotonic() < start + float(sys.argv[4]):
         s.sendall(buf)
         sent += len(buf)
     s.close()
-    out({"sent": sent})
+    out({"sent": sent, "seconds": time.monotonic() - start})
     sys.stdin.readline()   # stay alive until the test has settled
+elif mode == "recv":     # recv PORT SECONDS: one TCP connection, 64 KiB reads
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)  # a fixed window
+    srv.bind(("0.0.0.0", int(sys.argv[2])))
+    srv.listen()
+    srv.settimeout(20)
+    out({"listening": True})
+    conn, _ = srv.accept()
+    got, start = 0, time.monotonic()
+    while time.monotonic() < start + float(sys.argv[3]):
+        got += len(conn.recv(65536))
+    conn.close()
+    out({"received": got, "seconds": time.monotonic() - start})
+    sys.stdin.readline()
 elif mode == "loop":     # loop BYTES: TCP to itself over loopback
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -378,36 +393,73 @@ class Sink:
             self.proc.stdout.close()
 
 
+def check_rate(moved: int, seconds: float, what: str) -> None:
+    """A token bucket that starts full moves rate * t + BURST in t seconds."""
+    allowed = RATE * seconds + BURST
+    print(f"{what}: {moved} B in {seconds:.2f} s, allowed {allowed:.0f} B "
+          f"({(moved - BURST) / seconds / MiB:.3f} MiB/s past the burst, limit "
+          f"{RATE / MiB:.3f} MiB/s)")
+    assert abs(moved - allowed) <= TOL * RATE * seconds
+
+
+def settled(group, ifname: str):
+    """The interface's (sent, received) once usage equals them, else None."""
+    totals = counters(ifname)
+    used = group.usage().resources
+    return totals if (used["net_send"].used, used["net_recv"].used) == totals else None
+
+
 @needs_root
 def test_net_send_is_charged_from_the_interface(net, sup, tenant):
-    """The rate at the interface (headers included) is the limit, and usage
+    """What crosses the interface (headers included) is the limit, and usage
     is what the interface moved, in both directions."""
-    rate = 2 * MiB
-    group = sup.group("sender", Limits(net_send=rate), container=True)
+    group = sup.group("sender", Limits(net_send=RATE, burst={"net_send": BURST}),
+                      container=True)
     sink = Sink()
-    t = Tenant(group, tenant, "send", GATEWAY, str(sink.port), "5")
+    t = Tenant(group, tenant, "send", GATEWAY, str(sink.port), "4")
     lease = net.setup("sender", net.parse("auto"), t.proc.pid)
     try:
         group.attach_interface(lease.ifname)
+        before = wait_for(lambda: settled(group, lease.ifname), 5, "a first settlement")
         t.go()
-        time.sleep(1.0)  # past the first burst
-        t0, (sent0, _) = time.monotonic(), counters(lease.ifname)
-        time.sleep(3.0)
-        t1, (sent1, _) = time.monotonic(), counters(lease.ifname)
-        measured = (sent1 - sent0) / (t1 - t0)
-        print(f"interface rate {measured / MiB:.3f} MiB/s, limit {rate / MiB:.3f} MiB/s")
-        assert abs(measured - rate) <= TOL * rate
-        payload = t.read()["sent"]
-
-        def settled():
-            totals = counters(lease.ifname)
-            used = group.usage().resources
-            return (used["net_send"].used, used["net_recv"].used) == totals and totals
-        sent, received = wait_for(settled, 5, "usage to equal the interface counters")
-        assert sent > payload  # headers count too
-        assert received > 0    # the sink's ACKs
+        done = t.read()
+        sent, received = wait_for(lambda: settled(group, lease.ifname), 5,
+                                  "usage to equal the interface counters")
+        check_rate(sent - before[0], done["seconds"], "sent at the interface")
+        assert sent - before[0] > done["sent"]  # headers count too
+        assert received > before[1]             # the sink's ACKs
     finally:
         sink.close()
+        group.detach_interface()
+        t.finish()
+        net.release(lease)
+
+
+@needs_root
+def test_net_recv_is_charged_from_the_interface(net, sup, tenant):
+    group = sup.group("receiver", Limits(net_recv=RATE, burst={"net_recv": BURST}),
+                      container=True)
+    t = Tenant(group, tenant, "recv", "9000", "6")
+    lease = net.setup("receiver", net.parse("auto"), t.proc.pid)
+    code = (f"import socket, time\nc = socket.create_connection(({lease.address!r}, 9000), 10)\n"
+            "end = time.monotonic() + 20\n"
+            "try:\n    while time.monotonic() < end: c.sendall(b'z' * 65536)\n"
+            "except OSError: pass\n")
+    sender = None
+    try:
+        group.attach_interface(lease.ifname)
+        t.go()
+        assert t.read() == {"listening": True}
+        before = counters(lease.ifname)[1]
+        sender = subprocess.Popen([sys.executable, "-c", code])
+        done = t.read()   # the tenant closed the connection: the sender stops
+        check_rate(counters(lease.ifname)[1] - before, done["seconds"],
+                   "received at the interface")
+        wait_for(lambda: settled(group, lease.ifname), 5, "usage to equal the interface counters")
+    finally:
+        if sender:
+            sender.kill()
+            sender.wait()
         group.detach_interface()
         t.finish()
         net.release(lease)
