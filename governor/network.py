@@ -191,11 +191,13 @@ class Network:
             except (OSError, ValueError, TypeError, KeyError) as e:
                 raise GovernorError(f"{path}: unreadable lease file: {e}") from None
             before = list(leases)
-            yield leases
-            if leases != before:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"leases": [asdict(x) for x in leases]}, indent=1))
-                os.replace(tmp, path)
+            try:
+                yield leases
+            finally:  # stale leases removed before a refusal stay removed
+                if leases != before:
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps({"leases": [asdict(x) for x in leases]}, indent=1))
+                    os.replace(tmp, path)
 
     def leases(self) -> list[Lease]:
         """The leases of live supervisors."""
