@@ -78,9 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="mount the rootfs read-only (its files are left as they are)")
     box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
                      help="bind HOSTDIR at PATH inside, writable (repeatable)")
-    box.add_argument("--net", metavar="none", default=None,
-                     help="none (default): own network namespace, loopback only "
-                          "(auto and ADDRESS/PREFIX: not available yet)")
+    box.add_argument("--net", metavar="none|auto|ADDRESS/PREFIX", default=None,
+                     help="none (default): own network namespace, loopback only; auto: the next "
+                          "free address of the pool ($GOVERNOR_NET_POOL, default 10.88.0.0/16) "
+                          "on a veth pair to the host's bridge ($GOVERNOR_BRIDGE, default gov0); "
+                          "ADDRESS/PREFIX: that address of the pool")
     box.add_argument("--state-dir", metavar="DIR",
                      help="container registry (default: $GOVERNOR_STATE_DIR or /var/lib/governor)")
     run.add_argument("-v", "--verbose", action="count", default=0,

@@ -5,7 +5,6 @@ registry); C sets the namespaces up between fork and exec (native/container.c).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -15,6 +14,7 @@ from typing import Mapping, Sequence
 from . import _native
 from ._errors import PolicyError, SpawnError
 from .limits import _parse
+from .network import Lease, NetConfig, Network
 from .registry import ID_RANGE, Registry
 
 ffi = _native.ffi
@@ -53,22 +53,6 @@ def parse_volume(spec: str | tuple[str, str]) -> tuple[str, str]:
     if any(inside == r or inside.startswith(r + "/") for r in _RESERVED):
         raise PolicyError("--volume", None, f"{spec!r}: {inside} is governor's (/proc, /dev)")
     return _directory(host, "--volume"), inside
-
-
-def _check_net(net: str) -> str:
-    """none works; auto and ADDRESS/PREFIX come with the network branch."""
-    if net == "none":
-        return net
-    if net != "auto":
-        try:
-            ipaddress.ip_interface(net)
-        except ValueError:
-            raise PolicyError("--net", None, f"{net!r}: expected none, auto or "
-                              "ADDRESS/PREFIX") from None
-        if "/" not in net:
-            raise PolicyError("--net", None, f"{net!r}: the prefix is missing (ADDRESS/PREFIX)")
-    raise PolicyError("--net", None, f"{net}: not available yet in this version "
-                      "(only --net none)")
 
 
 def resolve_in_root(root: str, path: str) -> str | None:
@@ -132,12 +116,17 @@ class Container:
     """A group's container. rootfs: its root directory on the host;
     read_only: mount it read-only (and leave its files as they are);
     volumes: "HOSTDIR:PATH" strings or (HOSTDIR, PATH) pairs, writable;
-    net: "none" (own network namespace, loopback only); tmp_size: of /tmp."""
+    net: "none" (own network namespace, loopback only), "auto" (an address
+    of the pool on a veth pair to the host's bridge) or "ADDRESS/PREFIX";
+    pool, bridge: override $GOVERNOR_NET_POOL and $GOVERNOR_BRIDGE (see
+    network.py); tmp_size: of /tmp."""
 
     rootfs: str
     read_only: bool = False
     volumes: Sequence[str | tuple[str, str]] = ()
     net: str = "none"
+    pool: str | None = None
+    bridge: str | None = None
     tmp_size: int | str = "64MiB"
     state_dir: str | None = None   # the registry's directory (default: see registry.py)
     uid_base: int | None = field(default=None, init=False)   # known once claimed
@@ -148,10 +137,12 @@ class Container:
         inside = [v[1] for v in self.volumes]
         if len(set(inside)) != len(inside):
             raise PolicyError("--volume", None, "two volumes at the same PATH")
-        self.net = _check_net(self.net)
         self.tmp_size = int(_parse(self.tmp_size, rate=False, source="Container", key="tmp_size"))
         self.registry = Registry(self.state_dir)
+        self.network = Network(NetConfig.from_env(self.pool, self.bridge, self.state_dir))
+        self._net_request = self.network.parse(self.net)
         self._name: str | None = None
+        self.lease: Lease | None = None   # its address, while claimed (net other than none)
 
     @property
     def writable_paths(self) -> list[str]:
@@ -206,16 +197,29 @@ class Container:
                     entry["shifted"].append(path)
             if not self.read_only:
                 os.chmod(self.rootfs, 0o700)   # no other uid crosses into it on the host
+        try:
+            self.lease = self.network.reserve(name, self._net_request)
+        except BaseException:
+            self.registry.release(name)
+            raise
         self.uid_base, self._name = base, name
 
     def release(self) -> None:
+        """Gives back the address and the name's lease. Idempotent."""
         if self._name:
+            self.network.release(self.lease)
+            self.lease = None
             self.registry.release(self._name)
             self._name = None
 
-    def start_network(self, init_pid: int) -> None:
-        """Runs once the namespaces exist, before the command: the place
-        where a veth goes into /proc/init_pid/ns/net. none: lo is up."""
+    def start_network(self, init_pid: int) -> str | None:
+        """Runs once the namespaces exist, before the command: with an
+        address, a veth pair from the bridge into /proc/init_pid/ns/net
+        (loopback is up already). Returns the host side's name, or None."""
+        if self.lease is None:
+            return None
+        self.network.attach(init_pid, self.lease)
+        return self.lease.ifname
 
     def c_struct(self, hostname: str, keep: list):
         """struct gov_container for gov_spawn; keep holds its buffers."""

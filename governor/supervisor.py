@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import psutil
@@ -34,8 +35,9 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
 _FILTER_MAX = 1 << 16
 BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
             "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
-_SAMPLE_SECONDS = 0.2
-_PUBLISH_EVERY = 5  # samples: state files are rewritten about once a second
+_TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
+_SAMPLE_EVERY = 4     # ticks: psutil samples every 0.2 s
+_PUBLISH_EVERY = 20   # ticks: state files are rewritten about once a second
 
 
 @dataclass
@@ -85,9 +87,10 @@ class Event:
     value: int
 
 
-def _c_limits(limits: Limits):
+def _c_limits(limits: Limits, container: bool = False):
     c = ffi.new("struct gov_limits *")
     c.fixed_sched = limits.cpu is not None
+    c.container = container
     for i, key in enumerate(RESOURCES):
         value = getattr(limits, key)
         if value is None:
@@ -101,6 +104,24 @@ def _c_limits(limits: Limits):
         else:
             r.cap = int(value)
     return c
+
+
+def _interface_totals(ifname: str, ifindex: int) -> tuple[int, int] | None:
+    """(sent, received) by the container behind host-side veth ifname: its
+    rx is the container's tx. None once the interface is gone (or its name
+    now belongs to another interface)."""
+    stats = f"/sys/class/net/{ifname}"
+    try:
+        with open(f"{stats}/ifindex") as f:
+            if int(f.read()) != ifindex:
+                return None
+        with open(f"{stats}/statistics/rx_bytes") as f:
+            sent = int(f.read())
+        with open(f"{stats}/statistics/tx_bytes") as f:
+            received = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return sent, received
 
 
 def _pss(pid: int) -> int:
@@ -196,6 +217,7 @@ class Group:
                  container: Container | None = None):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
         self.container = container
+        self._interface: tuple[str, int] | None = None  # host-side veth: name, index
         self._filter = self._build_filter()
         self._inits: set[int] = set()
         self._processes: list[Process] = []
@@ -208,10 +230,9 @@ class Group:
 
     def _build_filter(self) -> bytes:
         buf = ffi.new("char[]", _FILTER_MAX)
-        limits = _c_limits(self.limits)
-        limits.container = self.container is not None
-        n = check(lib.gov_filter_build(limits, BACKENDS[self.supervisor.backend], buf,
-                                       _FILTER_MAX), "seccomp filter")
+        n = check(lib.gov_filter_build(_c_limits(self.limits, self.container is not None),
+                                       BACKENDS[self.supervisor.backend], buf, _FILTER_MAX),
+                  "seccomp filter")
         return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -299,8 +320,8 @@ class Group:
             else:
                 check(lib.gov_group_add_listener(sup._engine, self.id, res.listener),
                       "add listener")
-            if self.container:
-                self.container.start_network(proc.init_pid)
+            if self.container and (ifname := self.container.start_network(proc.init_pid)):
+                self.attach_interface(ifname)
             if sup._cpu:
                 sup._cpu.rebalance(self)  # the command starts under its reservation
             if res.go_fd >= 0:
@@ -316,6 +337,8 @@ class Group:
         if init_pid in self._inits:
             self._inits.discard(init_pid)
             lib.gov_group_drop_init(self.supervisor._engine, self.id, init_pid)
+            if self.container:
+                self.detach_interface()  # its namespace, and so its veth, are gone
 
     def pids(self) -> list[int]:
         """Every live process of the group."""
@@ -326,6 +349,32 @@ class Group:
             except psutil.Error:
                 pass
         return pids
+
+    def attach_interface(self, host_ifname: str) -> None:
+        """Charges net_send and net_recv from what crosses the group's own
+        network interface, seen from the host side of its veth pair: the
+        supervisor settles the engine's per-call estimates with the
+        interface's counters every 50 ms (debt, or a refund for traffic
+        that never left the namespace, such as loopback). The group's usage
+        then counts every byte the interface moved, headers included."""
+        try:
+            index = int(Path(f"/sys/class/net/{host_ifname}/ifindex").read_text())
+        except (OSError, ValueError):
+            raise GovernorError(f"attach_interface: no interface {host_ifname!r}") from None
+        self._interface = (host_ifname, index)
+        self._settle_net()
+
+    def detach_interface(self) -> None:
+        """Settles one last time and stops: call before the interface goes."""
+        self._settle_net()
+        self._interface = None
+
+    def _settle_net(self) -> None:
+        iface = self._interface
+        totals = _interface_totals(*iface) if iface else None
+        if totals is None:
+            return
+        check(lib.gov_group_settle_net(self.supervisor._engine, self.id, *totals), "settle net")
 
     def _sample(self) -> None:
         """Tasks, committed and resident memory, by psutil: levels and peaks
@@ -485,7 +534,7 @@ class Supervisor:
         if container:
             container.claim(name)
         try:
-            gid = check(lib.gov_group_new(self._engine, _c_limits(limits),
+            gid = check(lib.gov_group_new(self._engine, _c_limits(limits, container is not None),
                                              BACKENDS[self.backend]), "new group")
             if limits.disk_space is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
@@ -542,11 +591,13 @@ class Supervisor:
 
     def _sample_loop(self) -> None:
         tick = 0
-        while not self._stop.wait(_SAMPLE_SECONDS):
+        while not self._stop.wait(_TICK_SECONDS):
             tick += 1
             for g in self.groups:
                 try:
-                    g._sample()
+                    g._settle_net()
+                    if tick % _SAMPLE_EVERY == 0:
+                        g._sample()
                     if self._publisher and tick % _PUBLISH_EVERY == 0:
                         self._publisher.publish(g)
                 except GovernorError:

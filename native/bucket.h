@@ -14,8 +14,15 @@ struct gov_bucket {
 };
 
 void gov_bucket_init(struct gov_bucket *b, double rate, double burst, int64_t now_ns);
-/* 0 if a call of `cost` may go now; else ns until it may. Refills first. */
+#define GOV_BUCKET_MAX_WAIT_NS 1000000000000000000LL /* ~31 years */
+
+/* 0 if a call of `cost` may go now; else ns until it may (at most
+ * GOV_BUCKET_MAX_WAIT_NS). Refills first. */
 int64_t gov_bucket_wait_ns(struct gov_bucket *b, double cost, int64_t now_ns);
 void gov_bucket_charge(struct gov_bucket *b, double cost);
+/* Applies a correction found after the fact (positive: debt, negative:
+ * refund). A refund never fills the bucket past its burst; a debt never
+ * takes it below one second of the rate, unless it was there already. */
+void gov_bucket_settle(struct gov_bucket *b, double delta, int64_t now_ns);
 
 #endif

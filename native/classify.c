@@ -222,8 +222,14 @@ static void settle(struct gov_ledger *lg, int dup, const struct stat *st, struct
         return;
     uint64_t consumed = ti.tcpi_bytes_received - (uint64_t)queued;
     unsigned s = (unsigned)(st->st_ino % GOV_LEDGER_SLOTS);
-    if (lg->slot[s].ino == st->st_ino && lg->slot[s].dev == st->st_dev)
+    if (lg->slot[s].ino == st->st_ino && lg->slot[s].dev == st->st_dev) {
+        /* Data arriving between TCP_INFO and SIOCINQ makes `consumed` look
+         * smaller than it is; what was read never shrinks (unsigned: it
+         * would wrap into a debt of 2^64 bytes). */
+        if (consumed < lg->slot[s].consumed)
+            consumed = lg->slot[s].consumed;
         out->correction = (double)(consumed - lg->slot[s].consumed) - lg->slot[s].charged;
+    }
     lg->slot[s].dev = st->st_dev;
     lg->slot[s].ino = st->st_ino;
     lg->slot[s].consumed = consumed;

@@ -94,6 +94,10 @@ struct group {
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
+    /* Its own network interface (gov_group_settle_net), per direction:
+     * its totals and the group's usage at the last settlement. */
+    uint64_t if_seen[2];
+    uint64_t used_seen[2];
 };
 
 struct gov_engine {
@@ -1242,6 +1246,35 @@ int gov_group_remove(struct gov_engine *e, int id)
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
+                         uint64_t recv_total)
+{
+    const uint64_t total[2] = {[GOV_NET_SEND] = sent_total, [GOV_NET_RECV] = recv_total};
+    pthread_mutex_lock(&e->mu);
+    int rc = 0;
+    struct group *g = group_of(e, id);
+    if (!g)
+        rc = -ENOENT;
+    else if (sent_total < g->if_seen[GOV_NET_SEND] || recv_total < g->if_seen[GOV_NET_RECV])
+        rc = -EINVAL;
+    int64_t now = now_ns();
+    for (int r = GOV_NET_SEND; rc == 0 && r <= GOV_NET_RECV; r++) {
+        /* What calls were charged since the last settlement, and what
+         * really crossed the interface. */
+        int64_t charged = (int64_t)(g->u.r[r].used - g->used_seen[r]);
+        uint64_t moved = total[r] - g->if_seen[r];
+        g->u.r[r].used = g->used_seen[r] + moved;
+        g->used_seen[r] = g->u.r[r].used;
+        g->if_seen[r] = total[r];
+        if (g->lim.r[r].set)
+            gov_bucket_settle(&g->b[r], (double)moved - (double)charged, now);
+    }
+    if (rc == 0 && g->nholds)
+        wake(e);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_engine_event_fd(struct gov_engine *e)

@@ -39,6 +39,15 @@ int gov_group_add_listener(struct gov_engine *e, int group, int fd);
  * without symlinks), counted at once. -EEXIST if it has one. */
 int gov_group_disk_area(struct gov_engine *e, int group, const char *const *dirs, int n);
 int gov_group_usage(struct gov_engine *e, int group, struct gov_usage *out);
+/* Settles net_send / net_recv with what really crossed the group's own
+ * network interface: the totals it has sent and received so far (counters
+ * that never go back: -EINVAL if they do). The difference between what the
+ * interface moved since the last settlement and what the engine charged the
+ * calls meanwhile goes to usage and to the buckets (debt, or a refund for
+ * traffic that never left, e.g. loopback); held calls are then looked at
+ * again. */
+int gov_group_settle_net(struct gov_engine *e, int group, uint64_t sent_total,
+                         uint64_t recv_total);
 /* Forgets the group: its listeners are closed (so pending calls fail). */
 int gov_group_remove(struct gov_engine *e, int group);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <netinet/in.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
 
@@ -53,6 +54,18 @@ static const char *const refused_calls[] = {
  * tasks must not replace. */
 static const char *const sched_calls[] = {
     "sched_setattr", "sched_setscheduler", "sched_setparam", NULL};
+
+/* A container binds only addresses of its own network namespace: the
+ * options that let a socket bind an address it does not have get EPERM.
+ * Compared on the registers, so there is no pointer to race. */
+static const struct {
+    int level, opt;
+} nonlocal_bind_opts[] = {
+    {IPPROTO_IP, IP_FREEBIND},
+    {IPPROTO_IP, IP_TRANSPARENT},
+    {IPPROTO_IPV6, IPV6_FREEBIND},
+    {IPPROTO_IPV6, IPV6_TRANSPARENT},
+};
 
 static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name)
 {
@@ -145,6 +158,23 @@ static int add_untraceable(scmp_filter_ctx ctx)
     return rc == -EEXIST ? 0 : rc;
 }
 
+/* What a container may not do (gov.h): type into the terminal it shares,
+ * bind an address it does not have. */
+static int add_container_rules(scmp_filter_ctx ctx)
+{
+    int rc = refuse_terminal_input(ctx);
+    for (size_t i = 0; rc == 0 && i < sizeof nonlocal_bind_opts / sizeof nonlocal_bind_opts[0];
+         i++)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setsockopt), 2,
+                              SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)nonlocal_bind_opts[i].level),
+                              SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)nonlocal_bind_opts[i].opt));
+    /* i386 socketcall passes its arguments in memory, where no filter can
+     * see the option: refused, as a kernel without it would. */
+    if (rc == 0)
+        rc = add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "socketcall");
+    return rc;
+}
+
 int gov_filter_build(const struct gov_limits *lim, int backend, void *buf, size_t size)
 {
     int rc, memfd = -1;
@@ -175,7 +205,7 @@ int gov_filter_build(const struct gov_limits *lim, int backend, void *buf, size_
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             goto out;
-    if (lim->container && (rc = refuse_terminal_input(ctx)) < 0)
+    if (lim->container && (rc = add_container_rules(ctx)) < 0)
         goto out;
 
     /* libseccomp 2.5 exports only to an fd. */

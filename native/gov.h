@@ -42,7 +42,10 @@ struct gov_limit {
 struct gov_limits {
     struct gov_limit r[GOV_NRES];
     int fixed_sched;  /* CPU-capped: tasks may not change their scheduling */
-    int container;    /* no typing into the terminal (TIOCSTI, TIOCLINUX) */
+    int container;    /* a container: no typing into the terminal (TIOCSTI,
+                         TIOCLINUX -> EPERM); binds only its own addresses
+                         (setsockopt IP_FREEBIND, IPV6_FREEBIND, IP_TRANSPARENT,
+                         IPV6_TRANSPARENT -> EPERM) */
 };
 
 struct gov_res_usage {

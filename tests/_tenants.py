@@ -435,7 +435,7 @@ def start_time(pid: int) -> int | None:
 
 
 APPLETS = ("sh", "cat", "echo", "hostname", "id", "ls", "touch", "sleep", "stat", "test",
-           "seq", "grep", "mount", "dd", "rm", "wc", "du", "nc")
+           "seq", "grep", "mount", "dd", "rm", "wc", "du", "nc", "true")
 
 
 def make_rootfs(path: Path) -> Path:

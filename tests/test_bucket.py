@@ -162,3 +162,44 @@ def test_long_run_rate_is_exact(rate, burst, sizes):
     # Never behind by more than one call (+1 ns of rounding per wait).
     assert sent >= allowed - biggest - rate * calls * 1e-9 - 1e-6 * allowed
     assert sent / allowed == pytest.approx(1.0, rel=2e-3)
+
+
+def test_settle_debt_and_refund():
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_settle(b, 30.0, T0)      # the interface moved 30 more than charged
+    assert b.tokens == 70.0
+    lib.gov_bucket_settle(b, -20.0, T0)     # 20 charged never left: refunded
+    assert b.tokens == 90.0
+    lib.gov_bucket_settle(b, -50.0, T0)     # never past the burst
+    assert b.tokens == 100.0
+
+
+def test_settle_refills_first():
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_charge(b, 100.0)
+    lib.gov_bucket_settle(b, 10.0, T0 + S // 20)  # 50 tokens came back meanwhile
+    assert b.tokens == pytest.approx(40.0)
+
+
+def test_settle_debt_is_bounded_by_one_second_of_rate():
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_settle(b, 1e9, T0)       # an inbound flood
+    assert b.tokens == -1000.0
+    assert lib.gov_bucket_wait_ns(b, 1.0, T0) == pytest.approx(1.001 * S, abs=2)
+
+
+def test_settle_keeps_a_deeper_debt_of_calls():
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_charge(b, 5100.0)        # one large call: 5 s of debt
+    lib.gov_bucket_settle(b, 200.0, T0)
+    assert b.tokens == -5000.0              # not forgiven, not deepened
+    lib.gov_bucket_settle(b, -300.0, T0)
+    assert b.tokens == -4700.0
+
+
+def test_wait_of_an_enormous_debt_stays_a_wait():
+    """A debt whose wait does not fit in int64 ns must not convert into a
+    negative wait (which would let every call go)."""
+    b = bucket(1000.0, 100.0)
+    lib.gov_bucket_charge(b, 1.8e19)
+    assert lib.gov_bucket_wait_ns(b, 1.0, T0) == lib.GOV_BUCKET_MAX_WAIT_NS

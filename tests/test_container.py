@@ -307,7 +307,7 @@ def test_bad_input_fails_cleanly(tmp_path, state, case):
             "volume": (["--rootfs", str(rootfs), "--volume", "/tmp:relative"], 2, "--volume: ",
                        "absolute"),
             "net": (["--rootfs", str(rootfs), "--net", "10.88.0.5/40"], 2, "--net: ",
-                    "ADDRESS/PREFIX"),
+                    "bad prefix /40"),
             "no-name": (["--rootfs", str(rootfs)], 2, "--rootfs: ", "needs --name")}
     argv, code, prefix, reason = args[case]
     if case != "no-name":
