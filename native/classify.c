@@ -209,7 +209,6 @@ static void add(struct gov_call *out, int res, double cost)
         out->ch[out->nch++] = (struct gov_charge){res, cost};
 }
 
-/* A receive of `want` on a tenant fd; reads of sockets may have to wait. */
 /* Settles a TCP socket's ledger slot (see classify.h); other sockets pass. */
 static void settle(struct gov_ledger *lg, int dup, const struct stat *st, struct gov_call *out)
 {
@@ -220,24 +219,29 @@ static void settle(struct gov_ledger *lg, int dup, const struct stat *st, struct
         len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
         ioctl(dup, SIOCINQ, &queued) < 0)
         return;
-    uint64_t consumed = ti.tcpi_bytes_received - (uint64_t)queued;
     unsigned s = (unsigned)(st->st_ino % GOV_LEDGER_SLOTS);
-    if (lg->slot[s].ino == st->st_ino && lg->slot[s].dev == st->st_dev) {
-        /* Data arriving between TCP_INFO and SIOCINQ makes `consumed` look
-         * smaller than it is; what was read never shrinks (unsigned: it
-         * would wrap into a debt of 2^64 bytes). */
-        if (consumed < lg->slot[s].consumed)
-            consumed = lg->slot[s].consumed;
-        out->correction = (double)(consumed - lg->slot[s].consumed) - lg->slot[s].charged;
+    int same = lg->slot[s].ino == st->st_ino && lg->slot[s].dev == st->st_dev;
+    uint64_t received = ti.tcpi_bytes_received, inq = (uint64_t)queued;
+    /* Data arriving between TCP_INFO and SIOCINQ makes the two disagree
+     * (what was read would look smaller, or below zero): settle at the next
+     * receive instead; this call's estimate waits in the slot meanwhile. */
+    int torn = inq > received || (same && received - inq < lg->slot[s].consumed);
+    if (torn && !same)
+        return;
+    if (!torn) {
+        uint64_t consumed = received - inq;
+        if (same)
+            out->correction = (double)(consumed - lg->slot[s].consumed) - lg->slot[s].charged;
+        lg->slot[s].dev = st->st_dev;
+        lg->slot[s].ino = st->st_ino;
+        lg->slot[s].consumed = consumed;
+        lg->slot[s].charged = 0;
     }
-    lg->slot[s].dev = st->st_dev;
-    lg->slot[s].ino = st->st_ino;
-    lg->slot[s].consumed = consumed;
-    lg->slot[s].charged = 0;
     out->ledger_slot = (int)s;
     out->ledger_ino = st->st_ino;
 }
 
+/* A receive of `want` on a tenant fd; reads of sockets may have to wait. */
 static void charge_read(struct gov_call *out, struct gov_ledger *lg, int dup, int kind,
                         const struct stat *st, int pid, int64_t off, double want, int flags,
                         int msgs)
