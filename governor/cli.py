@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -257,15 +258,17 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
         if sup.event_fd in ready:
             for ev in sup.events():
                 if ev.kind == "denied":
-                    log.info("denied", resource=ev.resource, pid=ev.pid, errno=ev.value)
+                    log.info("denied", resource=ev.resource, call=ev.call, pid=ev.pid,
+                             errno=errno.errorcode.get(ev.value, ev.value))
                 elif ev.kind == "resident_killed":
                     log.warning("killed the group's largest process: resident memory over "
                                 "memory_resident", pid=ev.pid, rss=ev.value)
                 elif ev.kind == "compat_denied":
                     log.warning("refused a governed call through the i386/x32 entry",
-                                pid=ev.pid, nr=ev.value)
+                                call=ev.call, pid=ev.pid)
                 elif ev.kind in ("held", "released"):
-                    log.debug(ev.kind, resource=ev.resource, pid=ev.pid, value=ev.value)
+                    log.debug(ev.kind, resource=ev.resource, call=ev.call, pid=ev.pid,
+                              value=ev.value)
         if proc.status_fd in ready:
             proc.wait()
 

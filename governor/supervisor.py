@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import psutil
+from ptrace.syscall.linux.i386 import SYSCALL_NAMES as _I386_CALLS
+from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
 
 from . import _native
 from ._errors import GovernorError, PolicyError, SpawnError, check
@@ -33,6 +35,7 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost"}
 _FILTER_MAX = 1 << 16
+_X32_BIT = 0x40000000
 BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
             "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
@@ -85,6 +88,17 @@ class Event:
     resource: str | None
     pid: int
     value: int
+    call: str | None = None   # the system call's name ("x32 write" for the x32 table)
+
+
+def call_name(nr: int, compat: bool = False) -> str | None:
+    """A call's name for logs, from python-ptrace's tables: the x86_64 table,
+    the i386 one for a compat call without the x32 bit."""
+    if nr < 0:
+        return None
+    if nr & _X32_BIT:
+        return "x32 " + _X86_64_CALLS.get(nr & ~_X32_BIT, str(nr & ~_X32_BIT))
+    return (_I386_CALLS if compat else _X86_64_CALLS).get(nr, str(nr))
 
 
 def _c_limits(limits: Limits, container: bool = False):
@@ -582,7 +596,8 @@ class Supervisor:
             for e in buf[0:n]:
                 res = RESOURCES[e.resource] if 0 <= e.resource < len(RESOURCES) else None
                 out.append(Event(_EVENTS.get(e.type, str(e.type)), self._names.get(e.group, "?"),
-                                 res, int(e.pid), int(e.value)))
+                                 res, int(e.pid), int(e.value),
+                                 call_name(int(e.nr), e.type == lib.GOV_EV_COMPAT)))
         return out
 
     @property

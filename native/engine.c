@@ -130,7 +130,8 @@ static int64_t now_ns(void)
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void emit(struct gov_engine *e, int type, int group, int res, int pid, int64_t value)
+static void emit(struct gov_engine *e, int type, int group, int res, int pid, int nr,
+                 int64_t value)
 {
     if (e->ring_len == EVENT_RING) {
         e->overflowed = 1;
@@ -138,10 +139,10 @@ static void emit(struct gov_engine *e, int type, int group, int res, int pid, in
     }
     if (e->overflowed) {
         e->overflowed = 0;
-        emit(e, GOV_EV_OVERFLOW, group, -1, 0, 0);
+        emit(e, GOV_EV_OVERFLOW, group, -1, 0, -1, 0);
     }
     e->ring[(e->ring_head + e->ring_len++) % EVENT_RING] =
-        (struct gov_event){type, group, res, pid, value};
+        (struct gov_event){type, group, res, pid, nr, value};
     uint64_t one = 1;
     ssize_t n = write(e->evfd, &one, sizeof one);
     (void)n;
@@ -550,7 +551,7 @@ static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int re
         answer(e, h, 0, -err, 0);
     }
     g->u.r[res].denied++;
-    emit(e, GOV_EV_DENIED, g->id, res, h->pid, err);
+    emit(e, GOV_EV_DENIED, g->id, res, h->pid, h->nr, err);
 }
 
 static int hold_res(struct hold *h)
@@ -681,7 +682,8 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
     /* Held calls queue behind earlier ones of the same resource (FIFO). */
     int res = hold_res(h);
     g->u.r[res].held_calls++;
-    emit(e, GOV_EV_HELD, g->id, res, h->pid, h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
+    emit(e, GOV_EV_HELD, g->id, res, h->pid, h->nr,
+         h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
     enqueue(e, g, h, now);
     arm_before(e, now + (wait ? wait : CAP_RECHECK_NS));
     if (h->t)
@@ -738,7 +740,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         g->u.r[res].held_ns += (uint64_t)(now - h->since);
         if (v == GO) {
             let_go(e, g, h);
-            emit(e, GOV_EV_RELEASED, g->id, res, h->pid, now - h->since);
+            emit(e, GOV_EV_RELEASED, g->id, res, h->pid, h->nr, now - h->since);
         } else {
             refuse(e, g, h, why);
         }
@@ -791,7 +793,7 @@ static void close_listener(struct gov_engine *e, struct listener *l)
             *pp = l->next;
             break;
         }
-    emit(e, GOV_EV_LISTENER_CLOSED, g->id, -1, 0, 0);
+    emit(e, GOV_EV_LISTENER_CLOSED, g->id, -1, 0, -1, 0);
     close(l->fd);
     free(l);
 }
@@ -815,7 +817,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         /* The i386 and x32 entries of governed calls are not served. */
         answer(e, h, 0, -ENOSYS, 0);
         g->u.compat_denied++;
-        emit(e, GOV_EV_COMPAT, g->id, -1, h->pid, h->nr);
+        emit(e, GOV_EV_COMPAT, g->id, -1, h->pid, h->nr, h->nr);
         free_hold(e, h);
         return;
     }

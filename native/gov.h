@@ -81,6 +81,7 @@ struct gov_event {
     int group;
     int resource;
     int pid;
+    int nr;          /* the call's number (i386 or x32 table for compat), -1: none */
     int64_t value;   /* held: cost; released: ns held; denied: errno */
 };
 

@@ -401,6 +401,13 @@ def compile_c(src: Path, directory: Path, flags: tuple[str, ...] = ()) -> Path:
     return exe
 
 
+def python_tenant(directory: Path, name: str, source: str) -> str:
+    """Writes a Python tenant program into directory; returns its path."""
+    path = directory / name
+    path.write_text(source)
+    return str(path)
+
+
 def compile_tenant(directory: Path) -> Path:
     src = directory / "tenant.c"
     src.write_text(TENANT_C)

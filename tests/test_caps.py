@@ -44,7 +44,11 @@ def test_processes_deny(tenant, tmp_path, kind, cap, backend):
         r = read_kv(out)
         ok, err = int(r["ok"]), int(r["errno"])
         u = g.usage()
+        denied = [e for e in sup.events() if e.kind == "denied"]
     assert err == errno.EAGAIN, f"{kind}: first failure errno {err}, {ok} succeeded"
+    # Events name the call (python-ptrace's tables) and the errno it got.
+    assert denied and {e.call for e in denied} <= {"clone", "clone3", "fork", "vfork"}, denied
+    assert {(e.resource, e.value) for e in denied} == {("processes", errno.EAGAIN)}, denied
     assert ok + 1 <= cap, f"{kind}: {ok} children + tenant alive at once, cap {cap}"
     assert ok == cap - 1, f"{kind}: only {ok} of {cap - 1} allowed children succeeded"
     assert u.peak_tasks <= cap

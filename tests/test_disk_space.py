@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import needs_root, wait_for  # noqa: E402
+from _tenants import needs_root, python_tenant, wait_for  # noqa: E402
 
 from governor import GovernorError, Limits, PolicyError, Supervisor  # noqa: E402
 
@@ -145,9 +145,7 @@ else:
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tenant") / "disk_tenant.py"
-    path.write_text(TENANT)
-    return str(path)
+    return python_tenant(tmp_path_factory.mktemp("tenant"), "disk_tenant.py", TENANT)
 
 
 @pytest.fixture

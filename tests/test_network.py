@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from _tenants import wait_for
+from _tenants import python_tenant, wait_for
 
 from governor import GovernorError, Limits, PolicyError, Supervisor
 from governor.network import NetConfig, Network
@@ -156,9 +156,7 @@ def net(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tenant") / "net_tenant.py"
-    path.write_text(TENANT)
-    return str(path)
+    return python_tenant(tmp_path_factory.mktemp("tenant"), "net_tenant.py", TENANT)
 
 
 @pytest.fixture

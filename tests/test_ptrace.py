@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import test_rates
-from _tenants import start_time, wait_for
+from _tenants import compile_c, start_time, wait_for
 from test_rates import tenant  # noqa: F401  (the rates tenant, a fixture)
 
 from governor import Limits, Supervisor
@@ -34,10 +34,8 @@ TRACED = ("ptrace", "ptrace-syscall")
 
 @pytest.fixture(scope="module")
 def ptenant(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("ptenant") / "ptrace_tenant"
-    subprocess.run(["gcc", "-O1", "-Wall", "-static", "-pthread", "-o", str(out),
-                    str(HERE / "ptrace_tenant.c")], check=True, timeout=120)
-    return str(out)
+    return str(compile_c(HERE / "ptrace_tenant.c", tmp_path_factory.mktemp("ptenant"),
+                         ("-static", "-pthread")))
 
 
 @pytest.fixture(params=TRACED)

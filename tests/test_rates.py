@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import wait_for
+from _tenants import compile_c, wait_for
 
 from governor import Limits, Supervisor
 
@@ -38,10 +38,8 @@ TOL = 0.03
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("tenant") / "tenant"
-    subprocess.run(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", str(out),
-                    str(HERE / "rates_tenant.c")], check=True, timeout=120)
-    return str(out)
+    return str(compile_c(HERE / "rates_tenant.c", tmp_path_factory.mktemp("tenant"),
+                         ("-static", "-pthread")))
 
 
 @pytest.fixture
