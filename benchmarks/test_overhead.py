@@ -20,7 +20,7 @@ import time
 import pytest
 
 import report
-from governor import Supervisor, bench
+from governor import Limits, Supervisor, bench
 
 SCALE = float(os.environ.get("GOVERNOR_BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("GOVERNOR_BENCH_ROUNDS", "7"))

@@ -1,5 +1,9 @@
 """The core behavioural tests run against each backend: a test that takes the
-`backend` fixture runs once per backend."""
+`backend` fixture runs once per backend. State files of every supervisor the
+tests start (in process or as `governor run`) go to a directory of the
+session's, not the host's /run/governor."""
+import os
+
 import pytest
 
 BACKENDS = ("seccomp", "ptrace")
@@ -8,3 +12,14 @@ BACKENDS = ("seccomp", "ptrace")
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_dir(tmp_path_factory):
+    old = os.environ.get("GOVERNOR_RUN_DIR")
+    os.environ["GOVERNOR_RUN_DIR"] = str(tmp_path_factory.mktemp("run"))
+    yield
+    if old is None:
+        del os.environ["GOVERNOR_RUN_DIR"]
+    else:
+        os.environ["GOVERNOR_RUN_DIR"] = old
