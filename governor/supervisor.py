@@ -325,7 +325,7 @@ class Group:
         """Hands the command's calls to the engine (its listener, or a tracer
         that attaches while it waits), sets up a container's network and its
         CPU reservation, then lets a waiting command exec. On failure the
-        command is killed before it runs."""
+        command is killed (before it runs, if it was waiting)."""
         sup = self.supervisor
         try:
             if trace:
