@@ -1,6 +1,7 @@
 """Supervisor, Group and Process: the library API over the C engine."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -352,7 +353,9 @@ class Group:
             self._inits.discard(init_pid)
             lib.gov_group_drop_init(self.supervisor._engine, self.id, init_pid)
             if self.container:
-                self.detach_interface()  # its namespace, and so its veth, are gone
+                # Its namespace died, and its veth with it: nothing left to
+                # settle against (the last settlement is at most 50 ms old).
+                self._interface = None
 
     def pids(self) -> list[int]:
         """Every live process of the group."""
@@ -388,7 +391,13 @@ class Group:
         totals = _interface_totals(*iface) if iface else None
         if totals is None:
             return
-        check(lib.gov_group_settle_net(self.supervisor._engine, self.id, *totals), "settle net")
+        rc = lib.gov_group_settle_net(self.supervisor._engine, self.id, *totals)
+        if rc == -errno.EINVAL:
+            # Counters that went back: a veth's include its peer's, which go
+            # with the peer's namespace. The interface is being torn down.
+            self._interface = None
+            return
+        check(rc, "settle net")
 
     def _sample(self) -> None:
         """Tasks, committed and resident memory, by psutil: levels and peaks
