@@ -21,15 +21,14 @@ from pathlib import Path
 from ._errors import GovernorError
 from .bench import TIMEOUT, GovernedGroup, Options, Unavailable, text_table
 from .limits import Limits
+from .supervisor import governed_calls
 
 # Every rate limit set, none binding: every I/O call of the workload is governed.
 NEVER_BINDS = Limits(disk_write="100GiB/s", disk_read="100GiB/s", net_send="100GiB/s",
                      net_recv="100GiB/s")
-# The calls governor intercepts for those four limits (native/filter.c), for
-# strace --seccomp-bpf: the same set stops there.
-GOVERNED_CALLS = ("write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,sendmmsg,sendfile,"
-                  "splice,copy_file_range,read,readv,pread64,preadv,preadv2,recvfrom,recvmsg,"
-                  "recvmmsg,close,close_range,dup2,dup3,execve,execveat,clone,clone3,fork,vfork")
+# The calls governor intercepts for those four limits, for strace
+# --seccomp-bpf: the same set stops there.
+GOVERNED_CALLS = ",".join(governed_calls(NEVER_BINDS))
 
 
 class Workload:

@@ -128,6 +128,13 @@ def _limits(args) -> Limits:
     return base.merged(override)
 
 
+def _check_writable(path: str, source: str, key: str | None) -> None:
+    """A file that is written at the end: its directory must take it."""
+    where = os.path.dirname(os.path.abspath(path))
+    if not os.access(where, os.W_OK):
+        raise PolicyError(source, key, f"cannot write into {where}")
+
+
 def _container(args) -> Container | None:
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
@@ -169,9 +176,7 @@ def _run(args) -> int:
         if args.metrics:
             parse_address(args.metrics)
         if args.stats_json:
-            where = os.path.dirname(os.path.abspath(args.stats_json))
-            if not os.access(where, os.W_OK):
-                raise PolicyError("--stats-json", None, f"cannot write into {where}")
+            _check_writable(args.stats_json, "--stats-json", None)
         container = _container(args)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
@@ -288,9 +293,7 @@ def _bench(args) -> int:
         opts = Options(calls=args.calls, rounds=args.rounds, pin=args.pin, macro=args.macro,
                        progress=bench.progress_to_stderr)
         if args.json and args.json != "-":
-            where = os.path.dirname(os.path.abspath(args.json))
-            if not os.access(where, os.W_OK):
-                raise PolicyError("governor bench", "--json", f"cannot write into {where}")
+            _check_writable(args.json, "governor bench", "--json")
     except PolicyError as e:
         print(f"governor: {e}", file=sys.stderr)
         return 2

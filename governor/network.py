@@ -32,14 +32,14 @@ from typing import Callable, Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from . import registry
 from ._errors import GovernorError, PolicyError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POOL = "10.88.0.0/16"
 DEFAULT_BRIDGE = "gov0"
-DEFAULT_STATE_DIR = "/var/lib/governor"
-ENV_POOL, ENV_BRIDGE, ENV_STATE_DIR = "GOVERNOR_NET_POOL", "GOVERNOR_BRIDGE", "GOVERNOR_STATE_DIR"
+ENV_POOL, ENV_BRIDGE = "GOVERNOR_NET_POOL", "GOVERNOR_BRIDGE"
 CONTAINER_IFNAME = "eth0"
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 CLONE_NEWNET = 0x40000000
@@ -68,8 +68,7 @@ class NetConfig:
         bridge_source = "bridge" if bridge is not None else ENV_BRIDGE
         pool = pool if pool is not None else os.environ.get(ENV_POOL, DEFAULT_POOL)
         bridge = bridge if bridge is not None else os.environ.get(ENV_BRIDGE, DEFAULT_BRIDGE)
-        state = state_dir if state_dir is not None else os.environ.get(ENV_STATE_DIR,
-                                                                       DEFAULT_STATE_DIR)
+        state = state_dir if state_dir is not None else registry.state_dir()
         try:
             net = ipaddress.IPv4Network(pool, strict=True)
         except ValueError as e:

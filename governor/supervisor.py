@@ -37,6 +37,7 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
            lib.GOV_EV_OVERFLOW: "events_lost"}
 _FILTER_MAX = 1 << 16
 _X32_BIT = 0x40000000
+_NR_SYSCALLS = 512  # above every x86_64 system call number
 BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
             "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
@@ -100,6 +101,14 @@ def call_name(nr: int, compat: bool = False) -> str | None:
     if nr & _X32_BIT:
         return "x32 " + _X86_64_CALLS.get(nr & ~_X32_BIT, str(nr & ~_X32_BIT))
     return (_I386_CALLS if compat else _X86_64_CALLS).get(nr, str(nr))
+
+
+def governed_calls(limits: Limits) -> list[str]:
+    """The system calls a group with these limits intercepts (x86_64 names),
+    from the lists the engine builds its filters from."""
+    table = ffi.new("unsigned char[]", _NR_SYSCALLS)
+    lib.gov_filter_governed(_c_limits(limits), table, _NR_SYSCALLS)
+    return [_X86_64_CALLS.get(nr, str(nr)) for nr in range(_NR_SYSCALLS) if table[nr]]
 
 
 def _c_limits(limits: Limits, container: bool = False):

@@ -353,6 +353,12 @@ static unsigned fdcache_slot(int pid, int fd)
     return ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
 }
 
+/* Bytes a plain write (is_plain_write) asks to move. */
+static double write_size(int pid, int nr, const uint64_t *a)
+{
+    return nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
+}
+
 static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d, int pid, int nr,
                         const uint64_t *a, struct gov_call *out)
 {
@@ -361,8 +367,7 @@ static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d, int pi
         return 0;
     if (d && fc->slot[s].kind == FD_FILE)
         return 0; /* disk_space needs the file's size and position */
-    double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
-    charge_write(out, fc->slot[s].kind, n);
+    charge_write(out, fc->slot[s].kind, write_size(pid, nr, a));
     return 1;
 }
 
@@ -400,7 +405,7 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
     if (is_plain_write(nr) && kind != FD_SOCKET && kind != FD_UNKNOWN)
         remember(fc, pid, (int)a[0], kind);
     if (is_plain_write(nr)) {
-        double n = nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
+        double n = write_size(pid, nr, a);
         if (nr == SYS_write || nr == SYS_writev)
             charge_send(out, dup, kind, n, 0);
         else

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "container_child.h"
+#include "procfs.h"
 
 static const char *const step_names[] = {
     [GOV_STEP_NONE] = "set-up",
@@ -251,42 +252,6 @@ int container_become_root(void)
     return 0;
 }
 
-/* The init's argument area (the Python command line it inherited), from
- * fields 48 and 49 of /proc/self/stat. 0 or -errno. */
-static int arg_area(unsigned long *start, unsigned long *end)
-{
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -EIO;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
-    if (!p)
-        return -EIO;
-    p++;
-    for (int field = 3; field <= 49; field++) {
-        char *next;
-        unsigned long v = strtoul(p, &next, 10);
-        if (field > 3 && next == p)
-            return -EIO;
-        if (field == 48)
-            *start = v;
-        if (field == 49)
-            *end = v;
-        p = next;
-        while (*p == ' ')
-            p++;
-        if (field == 3) /* the state is a letter */
-            while (*p && *p != ' ')
-                p++;
-    }
-    return *end > *start ? 0 : -EIO;
-}
-
 void container_name_init(void)
 {
     static const char name[] = "governor-init";
@@ -295,8 +260,8 @@ void container_name_init(void)
      * supervisor's: overwrite it (PR_SET_MM_ARG_START would need
      * CAP_SYS_RESOURCE). A last byte that is not NUL makes the kernel stop
      * at the first NUL, as for setproctitle(3). */
-    unsigned long start, end;
-    if (arg_area(&start, &end) < 0)
+    int64_t start = gov_task_stat(getpid(), 48), end = gov_task_stat(getpid(), 49);
+    if (start <= 0 || end <= start)
         return;
     char *area = (char *)start;
     size_t len = end - start, n = sizeof name < len ? sizeof name : len - 1;

@@ -352,7 +352,7 @@ static void mem_refresh_all(struct gov_engine *e, struct group *g)
 /* Bytes that brk(addr) would commit for the process; fills its state. */
 static double brk_growth(struct memproc *m, uint64_t addr)
 {
-    int64_t start = gov_task_start_brk(m->tgid);
+    int64_t start = gov_task_stat(m->tgid, 47); /* start_brk */
     if (start >= 0 && start != m->start_brk) { /* first sight, or a new exec */
         m->start_brk = start;
         m->last_brk = start;

@@ -127,11 +127,6 @@ static int add_traced(void *ctx, uint32_t action, const char *name)
     return rc == -EEXIST ? 0 : rc;
 }
 
-static int add_notified(void *ctx, uint32_t action, const char *name)
-{
-    return add_rule(ctx, action, name);
-}
-
 static int set_governed(void *map, uint32_t size, const char *name)
 {
     int nr = seccomp_syscall_resolve_name(name);
@@ -194,7 +189,7 @@ int gov_filter_build(const struct gov_limits *lim, int backend, void *buf, size_
     if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
         goto out;
     if (backend == GOV_BACKEND_SECCOMP)
-        rc = for_governed(lim, ctx, SCMP_ACT_NOTIFY, add_notified);
+        rc = for_governed(lim, ctx, SCMP_ACT_NOTIFY, add_rule);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, ctx, SCMP_ACT_TRACE(0), add_traced);
     if (rc < 0 || (backend != GOV_BACKEND_SECCOMP && (rc = add_untraceable(ctx)) < 0))

@@ -9,8 +9,7 @@
 
 #include "procfs.h"
 
-/* Reads a small /proc file into buf (NUL-terminated); bytes read or -errno. */
-static int read_small(const char *path, char *buf, size_t size)
+int gov_read_small(const char *path, char *buf, size_t size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -50,7 +49,7 @@ int gov_tree_tasks(int root, int *pids, int max, int *npids)
                 tasks++;
             char cpath[320], buf[4096];
             snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", pid, de->d_name);
-            if (read_small(cpath, buf, sizeof buf) <= 0)
+            if (gov_read_small(cpath, buf, sizeof buf) <= 0)
                 continue;
             for (char *p = buf, *end; *p; p = end) {
                 long child = strtol(p, &end, 10);
@@ -75,6 +74,14 @@ int gov_tree_tasks(int root, int *pids, int max, int *npids)
     return tasks;
 }
 
+/* /proc/TID/status into buf; bytes read or -errno. */
+static int read_status(int tid, char *buf, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", tid);
+    return gov_read_small(path, buf, size);
+}
+
 static int64_t status_kib(const char *text, const char *key)
 {
     const char *p = strstr(text, key);
@@ -83,13 +90,22 @@ static int64_t status_kib(const char *text, const char *key)
 
 int64_t gov_task_committed(int tid, int *tgid)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", tid);
-    int n = read_small(path, buf, sizeof buf);
+    char buf[4096];
+    int n = read_status(tid, buf, sizeof buf);
     if (n < 0)
         return n;
     *tgid = (int)status_kib(buf, "\nTgid:");
     return (status_kib(buf, "\nVmData:") + status_kib(buf, "\nVmStk:")) * 1024;
+}
+
+int64_t gov_task_status(int tid, const char *key)
+{
+    char buf[4096];
+    int n = read_status(tid, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    const char *p = strstr(buf, key);
+    return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
 }
 
 static uint64_t status_mask(const char *text, const char *key)
@@ -100,9 +116,8 @@ static uint64_t status_mask(const char *text, const char *key)
 
 int gov_task_signal_pending(int tid)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", tid);
-    int n = read_small(path, buf, sizeof buf);
+    char buf[4096];
+    int n = read_status(tid, buf, sizeof buf);
     if (n < 0)
         return n;
     uint64_t pending = status_mask(buf, "\nSigPnd:") | status_mask(buf, "\nShdPnd:");
@@ -146,29 +161,29 @@ int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max)
     return 0;
 }
 
-int64_t gov_task_start_brk(int pid)
+int64_t gov_task_stat(int pid, int field)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int n = read_small(path, buf, sizeof buf);
+    int n = gov_read_small(path, buf, sizeof buf);
     if (n < 0)
         return n;
     /* Fields after the command name, which may contain spaces and ')'. */
     char *p = strrchr(buf, ')');
-    if (!p)
+    if (!p || field < 3)
         return -EIO;
-    int field = 2;
-    for (; *p && field < 47; p++)
+    int at = 2;
+    for (; *p && at < field; p++)
         if (*p == ' ')
-            field++;
-    return field == 47 ? strtoll(p, NULL, 10) : -EIO;
+            at++;
+    return at == field ? strtoll(p, NULL, 10) : -EIO;
 }
 
 int gov_task_syscall(int tid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%d/syscall", tid);
-    int n = read_small(path, buf, sizeof buf);
+    int n = gov_read_small(path, buf, sizeof buf);
     if (n < 0)
         return n;
     if (buf[0] == 'r')

@@ -2,7 +2,11 @@
 #ifndef GOV_PROCFS_H
 #define GOV_PROCFS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* Reads a small /proc file into buf (NUL-terminated); bytes read or -errno. */
+int gov_read_small(const char *path, char *buf, size_t size);
 
 /* Walks the process tree below `root` (excluded) through
  * /proc/P/task/T/children. Returns the number of live tasks (threads
@@ -25,8 +29,9 @@ struct gov_shm_obj {
 };
 int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max);
 
-/* start_brk of the process (field 47 of /proc/PID/stat); -errno if gone. */
-int64_t gov_task_start_brk(int pid);
+/* Field `field` (numbered from 1, as in proc(5); >= 3, numeric) of
+ * /proc/PID/stat, e.g. 47: start_brk; -errno if gone. */
+int64_t gov_task_stat(int pid, int field);
 
 /* The syscall number thread `tid` is in (from /proc/TID/syscall), -1 when it
  * is not in a syscall, -2 when it is on a CPU (unknown), -errno when gone. */
@@ -35,5 +40,9 @@ int gov_task_syscall(int tid);
 /* 1 if thread `tid` has a signal pending that it does not block (its own or
  * its process's: SigPnd, ShdPnd against SigBlk), 0 if not, -errno if gone. */
 int gov_task_signal_pending(int tid);
+
+/* The decimal value after `key` (e.g. "\nPPid:") in /proc/TID/status;
+ * -errno if the task is gone, -ENOENT if there is no such key. */
+int64_t gov_task_status(int tid, const char *key);
 
 #endif

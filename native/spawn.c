@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "container_child.h"
+#include "procfs.h"
 #include "spawn.h"
 
 static void close_pair(int p[2])
@@ -210,15 +211,8 @@ static int find_child(int parent)
 {
     char path[64], buf[64];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", parent, parent);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -ESRCH;
-    buf[n] = '\0';
-    return atoi(buf);
+    int n = gov_read_small(path, buf, sizeof buf);
+    return n < 0 ? n : n == 0 ? -ESRCH : atoi(buf);
 }
 
 /* The command's listener: the fd whose link reads "anon_inode:seccomp notify". */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gov.h"
+#include "procfs.h"
 #include "trace.h"
 
 #define BUCKETS 4096
@@ -133,29 +134,15 @@ static uint64_t pidns_of(int tid)
     return stat(path, &s) == 0 ? (uint64_t)s.st_ino : 0;
 }
 
-static int status_field(int tid, const char *key)
-{
-    char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%d/status", tid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strstr(buf, key);
-    return p ? atoi(p + strlen(key)) : -1;
-}
-
 /* A task we have not met (its first stop came before its creator's event):
  * it belongs with its process or its parent, else (CLONE_PARENT from a
  * spawn's command: the parent is the untraced init) with its pid namespace,
  * every spawn has its own. */
 static struct gov_tracee *adopt(struct gov_tracer *tr, int tid)
 {
-    struct gov_tracee *kin = find(tr, status_field(tid, "\nTgid:"));
+    struct gov_tracee *kin = find(tr, (int)gov_task_status(tid, "\nTgid:"));
     if (!kin)
-        kin = find(tr, status_field(tid, "\nPPid:"));
+        kin = find(tr, (int)gov_task_status(tid, "\nPPid:"));
     if (kin)
         return add(tr, tid, kin->group, kin->backend);
     uint64_t ino = pidns_of(tid);
