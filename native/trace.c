@@ -87,8 +87,11 @@ static void kick(struct gov_tracer *tr)
 
 /* ---- tracees ---- */
 
+/* tid may be an -errno from gov_task_status (a task gone meanwhile). */
 static struct gov_tracee *find(struct gov_tracer *tr, int tid)
 {
+    if (tid <= 0)
+        return NULL;
     for (struct gov_tracee *t = tr->tab[tid % BUCKETS]; t; t = t->next)
         if (t->tid == tid)
             return t;
