@@ -387,6 +387,7 @@ class Group:
             index = int(Path(f"/sys/class/net/{host_ifname}/ifindex").read_text())
         except (OSError, ValueError):
             raise GovernorError(f"attach_interface: no interface {host_ifname!r}") from None
+        check(lib.gov_group_attach_net(self.supervisor._engine, self.id), "attach interface")
         self._interface = (host_ifname, index)
         self._settle_net()
 

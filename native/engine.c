@@ -1250,6 +1250,18 @@ int gov_group_remove(struct gov_engine *e, int id)
     return g ? 0 : -ENOENT;
 }
 
+int gov_group_attach_net(struct gov_engine *e, int id)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    for (int r = GOV_NET_SEND; g && r <= GOV_NET_RECV; r++) {
+        g->if_seen[r] = 0;
+        g->used_seen[r] = g->u.r[r].used;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return g ? 0 : -ENOENT;
+}
+
 int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
                          uint64_t recv_total)
 {

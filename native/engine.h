@@ -39,6 +39,10 @@ int gov_group_add_listener(struct gov_engine *e, int group, int fd);
  * without symlinks), counted at once. -EEXIST if it has one. */
 int gov_group_disk_area(struct gov_engine *e, int group, const char *const *dirs, int n);
 int gov_group_usage(struct gov_engine *e, int group, struct gov_usage *out);
+/* The group has a new interface of its own (a container's next command gets
+ * a new veth): its counters start from zero, and the next settlements count
+ * from them. */
+int gov_group_attach_net(struct gov_engine *e, int group);
 /* Settles net_send / net_recv with what really crossed the group's own
  * network interface: the totals it has sent and received so far (counters
  * that never go back: -EINVAL if they do). The difference between what the

@@ -209,3 +209,36 @@ def test_net_send_is_charged_what_crossed_the_interface(tmp_path, state):
     assert received < used <= 1.1 * received   # payload plus TCP/IP headers and ACKs
     # Coarse: the run (about 4 s) includes the container's start and a 0.1 s burst.
     assert 1.9 <= rate <= 2.1, rate
+
+
+def test_each_command_of_a_container_is_charged_at_its_own_veth(tmp_path, state):
+    """A container runs one command at a time, and each gets a new veth whose
+    counters start at zero: the group's net_send must follow the new one as
+    it followed the first (usage grows by what its veth counted)."""
+    from governor import Container, Limits, Supervisor
+
+    box = Container(rootfs=str(make_rootfs(tmp_path / "twice")), net="auto", pool=POOL,
+                    bridge=BRIDGE, state_dir=str(state))
+    with Supervisor(publish_state=False) as sup:
+        g = sup.group("twice", Limits(net_send="64MiB/s"), container=box)
+        for _ in range(2):
+            before = g.usage().resources["net_send"].used
+            sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE,
+                                    text=True)
+            r, w = os.pipe()
+            try:
+                port = int(sink.stdout.readline())
+                proc = g.spawn(["sh", "-c", f"dd if=/dev/zero bs=64k count=16 2>/dev/null | "
+                                            f"nc {GATEWAY} {port}; read x"], stdin=r)
+                assert int(sink.stdout.readline()) == 1 << 20
+                counter = Path(f"/sys/class/net/{box.lease.ifname}/statistics/rx_bytes")
+                wait_for(lambda: g.usage().resources["net_send"].used - before ==
+                         int(counter.read_text()), 5,
+                         "usage to grow by what this command's veth counted")
+            finally:
+                os.write(w, b"\n")
+                os.close(w)
+                os.close(r)
+                sink.kill()
+                sink.wait(10)
+            assert proc.wait(10) == 0
