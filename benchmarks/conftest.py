@@ -1,4 +1,4 @@
-"""Fixtures of the overhead benchmarks: the C helpers (governor.benchbin:
+"""Fixtures of the overhead benchmarks: the C helpers (governor_bench.binaries:
 the binaries `governor bench` uses), and the store of per-call medians that
 becomes results.json and the table printed at the end of the run.
 
@@ -23,7 +23,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import report  # noqa: E402
-from governor import benchbin  # noqa: E402
+from governor_bench import binaries as benchbin  # noqa: E402
 from governor._errors import GovernorError  # noqa: E402
 
 RESULTS_KEY = pytest.StashKey[dict]()

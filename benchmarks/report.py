@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from governor.bench import MODES, mechanisms
+from governor_bench import MODES, mechanisms
 
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from governor import bench
+import governor_bench as bench
 from test_overhead import SCALE, measure
 
 N_MECH = max(1000, int(50_000 * SCALE))

@@ -20,7 +20,8 @@ import time
 import pytest
 
 import report
-from governor import Limits, Supervisor, bench
+import governor_bench as bench
+from governor import Limits, Supervisor
 
 SCALE = float(os.environ.get("GOVERNOR_BENCH_SCALE", "1"))
 ROUNDS = int(os.environ.get("GOVERNOR_BENCH_ROUNDS", "7"))

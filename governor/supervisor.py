@@ -19,12 +19,12 @@ import psutil
 from ptrace.syscall.linux.i386 import SYSCALL_NAMES as _I386_CALLS
 from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
 
-from . import _native
+from . import _native, backends
 from ._errors import GovernorError, PolicyError, SpawnError, check
 from .container import Container
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
-from .cpu import CpuController
-from .state import Publisher
+from .monitor.cpu import CpuController
+from .monitor.state import Publisher
 
 ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_
 _FILTER_MAX = 1 << 16
 _X32_BIT = 0x40000000
 _NR_SYSCALLS = 512  # above every x86_64 system call number
-BACKENDS = {"seccomp": lib.GOV_BACKEND_SECCOMP, "ptrace": lib.GOV_BACKEND_PTRACE,
-            "ptrace-syscall": lib.GOV_BACKEND_PTRACE_SYSCALL}
+BACKENDS = dict(zip(backends.NAMES, (lib.GOV_BACKEND_SECCOMP, lib.GOV_BACKEND_PTRACE,
+                                     lib.GOV_BACKEND_PTRACE_SYSCALL)))
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
 _SAMPLE_EVERY = 4     # ticks: psutil samples every 0.2 s
 _PUBLISH_EVERY = 20   # ticks: state files are rewritten about once a second

@@ -23,3 +23,15 @@ def run_dir(tmp_path_factory):
         del os.environ["GOVERNOR_RUN_DIR"]
     else:
         os.environ["GOVERNOR_RUN_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def host_net_lock():
+    """Tests that make bridges and pools with fixed names on the host take
+    this machine-wide lock, so that two test runs (two checkouts) do not
+    tear down each other's bridge."""
+    import fcntl
+
+    with open("/tmp/governor-tests-net.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield

@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from _tenants import needs_root
-from governor import bench, benchbin
+import governor_bench as bench
+from governor_bench import binaries as benchbin
 
 ROWS = ["native", "seccomp_allow", "notify_engine", "notify_engine_nosync", "notify_python",
         "ptrace_engine", "ptrace_syscall_engine", "python_ptrace", "python_ptrace_syscall",

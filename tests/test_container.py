@@ -17,7 +17,7 @@ import pytest
 from _tenants import compile_c, make_rootfs, wait_for
 from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
-from governor.registry import FIRST_BASE, ID_RANGE
+from governor.container.registry import FIRST_BASE, ID_RANGE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
 GOVERNOR = [sys.executable, "-m", "governor"]
@@ -345,7 +345,7 @@ def test_a_running_name_is_refused(tmp_path, state):
 
 
 def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch):
-    from governor import registry as reg
+    from governor.container import registry as reg
     monkeypatch.setattr(reg, "_reserved_ranges", lambda: [(FIRST_BASE + 10, FIRST_BASE + 20)])
     r = reg.Registry(tmp_path)
     with r.locked() as doc:

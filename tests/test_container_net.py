@@ -18,7 +18,8 @@ from pyroute2 import IPRoute
 
 from _tenants import compile_c, make_rootfs, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth)"),
+              pytest.mark.usefixtures("host_net_lock")]
 GOVERNOR = [sys.executable, "-m", "governor"]
 POOL, BRIDGE, GATEWAY = "10.231.9.0/24", "gvct0", "10.231.9.1"
 

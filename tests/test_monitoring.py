@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _tenants import wait_for
 from governor import Limits, Supervisor
-from governor.metrics import serve_metrics
-from governor.state import read_states
+from governor.monitor.metrics import serve_metrics
+from governor.monitor.state import read_states
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
 GOVERNOR = [sys.executable, "-m", "governor"]

@@ -25,8 +25,9 @@ from pyroute2 import IPRoute
 from _tenants import python_tenant, wait_for
 
 from governor import GovernorError, Limits, PolicyError, Supervisor
-from governor.network import NetConfig, Network
+from governor.container.network import NetConfig, Network
 
+pytestmark = pytest.mark.usefixtures("host_net_lock")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 KiB, MiB = 1024, 1024 * 1024
 BRIDGE, POOL = "gvtest0", "10.231.0.0/24"
@@ -124,7 +125,7 @@ elif mode == "bind":     # bind HOST_ADDRESS OWN_ADDRESS
 DRIVER = r'''
 import os, sys, time
 from governor import Supervisor
-from governor.network import NetConfig, Network
+from governor.container.network import NetConfig, Network
 net = Network(NetConfig.from_env(pool=sys.argv[1], bridge=sys.argv[2], state_dir=sys.argv[3]))
 with Supervisor(publish_state=False) as sup:
     group = sup.group("killed")
@@ -357,7 +358,7 @@ def test_supervisor_killed_leaves_no_veth_and_a_stale_lease(net, tmp_path, caplo
         proc.stdout.close()
     wait_for(lambda: not link_exists(ifname), 10, f"{ifname} to go with its namespace")
     assert net.leases() == []   # the driver's lease is stale
-    with caplog.at_level("WARNING", logger="governor.network"):
+    with caplog.at_level("WARNING", logger="governor.container.network"):
         again = net.reserve("again", net.parse(f"{address}/24"))
     assert f"removing stale lease of {address} for killed (supervisor {proc.pid} is gone)" \
         in caplog.text

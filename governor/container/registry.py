@@ -20,7 +20,7 @@ from typing import Iterator
 
 import psutil
 
-from ._errors import GovernorError, PolicyError
+from .._errors import GovernorError, PolicyError
 
 log = logging.getLogger(__name__)
 ID_RANGE = 65536          # uids (and gids) per container

@@ -1,11 +1,10 @@
-"""governor's command line: `governor run [options] -- CMD ARGS...`, `ps`, `top`,
-`bench`."""
+"""`governor run [options] -- CMD ARGS...`: a command tree as one group under
+limits, optionally in a container."""
 from __future__ import annotations
 
 import argparse
 import errno
 import json
-import logging
 import os
 import select
 import signal
@@ -15,40 +14,20 @@ import time
 
 import structlog
 
-from . import bench
-from ._errors import GovernorError, PolicyError, SpawnError
-from .container import Container, check_name
-from .bench import Options
-from .limits import KEYS, Limits, parse_assignments
-from .policy import load_policy
-from .metrics import parse_address, serve_metrics
-from .state import read_states
-from .supervisor import BACKENDS, Supervisor
-from .top import run_top
-from .view import sort_states, table
+from .._errors import PolicyError, SpawnError
+from ..backends import NAMES as BACKENDS
+from ..container import Container, check_name
+from ..limits import KEYS, Limits, parse_assignments
+from ..monitor.metrics import parse_address, serve_metrics
+from ..policy import load_policy
+from ..supervisor import Supervisor
 
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 
 
-def _configure_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
-                else structlog.processors.JSONRenderer())
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="governor",
-                                description="Run programs under per-group resource limits, "
-                                            "enforced by holding their system calls.")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_parser(sub) -> None:
     run = sub.add_parser(
         "run", help="run a command tree as one group under limits",
         description="Run CMD and every process it starts as one group. Exit status: the "
@@ -89,35 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="log more (-v: spawns and denials, -vv: every hold)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
-    ps = sub.add_parser("ps", help="list the groups running on this host",
-                        description="One line per group of any governor on this host: tasks, "
-                                    "memory, rates over the last second against their limits, "
-                                    "calls held per second.")
-    ps.add_argument("--json", action="store_true", help="print the state documents as JSON")
-    top = sub.add_parser("top", help="live view of every group on this host",
-                         description="A live view of every group on this host, refreshed every "
-                                     "second. Keys: c cpu, m memory, n network, d disk, h held, "
-                                     "t tasks, g group name; q quits.")
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    bench = sub.add_parser(
-        "bench", help="measure the per-call cost of each interception mechanism",
-        description="Per-call cost of a governed call (1-byte pwrite64, a disk_write limit "
-                    "that never binds) and of an ungoverned one (getpid) under each "
-                    "interception mechanism, median and p99 over rounds with ratios to "
-                    "native; then real workloads (dd, loopback TCP, tar) natively, under "
-                    "each backend and under strace and proot. Needs root and a C compiler.")
-    bench.add_argument("--json", metavar="FILE", help="also write every result and sample "
-                       "as JSON to FILE (-: to stdout, the table then goes to stderr)")
-    bench.add_argument("--pin", action="store_true",
-                       help="run the supervisors and the tenants on one CPU")
-    bench.add_argument("--calls", type=int, default=Options.calls, metavar="N",
-                       help=f"calls per round; the macro workloads are sized from it "
-                            f"(default {Options.calls})")
-    bench.add_argument("--rounds", type=int, default=Options.rounds, metavar="R",
-                       help=f"rounds per row (default {Options.rounds})")
-    bench.add_argument("--no-macro", dest="macro", action="store_false",
-                       help="skip the macro workloads")
-    return p
 
 
 def _limits(args) -> Limits:
@@ -128,7 +78,7 @@ def _limits(args) -> Limits:
     return base.merged(override)
 
 
-def _check_writable(path: str, source: str, key: str | None) -> None:
+def check_writable(path: str, source: str, key: str | None) -> None:
     """A file that is written at the end: its directory must take it."""
     where = os.path.dirname(os.path.abspath(path))
     if not os.access(where, os.W_OK):
@@ -164,7 +114,7 @@ def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _run(args) -> int:
+def main(args) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         print("governor run: missing command (governor run [options] -- CMD ARGS...)",
@@ -176,7 +126,7 @@ def _run(args) -> int:
         if args.metrics:
             parse_address(args.metrics)
         if args.stats_json:
-            _check_writable(args.stats_json, "--stats-json", None)
+            check_writable(args.stats_json, "--stats-json", None)
         container = _container(args)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
@@ -276,57 +226,3 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
                               value=ev.value)
         if proc.status_fd in ready:
             proc.wait()
-
-
-def _ps(args) -> int:
-    states = sort_states(read_states(), "g")
-    if args.json:
-        json.dump(states, sys.stdout, indent=2)
-        print()
-    else:
-        print("\n".join(table(states)))
-    return 0
-
-
-def _bench(args) -> int:
-    try:
-        opts = Options(calls=args.calls, rounds=args.rounds, pin=args.pin, macro=args.macro,
-                       progress=bench.progress_to_stderr)
-        if args.json and args.json != "-":
-            _check_writable(args.json, "governor bench", "--json")
-    except PolicyError as e:
-        print(f"governor: {e}", file=sys.stderr)
-        return 2
-    doc = bench.run(opts)
-    text = bench.report(doc)
-    if args.json == "-":
-        print(text, file=sys.stderr)
-        json.dump(doc, sys.stdout, indent=2)
-        print()
-    else:
-        print(text)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _configure_logging(getattr(args, "verbose", 0))
-    try:
-        if args.command == "ps":
-            return _ps(args)
-        if args.command == "top":
-            return run_top(args.interval)
-        if args.command == "bench":
-            return _bench(args)
-        return _run(args)
-    except GovernorError as e:
-        print(f"governor: {e}", file=sys.stderr)
-        return 125
-
-
-if __name__ == "__main__":
-    sys.exit(main())

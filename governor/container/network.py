@@ -29,11 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from . import registry
-from ._errors import GovernorError, PolicyError
+from .._errors import GovernorError, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +44,14 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETNS_TIMEOUT = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _pyroute2():
+    """(IPRoute, NetlinkError). pyroute2 takes about 0.2 s to import: only
+    containers with an address need it, so it is imported at their first use."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    return IPRoute, NetlinkError
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,7 @@ class Network:
 
     def ensure_bridge(self, ipr: IPRoute) -> int:
         """The bridge, up, with the pool's first host address; its index."""
+        _, NetlinkError = _pyroute2()
         name = self.config.bridge
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -312,6 +318,7 @@ class Network:
         return index
 
     def _add_veth(self, lease: Lease, nsfd: int) -> None:
+        IPRoute, NetlinkError = _pyroute2()
         with IPRoute() as ipr:
             bridge = self.ensure_bridge(ipr)
             found = ipr.link_lookup(ifname=lease.ifname)
@@ -338,6 +345,7 @@ class Network:
     def _delete_link(self, ifname: str) -> None:
         """Deletes ifname if it is on our bridge (a name of another pool's
         container may be the same)."""
+        IPRoute, NetlinkError = _pyroute2()
         with IPRoute() as ipr:
             bridge = ipr.link_lookup(ifname=self.config.bridge)
             found = ipr.link_lookup(ifname=ifname)
@@ -350,7 +358,7 @@ class Network:
                     raise _netlink_error(f"deleting {ifname}", e) from None
 
 
-def _netlink_error(what: str, e: NetlinkError) -> GovernorError:
+def _netlink_error(what: str, e) -> GovernorError:
     return GovernorError(f"{what}: {os.strerror(e.code)}")
 
 
@@ -369,6 +377,7 @@ def _in_netns(nsfd: int, work: Callable[[IPRoute], None]) -> None:
     moves only the calling thread, so a short-lived thread enters the
     namespace, opens the socket there, works and ends: no other thread of
     this process ever changes namespace."""
+    IPRoute, NetlinkError = _pyroute2()
     failure: list[BaseException] = []
 
     def run() -> None:

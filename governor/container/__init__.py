@@ -11,9 +11,9 @@ import stat
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from . import _native
-from ._errors import PolicyError, SpawnError
-from .limits import _parse
+from .. import _native
+from .._errors import PolicyError, SpawnError
+from ..limits import _parse
 from .network import Lease, NetConfig, Network
 from .registry import ID_RANGE, Registry
 

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 
-from . import _native
+from .. import _native
 
 lib = _native.lib
 log = logging.getLogger(__name__)

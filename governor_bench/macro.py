@@ -18,10 +18,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from ._errors import GovernorError
-from .bench import TIMEOUT, GovernedGroup, Options, Unavailable, text_table
-from .limits import Limits
-from .supervisor import governed_calls
+from governor._errors import GovernorError
+from . import TIMEOUT, GovernedGroup, Options, Unavailable, text_table
+from governor.limits import Limits
+from governor.supervisor import governed_calls
 
 # Every rate limit set, none binding: every I/O call of the workload is governed.
 NEVER_BINDS = Limits(disk_write="100GiB/s", disk_read="100GiB/s", net_send="100GiB/s",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from .limits import RATE_KEYS
+from ..limits import RATE_KEYS
 
 log = logging.getLogger(__name__)
 VERSION = 1

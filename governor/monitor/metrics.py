@@ -1,16 +1,13 @@
-"""Prometheus metrics of a supervisor's groups (prometheus-client).
+"""Prometheus metrics of a supervisor's groups (prometheus-client, imported
+only when metrics are served).
 
 Read at scrape time from the engine's counters and the psutil samples:
 nothing here touches the hot path.
 """
 from __future__ import annotations
 
-from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import CollectorRegistry
-
-from ._errors import GovernorError, PolicyError
-from .limits import RATE_KEYS
+from .._errors import GovernorError, PolicyError
+from ..limits import RATE_KEYS
 
 
 class GroupCollector:
@@ -18,6 +15,8 @@ class GroupCollector:
         self.supervisor = supervisor
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         labels = ["group", "resource"]
         moved = CounterMetricFamily("governor_bytes", "Bytes moved, per rate-limited resource",
                                     labels=labels)
@@ -77,6 +76,9 @@ def parse_address(text: str) -> tuple[str, int]:
 def serve_metrics(supervisor, address: str):
     """Serves /metrics on address ("127.0.0.1:9464"); returns the server
     (call .shutdown() and .server_close() to stop it)."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
     host, port = parse_address(address)
     registry = CollectorRegistry()
     registry.register(GroupCollector(supervisor))

@@ -1,6 +1,6 @@
 """`governor bench`: what a governed and an ungoverned system call cost under
 each interception mechanism, measured by the tenant itself, and real
-workloads under each backend and the peer tools (governor/bench_macro.py).
+workloads under each backend and the peer tools (macro.py).
 
 Each micro row runs benchsrc/tenant_loop.c, which times N calls of its own
 with clock_gettime around the loop only (process start, filter install and
@@ -22,14 +22,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import benchbin, pyloops
-from ._errors import GovernorError, PolicyError
-from .limits import Limits
-from .supervisor import Supervisor
+from . import binaries, pyloops
+from .options import Options
+from governor._errors import GovernorError, PolicyError
+from governor.limits import Limits
+from governor.supervisor import Supervisor
 
 NEVER_BINDS = Limits(disk_write="100GiB/s")
 MODES = {"governed": "pwrite", "ungoverned": "getpid"}
@@ -256,20 +257,6 @@ def goal_results(rows: dict[str, dict]) -> list[dict]:
 
 # ---- the run ----
 
-@dataclass
-class Options:
-    calls: int = 50_000
-    rounds: int = 7
-    pin: bool = False
-    macro: bool = True
-    progress: Callable[[str], None] = field(default=lambda msg: None)
-
-    def __post_init__(self):
-        for key in ("calls", "rounds"):
-            if getattr(self, key) < 1:
-                raise PolicyError("governor bench", f"--{key}", "must be at least 1")
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -291,7 +278,7 @@ def pin_to_one_cpu() -> int:
 
 def run(opts: Options) -> dict:
     """Measures everything; returns the document `--json` writes."""
-    helpers = benchbin.build()
+    helpers = binaries.build()
     pinned = pin_to_one_cpu() if opts.pin else None
     meta = {"kernel": platform.release(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "sync_wakeup": None, "pinned_cpu": pinned,
@@ -307,7 +294,7 @@ def run(opts: Options) -> dict:
         meta["sync_wakeup"] = rows["notify_engine"]["available"]
         doc = {"meta": meta, "rows": list(rows.values()), "goals": goal_results(rows)}
         if opts.macro:
-            from .bench_macro import run_macro  # here: bench_macro builds on this module
+            from .macro import run_macro  # here: macro builds on this module
             doc["macro"] = run_macro(helpers, Path(tmp), opts)
     return doc
 
@@ -394,7 +381,7 @@ def report(doc: dict) -> str:
             out.append(f"  {g['goal']} {g['target']}: {g['ratio']:.2f}x, "
                        f"{'met' if g['met'] else 'NOT met'}")
     if "macro" in doc:
-        from .bench_macro import macro_report  # here: bench_macro builds on this module
+        from .macro import macro_report  # here: macro builds on this module
         out += ["", *macro_report(doc["macro"])]
     return "\n".join(out)
 

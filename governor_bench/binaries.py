@@ -1,6 +1,6 @@
 """The C helpers of `governor bench`, built on demand.
 
-Their sources ship in the package (governor/benchsrc/); the first use
+Their sources ship in the package (governor_bench/benchsrc/); the first use
 compiles them with the system C compiler into a cache directory named by a
 hash of the sources and the compiler, so an installed governor measures with
 exactly the code in its package, and benchmarks/ uses the same binaries.
@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ._errors import GovernorError
+from governor._errors import GovernorError
 
 SRC = Path(__file__).resolve().parent / "benchsrc"
 # tenant_loop: times N calls; floor_*: minimal supervisors; *_exec: tenants

@@ -33,7 +33,7 @@ import time
 from ptrace.binding import func as pt
 from ptrace.debugger import PtraceDebugger
 
-from ._errors import GovernorError
+from governor._errors import GovernorError
 
 _NR_PIDFD_GETFD = 438
 _GOVERNED = {1: "write", 18: "pwrite64"}   # x86_64 numbers of the bench filter's calls

@@ -1,0 +1,52 @@
+"""governor's command line. One module per subcommand, each with
+`add_parser(sub)` and `main(args)`; only the chosen command's module imports
+what it needs (the engine, pyroute2, ...), so `governor ps` stays light."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .._errors import GovernorError
+
+# subcommand -> module of this package
+COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench"}
+
+
+def configure_logging(verbose: int) -> None:
+    import structlog
+
+    level = logging.WARNING - 10 * verbose
+    renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="governor",
+                                description="Run programs under per-group resource limits, "
+                                            "enforced by holding their system calls.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in dict.fromkeys(COMMANDS.values()):
+        importlib.import_module(f".{module}", __name__).add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "verbose", 0))
+    try:
+        return importlib.import_module(f".{COMMANDS[args.command]}", __name__).main(args)
+    except GovernorError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())
