@@ -55,7 +55,8 @@ class Arg:
 
 @dataclass(frozen=True)
 class Rule:
-    """syscall (an x86_64 name or number) gets action when every arg holds."""
+    """syscall (an x86_64 name libseccomp knows, or a number below 1024, for
+    calls newer than its table) gets action when every arg holds."""
 
     syscall: str | int
     action: Action
@@ -66,11 +67,6 @@ def syscall_number(name: str) -> int | None:
     """The x86_64 number of a syscall name, as libseccomp knows it."""
     nr = lib.gov_syscall_number(name.encode())
     return None if nr < 0 else nr
-
-
-def syscall_name(nr: int) -> str | None:
-    buf = ffi.new("char[]", 64)
-    return ffi.string(buf).decode() if lib.gov_syscall_name(nr, buf, 64) >= 0 else None
 
 
 def _action(action: Action, where: str) -> tuple[int, int]:
@@ -89,7 +85,7 @@ def _number(syscall: str | int, where: str) -> int:
     if isinstance(syscall, str):
         nr = syscall_number(syscall)
     elif isinstance(syscall, int) and not isinstance(syscall, bool):
-        nr = syscall if syscall_name(syscall) else None
+        nr = syscall if 0 <= syscall < lib.GOV_MAX_SYSCALL else None
     else:
         nr = None
     if nr is None:

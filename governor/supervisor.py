@@ -569,13 +569,16 @@ class Supervisor:
         its volumes). disk_area: for a group without a container, the
         directories whose contents count against disk_space. rules: extra
         seccomp rules for its filter (governor/rules.py), and the action of
-        a call they do not match."""
+        a call they do not match; None: a container's default profile
+        (governor/container/profile.py), nothing for a plain group."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
         if container and disk_area:
             raise GovernorError(f"group {name!r}: a container brings its own disk area")
         area = _check_area(name, limits, container.writable_paths if container else disk_area)
+        if rules is None and container:
+            rules = container.seccomp_rules()
         bpf = _build_filter(limits, container is not None, self.backend, rules, default_action)
         if container:
             container.claim(name)

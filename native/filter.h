@@ -34,7 +34,7 @@ enum {
     GOV_ACT_KILL_PROCESS,
 };
 
-enum { GOV_RULE_ARGS = 6, GOV_FILTER_MAX_INSNS = 4096 };
+enum { GOV_RULE_ARGS = 6, GOV_FILTER_MAX_INSNS = 4096, GOV_MAX_SYSCALL = 1024 };
 
 struct gov_arg_cmp {
     unsigned int arg;  /* 0..5 */
@@ -43,8 +43,9 @@ struct gov_arg_cmp {
     uint64_t b;        /* GOV_CMP_MASKED_EQ: what arg & mask must equal */
 };
 
-/* One extra rule: syscall nr (x86_64 number) gets `action` when all its
- * comparisons hold (at most one per argument). */
+/* One extra rule: syscall nr (x86_64 number, below GOV_MAX_SYSCALL, known
+ * to libseccomp or not) gets `action` when all its comparisons hold (at
+ * most one per argument). */
 struct gov_rule {
     int nr;
     int action;        /* GOV_ACT_* */
@@ -81,7 +82,7 @@ struct gov_rules {
  * Rules are made disjoint before libseccomp sees them (argcond.h). With
  * extra rules every call through the i386 and x32 tables gets ENOSYS
  * (filter.c says why). Returns the program's length in bytes, or -errno: -EINVAL for a bad
- * rule (unknown syscall, action, errno, argument, op, or an argument
+ * rule (syscall number, action, errno, argument, op, or an argument
  * compared twice), -EOPNOTSUPP for ranges that cannot be combined,
  * -E2BIG past ARGC_MAX_TERMS pieces for one syscall or GOV_FILTER_MAX_INSNS
  * instructions, -ENOSPC if buf is too small. */
@@ -92,9 +93,7 @@ int gov_filter_build(const struct gov_limits *lim, int backend, const struct gov
  * nr < size. The ptrace-syscall backend's filter, in the tracer. */
 void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size);
 
-/* x86_64 syscall numbers and names as libseccomp knows them: the number,
- * or the name's length written into buf; -ENOENT if unknown. */
+/* The x86_64 number of a syscall name as libseccomp knows it; -ENOENT. */
 int gov_syscall_number(const char *name);
-int gov_syscall_name(int nr, char *buf, int size);
 
 #endif

@@ -19,7 +19,7 @@ from ..backends import NAMES as BACKENDS
 from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
 from ..monitor.metrics import parse_address, serve_metrics
-from ..policy import load_policy
+from ..policy import Policy, read_policy
 from ..supervisor import Supervisor
 
 # Signals that `governor run` passes on to the command.
@@ -65,17 +65,21 @@ def add_parser(sub) -> None:
                           "ADDRESS/PREFIX: that address of the pool")
     box.add_argument("--state-dir", metavar="DIR",
                      help="container registry (default: $GOVERNOR_STATE_DIR or /var/lib/governor)")
+    box.add_argument("--allow-syscall", action="append", default=[], metavar="NAME",
+                     help="let the container make a system call that its default seccomp "
+                          "profile denies, e.g. keyctl (repeatable; policy: [security] allow)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="log more (-v: spawns and denials, -vv: every hold)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
 
-def _limits(args) -> Limits:
-    base = load_policy(args.policy) if args.policy else Limits()
+def _policy(args) -> Policy:
+    """The policy file's, with the command line's limits and exceptions on top."""
+    base = read_policy(args.policy) if args.policy else Policy(Limits())
     override = Limits(burst=parse_assignments(args.burst, "--burst"),
                       on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return base.merged(override)
+    return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:
@@ -85,19 +89,24 @@ def check_writable(path: str, source: str, key: str | None) -> None:
         raise PolicyError(source, key, f"cannot write into {where}")
 
 
-def _container(args) -> Container | None:
+def _container(args, policy: Policy) -> Container | None:
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
                             ("--net", args.net), ("--state-dir", args.state_dir)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
+        if policy.allow_syscalls:
+            where = ("--allow-syscall", None) if args.allow_syscall else (args.policy,
+                                                                          "security.allow")
+            raise PolicyError(*where, "needs --rootfs: only containers have a seccomp profile")
         return None
     if not args.name:
         raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
     check_name(args.name)
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
-                     net=args.net or "none", state_dir=args.state_dir)
+                     net=args.net or "none", state_dir=args.state_dir,
+                     allow_syscalls=policy.allow_syscalls)
 
 
 def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:
@@ -121,13 +130,14 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        limits = _limits(args)
+        policy = _policy(args)
+        limits = policy.limits
         # Bad addresses and paths fail before anything starts.
         if args.metrics:
             parse_address(args.metrics)
         if args.stats_json:
             check_writable(args.stats_json, "--stats-json", None)
-        container = _container(args)
+        container = _container(args, policy)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
     except PolicyError as e:

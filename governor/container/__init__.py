@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 from .. import _native
 from .._errors import PolicyError, SpawnError
 from ..limits import _parse
+from . import profile
 from .network import Lease, NetConfig, Network
 from .registry import ID_RANGE, Registry
 
@@ -119,7 +120,8 @@ class Container:
     net: "none" (own network namespace, loopback only), "auto" (an address
     of the pool on a veth pair to the host's bridge) or "ADDRESS/PREFIX";
     pool, bridge: override $GOVERNOR_NET_POOL and $GOVERNOR_BRIDGE (see
-    network.py); tmp_size: of /tmp."""
+    network.py); tmp_size: of /tmp; allow_syscalls: calls that the default
+    seccomp profile (profile.py) denies and this container may make."""
 
     rootfs: str
     read_only: bool = False
@@ -129,9 +131,11 @@ class Container:
     bridge: str | None = None
     tmp_size: int | str = "64MiB"
     state_dir: str | None = None   # the registry's directory (default: see registry.py)
+    allow_syscalls: Sequence[str] = ()
     uid_base: int | None = field(default=None, init=False)   # known once claimed
 
     def __post_init__(self):
+        self.allow_syscalls = profile.check_allow(self.allow_syscalls, "--allow-syscall")
         self.rootfs = _directory(self.rootfs, "--rootfs")
         self.volumes = [parse_volume(v) for v in self.volumes]
         inside = [v[1] for v in self.volumes]
@@ -149,6 +153,10 @@ class Container:
         """Host paths the container can write: its rootfs unless read-only,
         and its volumes (what disk_space counts)."""
         return ([] if self.read_only else [self.rootfs]) + [v[0] for v in self.volumes]
+
+    def seccomp_rules(self) -> list:
+        """The default profile, less allow_syscalls (governor/rules.py Rules)."""
+        return profile.rules(self.allow_syscalls)
 
     def default_env(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/"}
