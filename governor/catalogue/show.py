@@ -1,0 +1,24 @@
+"""Values of the catalogue as a person reads them: each with its unit."""
+from __future__ import annotations
+
+from ..limits import RATE_KEYS
+from ..monitor.view import size
+
+
+def value(key: str, v) -> str:
+    """A limit, guarantee, capacity or peak of resource key, with its unit."""
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if key == "cpu":
+        return f"{v:.2f} CPUs"
+    if key == "processes":
+        return f"{v:g} tasks"
+    if key in RATE_KEYS:
+        return size(v) + "/s"
+    return size(v)
+
+
+def allocation(values: dict) -> str:
+    return ", ".join(f"{k}={value(k, v)}" for k, v in values.items()) or "-"
