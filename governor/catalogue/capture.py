@@ -27,7 +27,7 @@ from ..container import DEFAULT_PATH, check_name
 from ..limits import DEADLINE_SHARE, RATE_KEYS, Limits
 from .dpkg import Dpkg
 from .elf import MACHINES, Resolver, read_elf
-from .fileset import FileSet, add_loader_needs, add_packages
+from .fileset import PSEUDO, FileSet, add_loader_needs, add_packages
 from .host import KERNEL_MIN, KERNEL_SPEED, version_tuple
 from .oci import MT_CONFIG, MT_MANIFEST, VOLUME, Store, write_layer
 
@@ -254,6 +254,10 @@ def capture(catalogue, name: str, argv: list[str] | None = None, *,
                              key="headroom")
     if not os.path.isdir(workdir) or not workdir.startswith("/"):
         raise CatalogueError(f"--workdir: {workdir}: no such directory", key="workdir")
+    if any(workdir == p or workdir.startswith(p + "/") for p in PSEUDO):
+        raise CatalogueError(f"--workdir: {workdir} is under {', '.join(PSEUDO)}, which a "
+                             "container gets fresh or not at all: its files cannot be kept",
+                             key="workdir")
     volumes = [_parse_data(d) for d in data]
     dpkg = Dpkg()
     for pkg in packages:

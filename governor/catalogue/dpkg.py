@@ -74,7 +74,7 @@ class Dpkg:
     @cached_property
     def _providers(self) -> dict[str, str]:
         prov: dict[str, str] = {}
-        for pkg in set(self.packages.values()):
+        for pkg in {p.name: p for p in self.packages.values()}.values():
             for virtual in pkg.provides:
                 prov.setdefault(virtual, pkg.name)
         return prov

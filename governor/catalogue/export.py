@@ -121,7 +121,9 @@ def export(catalogue: Catalogue, group: str, remote: Remote) -> ExportResult:
     adm = remote_admission(catalogue, group, remote)
     if not adm.fits:
         raise AdmissionRefused(adm)
+    # Small blobs first: a copy that breaks in a layer has the rest whole.
     needed = list(dict.fromkeys(d for img in images for d in img.blobs))
+    needed.sort(key=lambda d: catalogue.store.blob_path(d).stat().st_size)
     status, out, err = remote.run(["store", "missing"], json.dumps(needed).encode(), "store missing")
     if status != 0:
         raise CatalogueError(f"{remote.url}: store missing: {err}", key="to")

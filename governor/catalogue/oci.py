@@ -109,6 +109,7 @@ class Store:
     def _write_atomic(self, path: Path, data: bytes) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="write-")
+        fcntl.flock(fd, fcntl.LOCK_EX)     # see _sweep
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -134,7 +135,9 @@ class Store:
         """A blob written as a stream: `w.file` to write; its digest and size
         on `w` after the block, when it is in place."""
         self.ensure()
+        self._sweep()
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+        fcntl.flock(fd, fcntl.LOCK_EX)     # ours while we write: not stale
         w = _BlobWriter(open(fd, "wb"))
         try:
             yield w
@@ -147,6 +150,23 @@ class Store:
             w.raw.close()
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _sweep(self) -> None:
+        """Removes partial blobs whose writer is gone (killed mid-copy):
+        those no one holds locked."""
+        for entry in os.listdir(self.tmp):
+            path = self.tmp / entry
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+            except OSError:
+                pass      # a writer holds it
+            finally:
+                os.close(fd)
 
     def receive(self, stream, digest: str, size: int) -> None:
         """Reads exactly size bytes of blob digest from stream into the store;
@@ -279,8 +299,8 @@ class Store:
                 if digest not in keep:
                     os.unlink(self.blob_dir / entry)
                     gone.append(digest)
-        for entry in os.listdir(self.tmp) if self.tmp.exists() else ():
-            os.unlink(self.tmp / entry)
+        if self.tmp.exists():
+            self._sweep()
         return gone
 
 

@@ -2,7 +2,7 @@
 one detached supervisor process per group, which outlives the command that
 started it.
 
-`start` launches `python -m governor.catalogue.runner GROUP` in a session
+`start` launches `runner.daemon(GROUP)` in a new Python, in a session
 of its own; that process (the group's supervisor) starts every container
 with its limits (`Container`, `--net auto`), records its pid and start
 time in the catalogue, says "ready" (or what failed) through a pipe, and
@@ -71,7 +71,8 @@ def start(catalogue: Catalogue, group: str, timeout: float = READY_TIMEOUT) -> l
     logfile = open(log_path(catalogue, group), "ab")
     try:
         env = {**os.environ, "GOVERNOR_STATE_DIR": str(catalogue.state_dir)}
-        proc = subprocess.Popen([sys.executable, "-m", "governor.catalogue.runner", group,
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; from governor.catalogue."
+                                 "runner import daemon; sys.exit(daemon(*sys.argv[1:]))", group,
                                  str(w)], stdin=subprocess.DEVNULL, stdout=logfile,
                                 stderr=logfile, pass_fds=(w,), start_new_session=True, env=env)
     finally:
@@ -202,10 +203,11 @@ def supervise(group: str, ready_fd: int) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # Fork once more, so that the supervisor is nobody's child to reap (the
-    # caller may be a long-lived process, such as a web console).
+def daemon(group: str, ready_fd: str) -> int:
+    """The entry of the process start() launches: it forks once more, so that
+    the supervisor is nobody's child to reap (the caller may be a
+    long-lived process, such as a web console), and leaves."""
     if os.fork():
         os._exit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sys.exit(supervise(sys.argv[1], int(sys.argv[2])))
+    return supervise(group, int(ready_fd))

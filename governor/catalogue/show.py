@@ -14,7 +14,7 @@ def value(key: str, v) -> str:
     if key == "cpu":
         return f"{v:.2f} CPUs"
     if key == "processes":
-        return f"{v:g} tasks"
+        return f"{v:.0f} tasks" if float(v).is_integer() else f"{v:.1f} tasks"
     if key in RATE_KEYS:
         return size(v) + "/s"
     return size(v)

@@ -9,36 +9,59 @@ import signal
 import sys
 import threading
 
-from ._catalogue import add_json, assignments, emit, run
+from ._catalogue import assignments, emit, run
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "capture", help="capture an application into the catalogue",
+        usage="governor capture NAME [options] [-- CMD ARGS...]",
         description="Run CMD under the file tracer and record every file it executes, maps, "
                     "opens or stats (symlinks and their targets, the ELF loader's files), "
                     "and/or take Debian packages whole; store the result as an OCI image "
                     "with its measured peaks, a proposed allocation and its hardware needs. "
                     "A server runs until --duration passes or governor capture gets "
                     "SIGINT/SIGTERM (then SIGTERM to the command); the capture goes on.")
+    _options(p)
     p.add_argument("name", help="the application's name in the catalogue")
-    p.add_argument("--package", action="append", default=[], metavar="PKG",
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[options] [-- CMD ARGS...]")
+
+
+def _options(p, defaults: bool = True) -> None:
+    """The options; again, without defaults, for those given after NAME."""
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--package", action="append", default=d([]), metavar="PKG",
                    help="take Debian package PKG whole, with its dependency closure and "
                         "its configuration files (repeatable)")
-    p.add_argument("--data", action="append", default=[], metavar="HOSTDIR[:PATH]",
+    p.add_argument("--data", action="append", default=d([]), metavar="HOSTDIR[:PATH]",
                    help="keep HOSTDIR apart, as a volume at PATH (default: the same path)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--env", action="append", default=d([]), metavar="KEY=VALUE",
                    help="environment of the run and of the image (besides PATH, HOME=/)")
-    p.add_argument("--workdir", default="/", metavar="DIR",
+    p.add_argument("--workdir", default=d("/"), metavar="DIR",
                    help="working directory of the run and of the image (default: /)")
-    p.add_argument("--entrypoint", metavar="'CMD ARGS'",
+    p.add_argument("--entrypoint", default=d(None), metavar="'CMD ARGS'",
                    help="the image's command, when it is not the traced one")
-    p.add_argument("--headroom", default="50%", metavar="PERCENT",
+    p.add_argument("--headroom", default=d("50%"), metavar="PERCENT",
                    help="proposed allocation = measured peak x (1 + headroom) (default 50%%)")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=float, default=d(None), metavar="SECONDS",
                    help="stop the command (SIGTERM) after this long")
-    add_json(p)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="print JSON instead of a table")
+
+
+def _split(args) -> list[str]:
+    """Options given after NAME, parsed into args; returns CMD ARGS."""
+    rest = args.rest
+    # argparse drops a "--" that comes right after NAME: then all is CMD.
+    cut = (rest.index("--") if "--" in rest
+           else 0 if rest and not rest[0].startswith("-") else len(rest))
+    if "--" not in rest and cut == 0:
+        return rest
+    if rest[:cut]:
+        again = argparse.ArgumentParser(prog="governor capture NAME")
+        _options(again, defaults=False)
+        again.parse_args(rest[:cut], namespace=args)
+    return rest[cut + 1:]
 
 
 def _headroom(text: str) -> float:
@@ -82,7 +105,7 @@ def lines(r):
 
 
 def main(args) -> int:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = _split(args)
     from ..catalogue import capture
 
     stop = threading.Event()
