@@ -38,7 +38,7 @@ class Remote:
 
     url: str
     ssh_config: str | None = None
-    governor: str = "governor"
+    governor: str = "governor"     # the command there, possibly with words before it
     user: str | None = None
     host: str = ""
     port: int | None = None
@@ -61,7 +61,7 @@ class Remote:
             cmd += ["-p", str(self.port)]
         cmd.append(f"{self.user}@{self.host}" if self.user else self.host)
         cmd.append("--")
-        cmd.append(shlex.join([self.governor] + args))
+        cmd.append(shlex.join(shlex.split(self.governor) + args))
         return cmd
 
     def run(self, args: list[str], stdin: bytes = b"", what: str = "") -> tuple[int, bytes, str]:
@@ -168,10 +168,16 @@ def _send(catalogue: Catalogue, remote: Remote, digests: list[str]) -> int:
                     proc.stdin.write(chunk)
             total += size
         proc.stdin.write(b"END\n")
-        proc.stdin.close()
     except (BrokenPipeError, ConnectionResetError):
-        pass
-    out, err = proc.communicate(timeout=600)
+        pass     # the other end is gone: its status and words say why
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    err = proc.stderr.read()       # both small: a JSON list, a line or two
+    proc.stdout.read()
+    proc.wait()
     if proc.returncode != 0:
         msg = err.decode(errors="replace").strip().splitlines()
         raise CatalogueError(f"copy to {remote.url} failed: {msg[-1] if msg else 'ssh ended'} "
