@@ -317,3 +317,25 @@ def test_library_api_for_a_console(tmp_path):
         assert e.value.key == "app"
         assert {c.name for c in list_classes()} >= {"gold", "silver", "bronze", "web", "database"}
         json.dumps([x.as_dict() for x in cat.groups()])
+
+
+def test_data_is_kept_apart_as_a_volume(tmp_path):
+    top = Path("/srv") / f"governor-data-{os.getpid()}"
+    (top / "db").mkdir(parents=True)
+    try:
+        (top / "db" / "rows.txt").write_text("42\n")
+        state = tmp_path / "state"
+        r = gov_json(state, "capture", "reader", "--data", f"{top}/db:/var/lib/reader", "--",
+                     "/bin/cat", f"{top}/db/rows.txt")
+        assert r["volumes"] == [{"path": "/var/lib/reader", "size": 3}]
+        gov(state, "groups", "create", "g", "--class", "bronze")
+        gov(state, "groups", "assign", "g", "reader")
+        rows = gov_json(state, "install", "g")
+        host_dir, inside = rows[0]["volumes"][0]
+        assert inside == "/var/lib/reader"
+        assert Path(host_dir, "rows.txt").read_text() == "42\n"
+        rootfs = Path(rows[0]["rootfs"])
+        assert (rootfs / "var/lib/reader").is_dir() and not any((rootfs / "var/lib/reader").iterdir())
+        assert not (rootfs / top.relative_to("/")).exists()     # not in the image's files
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

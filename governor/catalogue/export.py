@@ -108,6 +108,7 @@ def remote_admission(catalogue: Catalogue, group: str, remote: Remote) -> Admiss
     except (ValueError, KeyError, TypeError):
         raise CatalogueError(f"{remote.url}: admission failed: {err or 'no answer'}",
                              key="to") from None
+    adm.host = f"{remote.url} ({adm.host})"
     return adm
 
 

@@ -22,3 +22,13 @@ def value(key: str, v) -> str:
 
 def allocation(values: dict) -> str:
     return ", ".join(f"{k}={value(k, v)}" for k, v in values.items()) or "-"
+
+
+def isa(level) -> str:
+    return f"x86-64-v{level}" if level and level > 1 else "x86-64 baseline"
+
+
+def status(code) -> str:
+    if code is None:
+        return "still running"
+    return f"ended by signal {-code}" if code < 0 else f"exit status {code}"

@@ -28,7 +28,7 @@ def _table(apps):
 
 
 def show_lines(a):
-    from ..catalogue.show import allocation, size
+    from ..catalogue.show import allocation, isa, size
 
     out = [f"app:        {a.name}", f"image:      {a.manifest}", f"captured:   {a.created}",
            f"command:    {' '.join(a.entrypoint) or '-'}",
@@ -40,9 +40,8 @@ def show_lines(a):
     for v in a.volumes:
         out.append(f"volume:     {v['path']} ({size(v['size'])})")
     n = a.needs
-    out.append(f"needs:      arch {n['arch']}, Linux >= {n['kernel']['min']}, ISA "
-               + (f"x86-64-v{n['isa_level']}" if n["isa_level"] else "baseline")
-               + f", devices {', '.join(n['devices']) or 'none'}")
+    out.append(f"needs:      arch {n['arch']}, Linux >= {n['kernel']['min']}, ISA {isa(n['isa_level'])}"
+               f", devices {', '.join(n['devices']) or 'none'}")
     if a.measured:
         m = a.measured
         out.append(f"measured:   {m['seconds']:.1f} s; peaks " + allocation(

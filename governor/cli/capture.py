@@ -74,7 +74,7 @@ def _headroom(text: str) -> float:
 
 
 def lines(r):
-    from ..catalogue.show import allocation, size
+    from ..catalogue.show import allocation, isa, size, status
     from ..limits import RATE_KEYS
 
     out = [f"captured {r.name}: {r.files} files, {size(r.size)} "
@@ -90,7 +90,7 @@ def lines(r):
         out.append(f"  libraries not found: {', '.join(r.missing_libraries)}")
     m = r.measured
     if m:
-        out.append(f"  run: {m['seconds']:.1f} s, exit status {m['exit_status']}")
+        out.append(f"  run: {m['seconds']:.1f} s, {status(m['exit_status'])}")
         peaks = {"cpu": m["cpu"], "memory": m["memory"], "memory_resident": m["memory_resident"],
                  "processes": m["processes"], **{k: m["rates"][k] for k in RATE_KEYS}}
         out.append("  peaks: " + allocation(peaks))
@@ -98,8 +98,7 @@ def lines(r):
                + allocation(r.proposal))
     n = r.needs
     out.append(f"  needs: arch {n['arch']}, Linux >= {n['kernel']['min']} "
-               f"(>= {n['kernel']['speed']} for speed), ISA "
-               + (f"x86-64-v{n['isa_level']}" if n["isa_level"] else "baseline")
+               f"(>= {n['kernel']['speed']} for speed), ISA {isa(n['isa_level'])}"
                + (f", devices {', '.join(n['devices'])}" if n["devices"] else ""))
     return out
 
