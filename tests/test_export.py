@@ -85,6 +85,8 @@ SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}
                 child.kill()
             self.sshd.send_signal(signal.SIGTERM)
             self.sshd.wait(10)
+        # Its veth pair now, not when the kernel gets to the namespace's end.
+        sh("ip", "link", "del", f"{LINK}{self.name}", check=False)
         sh("ip", "netns", "del", self.netns, check=False)
 
 
@@ -128,7 +130,7 @@ Host host{h.name}
     # Nothing left behind.
     namespaces = sh("ip", "netns", "list").stdout
     assert all(h.netns not in namespaces for h in (a, b))
-    assert LINK not in sh("ip", "-o", "link").stdout
+    wait_for(lambda: LINK not in sh("ip", "-o", "link").stdout, 10, "the test's links to go")
     assert not [h for h in (a, b) if psutil.pid_exists(h.sshd.pid)]
 
 
