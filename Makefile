@@ -1,7 +1,8 @@
 # make setup: idempotent; Debian packages (only when missing), .venv, editable install.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot
+DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
+          openssh-server openssh-client umoci
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean

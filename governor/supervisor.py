@@ -35,7 +35,7 @@ RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "me
 _AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
-           lib.GOV_EV_OVERFLOW: "events_lost"}
+           lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled"}
 _FILTER_MAX = 1 << 16
 _X32_BIT = 0x40000000
 _NR_SYSCALLS = 512  # above every x86_64 system call number
@@ -269,11 +269,15 @@ class Group:
         self.started = time.time()
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | None = None, stdin=None, stdout=None, stderr=None) -> Process:
+              cwd: str | None = None, stdin=None, stdout=None, stderr=None,
+              tracer=None) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
         stdin, stdout, stderr: None (inherit), an fd, a file object or
-        subprocess.DEVNULL. No other fd of this process reaches the command."""
+        subprocess.DEVNULL. No other fd of this process reaches the command.
+        tracer (seccomp backend; `governor capture`'s file tracer): its
+        `filter` (BPF) goes in front of the group's, and its `attach(pid)`
+        runs while the command waits before exec."""
         if not argv:
             raise GovernorError("spawn: empty command")
         box = self.container
@@ -294,17 +298,20 @@ class Group:
 
         c_argv = ffi.new("char *[]", [cstr(a) for a in argv] + [ffi.NULL])
         c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
-        c_filter = ffi.new("char[]", self._filter)
+        bpf = (tracer.filter if tracer else b"") + self._filter
+        c_filter = ffi.new("char[]", bpf)
         req = ffi.new("struct gov_spawn_req *")
         req.path = cstr(path)
         req.argv, req.envp = c_argv, c_env
         req.cwd = cstr(cwd) if cwd else ffi.NULL
-        req.filter, req.filter_len = c_filter, len(self._filter)
+        req.filter, req.filter_len = c_filter, len(bpf)
         req.timeout_ms = 10000
         req.trace = self.supervisor.backend != "seccomp"
         if box:
             req.container = box.c_struct(self.name, keep)
             req.paused = 1  # the network comes before the command runs
+        if tracer:
+            req.paused = 1
         opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
             if f == subprocess.DEVNULL:
@@ -331,7 +338,7 @@ class Group:
         check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
-        self._start(proc, res, trace=bool(req.trace))
+        self._start(proc, res, trace=bool(req.trace), tracer=tracer)
         proc._read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
@@ -340,7 +347,7 @@ class Group:
             raise SpawnError(proc.exec_errno, argv[0])
         return proc
 
-    def _start(self, proc: Process, res, trace: bool) -> None:
+    def _start(self, proc: Process, res, trace: bool, tracer=None) -> None:
         """Hands the command's calls to the engine (its listener, or a tracer
         that attaches while it waits), sets up a container's network and its
         CPU reservation, then lets a waiting command exec. On failure the
@@ -355,6 +362,8 @@ class Group:
                       "add listener")
             if self.container and (ifname := self.container.start_network(proc.init_pid)):
                 self.attach_interface(ifname)
+            if tracer:
+                tracer.attach(res.cmd_pid)
             if sup._cpu:
                 sup._cpu.rebalance(self)  # the command starts under its reservation
             if res.go_fd >= 0:
