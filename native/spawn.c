@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -165,6 +166,19 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
 
+/* A plain group's own /proc, so that /proc/<getpid()> is the caller (the
+ * group has a pid namespace of its own): a new proc on /proc in a mount
+ * namespace that differs from the host's only there. The old /proc is made
+ * private first, or the new one would propagate to the host's; every other
+ * mount stays shared both ways as before. */
+static int own_proc(void)
+{
+    if (mount(NULL, "/proc", NULL, MS_PRIVATE, NULL) < 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
 static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *mask,
                                uint32_t *ready, int go[2], int status[2], int exec_[2])
 {
@@ -186,6 +200,10 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
         container_name_init();
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
             setup_fail(exec_[1], errno, GOV_STEP_UID_MAP);
+    } else {
+        int rc = own_proc();
+        if (rc < 0)
+            child_fail(exec_[1], -rc);
     }
     pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (cmd < 0)
@@ -294,9 +312,9 @@ static int child_errno(int exec_r, int *step)
 
 static int clone_flags(const struct gov_spawn_req *req)
 {
-    int flags = CLONE_NEWPID | SIGCHLD;
+    int flags = CLONE_NEWPID | CLONE_NEWNS | SIGCHLD;
     if (req->container)
-        flags |= CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
+        flags |= CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
     return flags;
 }
 

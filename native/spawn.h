@@ -2,7 +2,9 @@
  *
  *   supervisor ── clone(CLONE_NEWPID) ──> init shim (pid 1 of the group's pid
  *                                         namespace: reaps orphans; when it
- *                                         exits the kernel kills the group)
+ *                                         exits the kernel kills the group;
+ *                                         a mount namespace whose /proc is
+ *                                         the group's own)
  *                                           └── fork ──> command: installs the
  *                                               seccomp filter, waits until
  *                                               the supervisor has taken the

@@ -311,14 +311,6 @@ static int do_iouring(const char *out)
     return 0;
 }
 
-static int hostpid(void)
-{
-    char buf[32] = {0};
-    if (readlink("/proc/self", buf, sizeof buf - 1) < 0)
-        return -1;
-    return atoi(buf);
-}
-
 static void wait_usr1(void)
 {
     sigset_t set;
@@ -328,7 +320,8 @@ static void wait_usr1(void)
     sigwait(&set, &sig);
 }
 
-/* pend LOG: R, A, P, Q; each step waits for SIGUSR1 from the test. */
+/* pend LOG: R, A, P, Q (with their pids in the group's namespace); each
+ * step waits for SIGUSR1 from the test. */
 static int do_pend(const char *log)
 {
     sigset_t set;
@@ -336,33 +329,33 @@ static int do_pend(const char *log)
     sigaddset(&set, SIGUSR1);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGCHLD, SIG_IGN);
-    logf_(log, "R %d\n", hostpid());
+    logf_(log, "R %d\n", getpid());
     if (fork() == 0) {
-        logf_(log, "A %d\n", hostpid());
+        logf_(log, "A %d\n", getpid());
         wait_usr1();
         _exit(0);
     }
     if (fork() == 0) {
-        logf_(log, "P %d\n", hostpid());
+        logf_(log, "P %d\n", getpid());
         wait_usr1();
         if (fork() == 0) {
-            logf_(log, "P1 %d\n", hostpid());
+            logf_(log, "P1 %d\n", getpid());
             wait_usr1();
             _exit(0);
         }
         logf_(log, "P forked\n");
         if (fork() == 0) {
-            logf_(log, "P2 %d\n", hostpid());
+            logf_(log, "P2 %d\n", getpid());
             _exit(0);
         }
         for (;;)
             wait_usr1();
     }
     if (fork() == 0) {
-        logf_(log, "Q %d\n", hostpid());
+        logf_(log, "Q %d\n", getpid());
         wait_usr1();
         if (fork() == 0) {
-            logf_(log, "Q1 %d\n", hostpid());
+            logf_(log, "Q1 %d\n", getpid());
             _exit(0);
         }
         for (;;)

@@ -169,7 +169,7 @@ def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_pa
         for line in (log.read_text().splitlines() if log.exists() else []):
             name, _, pid = line.partition(" ")
             if pid.isdigit():
-                out[name] = int(pid)
+                out[name] = host_pid(g, int(pid))
             else:
                 out[line] = None
         return out
@@ -203,6 +203,20 @@ def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_pa
         finally:
             p.kill()
     assert u.peak_tasks <= 4
+
+
+def host_pid(group, pid: int) -> int | None:
+    """The host's pid of the group's process whose pid in the group is pid
+    (the last field of NSpid in /proc/PID/status)."""
+    for host in group.pids():
+        try:
+            status = Path(f"/proc/{host}/status").read_text()
+        except OSError:
+            continue
+        nspid = [line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")]
+        if nspid == [str(pid)]:
+            return host
+    return None
 
 
 def _open_writer(path: Path) -> int | None:
