@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
-          openssh-server openssh-client umoci
+          openssh-server openssh-client umoci libnftables1
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean

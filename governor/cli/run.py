@@ -66,6 +66,13 @@ def add_parser(sub) -> None:
                           "free address of the pool ($GOVERNOR_NET_POOL, default 10.88.0.0/16) "
                           "on a veth pair to the host's bridge ($GOVERNOR_BRIDGE, default gov0); "
                           "ADDRESS/PREFIX: that address of the pool")
+    box.add_argument("--publish", "-p", action="append", default=[],
+                     metavar="HOSTPORT:PORT[/tcp|udp]",
+                     help="forward a port of the host's addresses to the container's PORT, as "
+                          "podman run -p (repeatable; needs --net auto or an address)")
+    box.add_argument("--no-nat", action="store_true",
+                     help="do not masquerade the container's traffic to the world (with --net "
+                          "auto or an address it is masqueraded by default)")
     box.add_argument("--state-dir", metavar="DIR",
                      help="container registry (default: $GOVERNOR_STATE_DIR or /var/lib/governor)")
     box.add_argument("--allow-syscall", action="append", default=[], metavar="NAME",
@@ -106,7 +113,8 @@ def _container(args, policy: Policy) -> Container | None:
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
-                            ("--net", args.net), ("--state-dir", args.state_dir)):
+                            ("--net", args.net), ("--state-dir", args.state_dir),
+                            ("--publish", args.publish), ("--no-nat", args.no_nat)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
         if policy.allow_syscalls:
@@ -119,7 +127,8 @@ def _container(args, policy: Policy) -> Container | None:
     check_name(args.name)
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
-                     allow_syscalls=policy.allow_syscalls)
+                     allow_syscalls=policy.allow_syscalls, nat=not args.no_nat,
+                     publish=args.publish)
 
 
 def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:

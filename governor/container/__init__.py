@@ -15,6 +15,7 @@ from .. import _native
 from .._errors import PolicyError, SpawnError
 from ..limits import _parse
 from . import profile
+from .nat import parse_publish
 from .network import Lease, NetConfig, Network
 from .registry import ID_RANGE, Registry
 
@@ -121,7 +122,9 @@ class Container:
     of the pool on a veth pair to the host's bridge) or "ADDRESS/PREFIX";
     pool, bridge: override $GOVERNOR_NET_POOL and $GOVERNOR_BRIDGE (see
     network.py); tmp_size: of /tmp; allow_syscalls: calls that the default
-    seccomp profile (profile.py) denies and this container may make."""
+    seccomp profile (profile.py) denies and this container may make; nat:
+    masquerade its traffic to the world (with an address); publish:
+    "HOSTPORT:PORT[/tcp|udp]" host ports forwarded to it (nat.py)."""
 
     rootfs: str
     read_only: bool = False
@@ -132,6 +135,8 @@ class Container:
     tmp_size: int | str = "64MiB"
     state_dir: str | None = None   # the registry's directory (default: see registry.py)
     allow_syscalls: Sequence[str] = ()
+    nat: bool = True
+    publish: Sequence[str] = ()
     uid_base: int | None = field(default=None, init=False)   # known once claimed
 
     def __post_init__(self):
@@ -145,6 +150,9 @@ class Container:
         self.registry = Registry(self.state_dir)
         self.network = Network(NetConfig.from_env(self.pool, self.bridge, self.state_dir))
         self._net_request = self.network.parse(self.net)
+        self.ports = [parse_publish(p) for p in self.publish]
+        if self.ports and self._net_request.mode == "none":
+            raise PolicyError("--publish", None, "needs --net auto or ADDRESS/PREFIX")
         self._name: str | None = None
         self.lease: Lease | None = None   # its address, while claimed (net other than none)
 
@@ -206,7 +214,7 @@ class Container:
             if not self.read_only:
                 os.chmod(self.rootfs, 0o700)   # no other uid crosses into it on the host
         try:
-            self.lease = self.network.reserve(name, self._net_request)
+            self.lease = self.network.reserve(name, self._net_request, self.nat, self.ports)
         except BaseException:
             self.registry.release(name)
             raise

@@ -3,15 +3,18 @@ host side (a bridge, a veth pair per container) built with pyroute2.
 
     net = Network()                       # pool, bridge, state dir from the environment
     request = net.parse("auto")           # or "none", "10.88.0.12/16": PolicyError if bad
-    lease = net.reserve("web-a", request) # before anything starts: PolicyError if taken
-    net.attach(pid, lease)                # pid's own network namespace gets eth0
+    lease = net.reserve("web-a", request, nat=True, ports=[parse_publish("8080:80")])
+                                          # before anything starts: PolicyError if taken
+    net.attach(pid, lease)                # pid's own network namespace gets eth0, and the
+                                          # NAT and published ports (nat.py)
     ...
     net.release(lease)                    # idempotent, also after the namespace died
 
 A lease records the supervisor (pid and start time) that holds it; the lease
-of a supervisor that is gone (killed) is stale and removed, with a log line,
-at the next reservation. The kernel destroys a veth pair when the namespace
-of one end dies, so a killed supervisor leaves no interface behind.
+of a supervisor that is gone (killed) is stale and removed, with its nftables
+rules and a log line, at the next reservation. The kernel destroys a veth
+pair when the namespace of one end dies, so a killed supervisor leaves no
+interface behind.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from typing import Callable, Iterator
 
 from . import registry
 from .._errors import GovernorError, PolicyError
+from .nat import NatTable, Port, enable_forwarding, parse_ports
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,8 @@ class Lease:
     ifname: str              # the host side of the veth pair
     supervisor_pid: int
     supervisor_start: int    # field 22 of /proc/PID/stat: tells a reused pid apart
+    nat: bool = False        # masqueraded to the world
+    ports: str = ""          # published: "8080:80/tcp,53:53/udp"
 
 
 def parse_net(value: str, config: NetConfig) -> NetRequest:
@@ -172,6 +178,7 @@ class Network:
 
     def __init__(self, config: NetConfig | None = None):
         self.config = config or NetConfig.from_env()
+        self.nat = NatTable(self.config.bridge)
 
     def parse(self, value: str) -> NetRequest:
         return parse_net(value, self.config)
@@ -208,11 +215,15 @@ class Network:
         with self._leases() as leases:
             return [x for x in leases if _alive(x)]
 
-    def reserve(self, name: str, request: NetRequest) -> Lease | None:
-        """Takes an address for container `name` (None for `none`). Stale
-        leases are removed first; PolicyError if the address is taken or the
-        pool is full."""
+    def reserve(self, name: str, request: NetRequest, nat: bool = False,
+                ports: list[Port] = ()) -> Lease | None:
+        """Takes an address for container `name` (None for `none`), to be
+        masqueraded (nat) and with host ports published to it. Stale leases
+        and their rules are removed first; PolicyError if the address or a
+        host port is taken or the pool is full."""
         if request.mode == "none":
+            if ports:
+                raise PolicyError("--publish", None, "needs --net auto or ADDRESS/PREFIX")
             return None
         pool = self.config.pool
         with self._leases() as leases:
@@ -220,6 +231,11 @@ class Network:
                 log.warning("removing stale lease of %s for %s (supervisor %d is gone)",
                             stale.address, stale.name, stale.supervisor_pid)
                 leases.remove(stale)
+            # Rules of stale leases, or of leases gone from the file.
+            stale_rules = self.nat.owners() - {x.ifname for x in leases}
+            if stale_rules and self.nat.remove(stale_rules):
+                log.warning("removed stale nftables rules of %s", ", ".join(sorted(stale_rules)))
+            self._check_ports(leases, ports)
             taken = {x.address: x for x in leases}
             if request.mode == "static":
                 address = request.address
@@ -236,15 +252,28 @@ class Network:
             offset = int(address) - int(pool.network_address)
             me = os.getpid()
             lease = Lease(str(address), pool.prefixlen, name, _host_ifname(offset, name), me,
-                          _start_time(me))
+                          _start_time(me), nat, ",".join(str(p) for p in ports))
             leases.append(lease)
         log.info("leased %s to %s", lease.address, name)
         return lease
+
+    @staticmethod
+    def _check_ports(leases: list[Lease], ports: list[Port]) -> None:
+        mine = [(p.host, p.proto) for p in ports]
+        if len(set(mine)) != len(mine):
+            raise PolicyError("--publish", None, "a host port is published twice")
+        for other in leases:
+            for p in parse_ports(other.ports):
+                if (p.host, p.proto) in mine:
+                    raise PolicyError("--publish", None, f"host port {p.host}/{p.proto} is "
+                                      f"published by container {other.name!r} (supervisor pid "
+                                      f"{other.supervisor_pid})")
 
     def _forget(self, lease: Lease) -> None:
         with self._leases() as leases:
             if lease in leases:
                 leases.remove(lease)
+            self.nat.remove({lease.ifname})
 
     # ---- the host side and the namespace ----
 
@@ -264,12 +293,25 @@ class Network:
                 self._add_veth(lease, nsfd)
             try:
                 _in_netns(nsfd, lambda ipr: _configure_inside(ipr, lease, self.config.gateway))
+                if lease is not None:
+                    self._add_rules(lease)
             except BaseException:
                 if lease is not None:
                     self._delete_link(lease.ifname)
                 raise
         finally:
             os.close(nsfd)
+
+    def _add_rules(self, lease: Lease) -> None:
+        """Masquerading and published ports, under the lease lock."""
+        ports = parse_ports(lease.ports)
+        if not lease.nat and not ports:
+            return
+        with self._leases():
+            if enable_forwarding():
+                log.warning("turned on IPv4 forwarding (%s) for container %s",
+                            "net.ipv4.ip_forward", lease.name)
+            self.nat.add(lease.ifname, lease.address, lease.nat, ports)
 
     def setup(self, name: str, request: NetRequest, pid: int) -> Lease | None:
         """reserve() then attach(); on failure nothing stays allocated."""
