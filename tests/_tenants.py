@@ -432,6 +432,20 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
         time.sleep(interval)
 
 
+def host_pid(pids, pid: int) -> int | None:
+    """Of the host pids `pids`, the one whose pid in its group's namespace
+    is `pid` (the last field of NSpid): a tenant sees only that one."""
+    for host in pids:
+        try:
+            status = Path(f"/proc/{host}/status").read_text()
+        except OSError:
+            continue
+        nspid = [line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")]
+        if nspid == [str(pid)]:
+            return host
+    return None
+
+
 def read_kv(path: Path) -> dict[str, str]:
     """'a=1 b=2' on the file's last line -> {'a': '1', 'b': '2'}."""
     line = path.read_text().strip().splitlines()[-1]

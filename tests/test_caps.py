@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import compile_tenant, needs_root, read_kv, start_time, wait_for  # noqa: E402
+from _tenants import (compile_tenant, host_pid, needs_root, read_kv, start_time,  # noqa: E402
+                      wait_for)
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 
@@ -169,7 +170,7 @@ def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_pa
         for line in (log.read_text().splitlines() if log.exists() else []):
             name, _, pid = line.partition(" ")
             if pid.isdigit():
-                out[name] = host_pid(g, int(pid))
+                out[name] = host_pid(g.pids(), int(pid))
             else:
                 out[line] = None
         return out
@@ -203,20 +204,6 @@ def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_pa
         finally:
             p.kill()
     assert u.peak_tasks <= 4
-
-
-def host_pid(group, pid: int) -> int | None:
-    """The host's pid of the group's process whose pid in the group is pid
-    (the last field of NSpid in /proc/PID/status)."""
-    for host in group.pids():
-        try:
-            status = Path(f"/proc/{host}/status").read_text()
-        except OSError:
-            continue
-        nspid = [line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")]
-        if nspid == [str(pid)]:
-            return host
-    return None
 
 
 def _open_writer(path: Path) -> int | None:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import test_rates
-from _tenants import compile_c, start_time, wait_for
+from _tenants import compile_c, host_pid, start_time, wait_for
 from test_rates import tenant  # noqa: F401  (the rates tenant, a fixture)
 
 from governor import Limits, Supervisor
@@ -129,7 +129,8 @@ def test_group_stop_seen_by_the_real_parent(sup, ptenant, tmp_path):
     try:
         proc = g.spawn([ptenant, "stopwatch", str(tmp_path / "ticks")], stdout=w)
         os.close(w)
-        child = int(_lines(r, 1, 10)[0].split()[1])
+        in_group = int(_lines(r, 1, 10)[0].split()[1])
+        child = host_pid(g.pids(), in_group)
         os.kill(child, signal.SIGSTOP)
         assert _lines(r, 1, 5) == ["stopped 19"]
         # It really is stopped: no tick (one per 10 ms when running) for 0.3 s.
@@ -226,7 +227,8 @@ def test_cli_sigkill_of_the_supervisor_kills_the_tenant(ptenant, tmp_path):
                           "disk_write=1MiB/s", "--", ptenant, "busy", str(tmp_path / "ticks")],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        pid = int(_lines(p.stdout.fileno(), 1, 10)[0])
+        in_group = int(_lines(p.stdout.fileno(), 1, 10)[0])
+        pid = host_pid([c.pid for c in psutil.Process(p.pid).children(recursive=True)], in_group)
         started = start_time(pid)
         assert started is not None
         p.kill()
