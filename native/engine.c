@@ -19,6 +19,7 @@
 #include "diskspace.h"
 #include "engine.h"
 #include "filter.h"
+#include "iowrite.h"
 #include "procfs.h"
 #include "tasks.h"
 #include "trace.h"
@@ -106,6 +107,7 @@ struct group {
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
+    struct gov_iowrites iowrites;  /* seccomp: iovec writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */
     uint64_t if_seen[2];
@@ -176,12 +178,15 @@ static int respond(struct gov_engine *e, struct listener *l, uint64_t id, int64_
 
 /* ---- answering a call: the one place where the backends differ ---- */
 
-/* Reads are charged, under ptrace, what they returned (at their exit stop). */
+/* Reads are charged, under ptrace, what they returned (at their exit stop);
+ * so are writes whose size comes from iovecs in tenant memory, which another
+ * thread may change after the engine read them (iowrite.h). */
 static int charged_at_exit(int nr)
 {
     return nr == SYS_read || nr == SYS_readv || nr == SYS_pread64 || nr == SYS_preadv ||
            nr == SYS_preadv2 || nr == SYS_recvfrom || nr == SYS_recvmsg || nr == SYS_splice ||
-           nr == SYS_sendfile || nr == SYS_copy_file_range;
+           nr == SYS_sendfile || nr == SYS_copy_file_range || gov_iowrite_is(nr) ||
+           nr == SYS_sendmsg;
 }
 
 /* The tracee of a ptrace hold, no longer held by it. */
@@ -198,6 +203,8 @@ static struct gov_tracee *unhold(struct hold *h)
  * 0, or -ENOENT when the task no longer waits (interrupted or gone). */
 static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
 {
+    if (h->l && cont && h->call.moves && gov_iowrite_is(h->nr))
+        gov_iowrite_note(&h->g->iowrites, h->pid, h->nr, &h->call); /* before it runs */
     if (h->l)
         return respond(e, h->l, h->id, val, error, cont);
     struct gov_tracee *t = unhold(h);
@@ -276,6 +283,26 @@ static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
 static int is_rate(int res)
 {
     return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE;
+}
+
+/* A call let go with estimates turned out to move `got` bytes: the rate
+ * resources it moves are charged the difference (a debt, or a refund). */
+static void settle_returned(void *group, const struct gov_call *c, double got)
+{
+    struct group *g = group;
+    for (int r = 0; r < GOV_NRES; r++) {
+        if (!(c->moves & (1u << r)) || !g->lim.r[r].set || !is_rate(r))
+            continue;
+        double delta = got; /* what it returned, less the estimate charged */
+        for (int i = 0; i < c->nch; i++)
+            if (c->ch[i].res == r)
+                delta -= c->ch[i].cost;
+        gov_bucket_charge(&g->b[r], delta);
+        g->u.r[r].used += (int64_t)delta;
+        int s = c->ledger_slot;
+        if (r == GOV_NET_RECV && s >= 0 && g->ledger.slot[s].ino == c->ledger_ino)
+            g->ledger.slot[s].charged += delta;
+    }
 }
 
 static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
@@ -923,6 +950,13 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         free_hold(e, h);
         return;
     }
+    /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
+    gov_iowrite_settle(&g->iowrites, h->nr == SYS_exit_group ? -1 : h->pid, settle_returned, g);
+    if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
+        answer(e, h, 0, 0, 1);
+        free_hold(e, h);
+        return;
+    }
     gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
@@ -987,21 +1021,8 @@ int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t 
 void gov_engine_traced_exit(struct gov_engine *e, struct gov_tracee *t, int64_t ret)
 {
     struct group *g = group_of(e, t->group);
-    struct gov_call *c = &t->exit_call;
-    double got = ret > 0 ? (double)ret : 0;
-    for (int r = 0; g && r < GOV_NRES; r++) {
-        if (!(c->moves & (1u << r)) || !g->lim.r[r].set || !is_rate(r))
-            continue;
-        double delta = got; /* what it returned, less the estimate charged */
-        for (int i = 0; i < c->nch; i++)
-            if (c->ch[i].res == r)
-                delta -= c->ch[i].cost;
-        gov_bucket_charge(&g->b[r], delta);
-        g->u.r[r].used += (int64_t)delta;
-        int s = c->ledger_slot;
-        if (r == GOV_NET_RECV && s >= 0 && g->ledger.slot[s].ino == c->ledger_ino)
-            g->ledger.slot[s].charged += delta;
-    }
+    if (g)
+        settle_returned(g, &t->exit_call, ret > 0 ? (double)ret : 0);
 }
 
 void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t)
@@ -1140,6 +1161,7 @@ static void free_group(struct gov_engine *e, struct group *g)
             break;
         }
     gov_clones_free(&g->clones);
+    gov_iowrite_free(&g->iowrites);
     free(g->mem);
     if (g->disk)
         gov_disk_free(g->disk);
@@ -1315,6 +1337,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             disk_recount(e, g);
         if (g->disk)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
+        gov_iowrite_settle(&g->iowrites, -1, settle_returned, g);
         *out = g->u;
         out->held_now = g->nholds;
         /* Time held so far by calls still waiting counts too. */

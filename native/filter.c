@@ -223,11 +223,18 @@ static int add_container_rules(struct rule_list *l)
     return rc;
 }
 
+/* Under seccomp, iovec writes are settled when their thread next calls in
+ * (iowrite.h): its exit is such a call too. */
+static const char *const exit_calls[] = {"exit", "exit_group", NULL};
+
 static int governor_rules(const struct gov_limits *lim, int backend, struct rule_list *l)
 {
     int rc = 0;
     if (backend == GOV_BACKEND_SECCOMP)
         rc = for_governed(lim, l, SCMP_ACT_NOTIFY, add_call);
+    if (backend == GOV_BACKEND_SECCOMP && (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set))
+        for (const char *const *n = exit_calls; rc == 0 && *n; n++)
+            rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
     if (rc < 0 || (backend != GOV_BACKEND_SECCOMP && (rc = add_untraceable(l)) < 0))

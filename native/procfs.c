@@ -57,6 +57,17 @@ int64_t gov_task_status(int tid, const char *key)
     return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
 }
 
+int64_t gov_task_io(int tid, const char *key)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/io", tid, tid);
+    int n = gov_read_small(path, buf, sizeof buf);
+    if (n < 0)
+        return n;
+    const char *p = strstr(buf, key);
+    return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
+}
+
 static uint64_t status_mask(const char *text, const char *key)
 {
     const char *p = strstr(text, key);

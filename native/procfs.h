@@ -44,4 +44,8 @@ int gov_task_signals(int tid);
  * -errno if the task is gone, -ENOENT if there is no such key. */
 int64_t gov_task_status(int tid, const char *key);
 
+/* The same in the thread's own I/O counters, /proc/TID/task/TID/io (e.g.
+ * "\nwchar:": bytes its write-family calls returned). */
+int64_t gov_task_io(int tid, const char *key);
+
 #endif

@@ -1,0 +1,57 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+
+#include "iowrite.h"
+#include "procfs.h"
+
+int gov_iowrite_is(int nr)
+{
+    return nr == SYS_writev || nr == SYS_pwritev || nr == SYS_pwritev2;
+}
+
+int gov_iowrite_note(struct gov_iowrites *s, int tid, int nr, const struct gov_call *c)
+{
+    int64_t w = gov_task_io(tid, "\nwchar:");
+    if (w < 0)
+        return (int)w;
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 16;
+        struct gov_iowrite *p = realloc(s->w, sizeof *p * (size_t)cap);
+        if (!p)
+            return -ENOMEM;
+        s->w = p;
+        s->cap = cap;
+    }
+    s->w[s->n++] = (struct gov_iowrite){tid, nr, w, *c};
+    return 0;
+}
+
+void gov_iowrite_settle(struct gov_iowrites *s, int tid,
+                        void (*settle)(void *, const struct gov_call *, double), void *arg)
+{
+    for (int i = 0; i < s->n;) {
+        struct gov_iowrite *w = &s->w[i];
+        if (tid >= 0 && w->tid != tid) {
+            i++;
+            continue;
+        }
+        /* Asked for every thread: only those no longer in that call. */
+        int nr = tid < 0 ? gov_task_syscall(w->tid) : GOV_SC_USER;
+        if (nr == w->nr || nr == GOV_SC_RUNNING) {
+            i++;
+            continue;
+        }
+        int64_t now = gov_task_io(w->tid, "\nwchar:");
+        if (now >= w->wchar0)
+            settle(arg, &w->call, (double)(now - w->wchar0));
+        *w = s->w[--s->n];
+    }
+}
+
+void gov_iowrite_free(struct gov_iowrites *s)
+{
+    free(s->w);
+    *s = (struct gov_iowrites){0};
+}
