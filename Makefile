@@ -5,7 +5,7 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
           openssh-server openssh-client umoci libnftables1
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test fuzz bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The property tests of tests/test_fuzz.py with 3000 examples each (make test: 40).
+fuzz: setup
+	HYPOTHESIS_PROFILE=long GOVERNOR_FUZZ_CONTAINERS=1000 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 bench: setup
 	$(PY) benchmarks/report.py

@@ -34,6 +34,8 @@ def read_policy(path: str | Path) -> Policy:
         raise PolicyError(source, None, e.strerror or str(e)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise PolicyError(source, None, f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise PolicyError(source, None, "not valid TOML: nested too deeply") from None
     for key, value in data.items():
         if key not in TABLES:
             raise PolicyError(source, key, f"unknown table (known: {', '.join(TABLES)})")

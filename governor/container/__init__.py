@@ -21,19 +21,21 @@ from .registry import ID_RANGE, Registry
 
 ffi = _native.ffi
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _MAX_LINKS = 40   # as the kernel's path walk
 _RESERVED = ("/proc", "/dev")   # mounted by governor: no volume there
 
 
 def check_name(name: str) -> None:
     """A container's name is its hostname and its registry key."""
-    if not _NAME.match(name or ""):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise PolicyError("--name", name, "a container name is 1-63 letters, digits, '.', '_' "
                           "or '-', starting with a letter or digit")
 
 
 def _directory(path: str, source: str) -> str:
+    if "\0" in path:
+        raise PolicyError(source, None, f"{path!r}: a path cannot hold a NUL byte")
     real = os.path.realpath(path)
     if not os.path.exists(real):
         raise PolicyError(source, None, f"{path}: no such directory")
@@ -49,6 +51,8 @@ def parse_volume(spec: str | tuple[str, str]) -> tuple[str, str]:
     host, sep, inside = spec.rpartition(":") if isinstance(spec, str) else (spec[0], ":", spec[1])
     if not sep or not host or not inside:
         raise PolicyError("--volume", None, f"{spec!r}: expected HOSTDIR:PATH")
+    if "\0" in inside:
+        raise PolicyError("--volume", None, f"{spec!r}: a path cannot hold a NUL byte")
     if not inside.startswith("/") or os.path.normpath(inside) != inside or inside == "/":
         raise PolicyError("--volume", None, f"{spec!r}: PATH must be an absolute, normalised "
                           "path other than /, without '.' or '..'")

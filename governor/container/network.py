@@ -44,7 +44,7 @@ ENV_POOL, ENV_BRIDGE = "GOVERNOR_NET_POOL", "GOVERNOR_BRIDGE"
 CONTAINER_IFNAME = "eth0"
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 CLONE_NEWNET = 0x40000000
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _NETNS_TIMEOUT = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -85,7 +85,7 @@ class NetConfig:
         if net.prefixlen > 30:
             raise PolicyError(pool_source, None, f"{pool} is too small: it needs room for the "
                                                  "bridge and a container (at most /30)")
-        if not _IFNAME.match(bridge):
+        if not _IFNAME.fullmatch(bridge):
             raise PolicyError(bridge_source, None, f"bad interface name {bridge!r} (1 to 15 of "
                                                    "A-Z a-z 0-9 _ . -)")
         return cls(net, bridge, Path(state))
