@@ -177,11 +177,14 @@ def test_web_app_from_the_catalogue_serves_the_same_page(shop, www):  # noqa: F8
         page = wait_for(lambda: fetch(f"http://{address}:{PORT}/index.html"), 20,
                         "the container to serve")
         assert page == PAGE
-        # Its limits are the installed ones, as governor ps shows them.
-        ps = json.loads(subprocess.run(GOVERNOR + ["ps", "--json"], capture_output=True,
-                                       text=True, check=True).stdout)
-        mine = [s for s in ps if s["group"] == "shop-web"]
-        assert mine and mine[0]["limits"]["memory"] == 96 * 2**20
+        # Its limits are the installed ones, as governor ps shows them (the
+        # supervisor publishes its state file about once a second).
+        def listed():
+            ps = json.loads(subprocess.run(GOVERNOR + ["ps", "--json"], capture_output=True,
+                                           text=True, check=True).stdout)
+            return [s for s in ps if s["group"] == "shop-web"]
+        mine = wait_for(listed, 5, "governor ps to list shop-web")
+        assert mine[0]["limits"]["memory"] == 96 * 2**20
         assert gov(state, "start", "shop").returncode == 2     # runs already
     finally:
         stopped = gov(state, "stop", "shop")
