@@ -45,6 +45,7 @@
 #define ERESTARTNOINTR 513
 #define NR_SYSCALLS 512
 #define STALL_NS 200000000LL      /* cap holds this old: is the group stuck? */
+#define PIDFD_SWEEP_NS 1000000000LL /* pidfds of exited tasks closed this often */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -131,6 +132,7 @@ struct gov_engine {
     int ring_head, ring_len, overflowed;
     int procs[MAX_PROCS];
     int64_t last_sweep;
+    int64_t last_pidfd_sweep;
     int64_t timer_at;         /* 0: disarmed */
     struct gov_tracer *tracer; /* with the first ptrace group */
 };
@@ -1089,6 +1091,11 @@ static void *engine_main(void *arg)
         }
         if (timer)
             run_holds(e);
+        int64_t now = now_ns();
+        if (now - e->last_pidfd_sweep >= PIDFD_SWEEP_NS) {
+            gov_pidfds_sweep(&e->pidfds);
+            e->last_pidfd_sweep = now;
+        }
         pthread_mutex_unlock(&e->mu);
     }
 }
