@@ -37,10 +37,9 @@ static void report(const char *name, long rc)
     printf("%s %s\n", name, rc < 0 ? strerrorname_np(errno) : "ok");
 }
 
-/* A child with new namespaces exits at once. */
-static long clone_newuser(void)
+/* A child with new namespaces (made by clone's return pid) exits at once. */
+static long reaped(long pid)
 {
-    long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
     if (pid == 0)
         _exit(0);
     if (pid > 0)
@@ -51,12 +50,7 @@ static long clone_newuser(void)
 static long clone3_newuser(void)
 {
     struct clone_args args = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(0);
-    if (pid > 0)
-        waitpid((pid_t)pid, NULL, 0);
-    return pid;
+    return reaped(syscall(SYS_clone3, &args, sizeof args));
 }
 
 /* unshare a user and a mount namespace, then mount a tmpfs in them: in a
@@ -98,7 +92,7 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     unshare_and_mount();
-    report("clone_newuser", clone_newuser());
+    report("clone_newuser", reaped(syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)));
     report("clone3", clone3_newuser());
     int ns = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
     report("setns", setns(ns, 0));
