@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -1405,6 +1406,18 @@ int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
 int gov_engine_event_fd(struct gov_engine *e)
 {
     return e->evfd;
+}
+
+int gov_engine_share_event_fd(struct gov_engine *e, struct gov_engine *with)
+{
+    int fd = fcntl(with->evfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    pthread_mutex_lock(&e->mu);
+    close(e->evfd);
+    e->evfd = fd;
+    pthread_mutex_unlock(&e->mu);
+    return 0;
 }
 
 int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max)
