@@ -52,6 +52,7 @@ class ResourceUsage:
     held_calls: int = 0
     held_seconds: float = 0.0
     denied_calls: int = 0
+    borrowed: int = 0        # rates a class shares: bytes borrowed beyond the guarantee
 
 
 @dataclass
@@ -129,6 +130,19 @@ def _c_limits(limits: Limits, container: bool = False):
         else:
             r.cap = int(value)
     return c
+
+
+def _with_class_ceilings(limits: Limits) -> Limits:
+    """A rate that a class of the group shares and that the group does not
+    limit itself is limited by the nearest class's ceiling (so its calls are
+    governed at all)."""
+    if limits.parent is None:
+        return limits
+    ceilings = {}
+    for cls in reversed(limits.parent.path()):   # the nearest class last, so it wins
+        ceilings.update({k: cls.ceiling_of(k) for k in cls.rates})
+    missing = {k: v for k, v in ceilings.items() if getattr(limits, k) is None}
+    return limits.merged(Limits(**missing)) if missing else limits
 
 
 def _build_filter(limits: Limits, container: bool, backend: str, rules: Sequence[Rule] | None,
@@ -257,6 +271,7 @@ class Group:
                  container: Container | None, bpf: bytes):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
         self._shard, self._engine = shard, sup._engines[shard]  # the engine that answers it
+        self._lend_seen: dict[str, tuple] = {}   # per shared rate: borrowed, held at the last tick
         self.container = container
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
         self._filter = bpf
@@ -474,7 +489,8 @@ class Group:
         res = {}
         for i, key in enumerate(RESOURCES):
             r = u.r[i]
-            res[key] = ResourceUsage(int(r.used), int(r.held_calls), r.held_ns / 1e9, int(r.denied))
+            res[key] = ResourceUsage(int(r.used), int(r.held_calls), r.held_ns / 1e9, int(r.denied),
+                                     int(r.borrowed))
         # Levels from the last sample (the engine counts only at the calls it
         # sees); peaks from both.
         return Usage(resources=res, tasks=self._sampled["tasks"],
@@ -561,6 +577,8 @@ class Supervisor:
                 lib.gov_engine_free(e)
             raise
         self._load = [0] * engines   # groups per engine
+        self._cclasses: dict = {}    # Class -> the engine's handle
+        self._members: dict = {}     # Class -> its groups
         self._groups: dict[str, Group] = {}
         self._names: dict[tuple, str] = {}   # (engine index, group id) -> name
         self._stop = threading.Event()
@@ -603,7 +621,8 @@ class Supervisor:
         a call they do not match."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
-        limits = limits or Limits()
+        limits = _with_class_ceilings(limits or Limits())
+        self._check_guarantees(name, limits)
         if container and disk_area:
             raise GovernorError(f"group {name!r}: a container brings its own disk area")
         area = _check_area(name, limits, container.writable_paths if container else disk_area)
@@ -626,12 +645,86 @@ class Supervisor:
                 container.release()
             raise
         g = Group(self, name, limits, shard, gid, container, bpf)
+        if limits.parent is not None:
+            self._join_class(g)
         self._load[shard] += 1
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
             self._cpu = CpuController(self)
         self._names[(shard, gid)] = name
         return g
+
+    # ---- classes of service (governor/share.py, native/share.h) ----
+
+    def _check_guarantees(self, name: str, limits: Limits) -> None:
+        """The guarantees of a class's groups (and the rates of its classes)
+        may not add up to more than its rate."""
+        cls = limits.parent
+        if cls is None:
+            return
+        for key, value in limits.guarantee.items():
+            owner = next(c for c in cls.path() if key in c.rates)
+            taken = sum(g.limits.guarantee.get(key, 0) for g in self._members.get(owner, ())
+                        if g.limits.parent is owner)
+            taken += sum(c.rates.get(key, 0) for c in self._cclasses if c.parent is owner)
+            if taken + value > owner.rates[key] * (1 + 1e-9):
+                raise PolicyError(f"group {name!r}", f"guarantee {key}",
+                                  f"class {owner.name!r} has {owner.rates[key]:.0f} B/s and "
+                                  f"guarantees {taken:.0f} B/s already")
+
+    def _cclass(self, cls):
+        """The engine's handle of a class (made with its parents on first use)."""
+        if cls not in self._cclasses:
+            parent = self._cclass(cls.parent) if cls.parent else ffi.NULL
+            if cls.parent is not None:
+                siblings = [c for c in self._cclasses if c.parent is cls.parent]
+                for key, rate in cls.rates.items():
+                    if key in cls.parent.rates and rate + sum(c.rates.get(key, 0)
+                                                              for c in siblings) > \
+                            cls.parent.rates[key] * (1 + 1e-9):
+                        raise PolicyError(cls.source, f"rates {key}", f"the classes of "
+                                          f"{cls.parent.name!r} ask for more than it has")
+            arrays = [ffi.new("double[]", [float(d.get(key, 0)) for key in RESOURCES])
+                      for d in (cls.rates, {k: cls.ceiling_of(k) for k in cls.rates},
+                                {k: cls.burst_of(k) for k in cls.rates})]
+            handle = lib.gov_class_new(parent, *arrays)
+            if handle == ffi.NULL:
+                raise GovernorError(f"class {cls.name!r}: out of memory")
+            self._cclasses[cls] = handle
+        return self._cclasses[cls]
+
+    def _join_class(self, g: Group) -> None:
+        handle = self._cclass(g.limits.parent)
+        for i, key in enumerate(RESOURCES):
+            if key in RATE_KEYS and any(key in c.rates for c in g.limits.parent.path()):
+                check(lib.gov_group_set_class(g._engine, g.id, i, handle,
+                                              float(g.limits.guarantee.get(key, 0)),
+                                              float(g.limits.burst_of(key))), "class")
+        self._members.setdefault(g.limits.parent, []).append(g)
+
+    def _lend(self) -> None:
+        """Splits what each class has spare among the groups that borrow now,
+        by weight. Spare: its rate less the guarantees in use (of groups
+        that used any of theirs in the last tick); a group borrows if it
+        borrowed in the last tick or waits."""
+        for cls, members in [(c, list(m)) for c, m in self._members.items()]:
+            for key in cls.rates:
+                seen = []
+                for g in members:
+                    r = g.usage().resources[key]
+                    now = (r.used - r.borrowed, r.borrowed, r.held_seconds)
+                    last = g._lend_seen.get(key, now)
+                    g._lend_seen[key] = now
+                    seen.append((g, now[0] != last[0], now[1:] != last[1:]))
+                spare = cls.rates[key] - sum(g.limits.guarantee.get(key, 0)
+                                             for g, own, _ in seen if own)
+                active = sum(g.limits.weight_of() for g, _, busy in seen if busy)
+                for g, _, busy in seen:
+                    w = g.limits.weight_of()
+                    share = w / (active + (0 if busy else w))
+                    rate = spare * share if spare > 0 and len(members) > 1 else 0.0
+                    lib.gov_group_set_borrow(g._engine, g.id, RESOURCES.index(key), rate,
+                                             float(g.limits.burst_of(key)))
 
     def _forget(self, group: Group) -> None:
         if self._publisher:
@@ -641,6 +734,8 @@ class Supervisor:
         if self._groups.get(group.name) is group:
             del self._groups[group.name]
             del self._names[(group._shard, group.id)]
+            if group.limits.parent is not None:
+                self._members[group.limits.parent].remove(group)
             self._load[group._shard] -= 1
             check(lib.gov_group_remove(group._engine, group.id), "remove group")
 
@@ -676,6 +771,11 @@ class Supervisor:
         tick = 0
         while not self._stop.wait(_TICK_SECONDS):
             tick += 1
+            if self._members:
+                try:
+                    self._lend()
+                except GovernorError:
+                    pass  # a group closed meanwhile
             for g in self.groups:
                 try:
                     g._settle_net()
@@ -702,3 +802,6 @@ class Supervisor:
         for engine in self._engines:
             lib.gov_engine_free(engine)
         self._engines = []
+        for handle in self._cclasses.values():
+            lib.gov_class_put(handle)
+        self._cclasses = {}

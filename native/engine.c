@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "filter.h"
 #include "procfs.h"
+#include "share.h"
 #include "tasks.h"
 #include "trace.h"
 
@@ -70,6 +71,7 @@ struct hold {
     struct gov_call call;
     int tgid;                 /* memory calls: the caller's process, once looked up */
     int res;                  /* the resource it is queued for; -1 waiting for data */
+    signed char route[GOV_NRES];  /* shared rates: how it fits its class (share.h) */
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
 };
@@ -85,7 +87,8 @@ struct group {
     int backend;              /* GOV_BACKEND_* */
     unsigned char governed[NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
     struct gov_limits lim;
-    struct gov_bucket b[GOV_NRES];
+    struct gov_bucket b[GOV_NRES];   /* rates: the limit */
+    struct gov_share share[GOV_NRES];   /* rates a class shares: guarantee, borrowing */
     struct gov_usage u;
     int inits[64];            /* pid 1 of each spawned root; tasks descend from them */
     int ninits;
@@ -485,6 +488,11 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
             if (!g->lim.r[r].set)
                 continue;
             int64_t w = gov_bucket_wait_ns(&g->b[r], h->call.ch[i].cost, now);
+            if (w == 0 && g->share[r].cls) {
+                int route;
+                w = gov_share_wait(&g->share[r], r, h->call.ch[i].cost, now, &route);
+                h->route[r] = (signed char)route;
+            }
             if (w > *wait_ns) {
                 *wait_ns = w;
                 res = r;
@@ -540,6 +548,8 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
+        if (g->share[r].cls)
+            gov_share_charge(&g->share[r], r, h->call.ch[i].cost, h->route[r], sign, now_ns());
         if (r == GOV_DISK_SPACE && g->disk)
             gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
                             h->call.disk_ino, sign);
@@ -1148,6 +1158,8 @@ static void free_group(struct gov_engine *e, struct group *g)
             break;
         }
     gov_clones_free(&g->clones);
+    for (int r = 0; r < GOV_NRES; r++)
+        gov_share_release(&g->share[r]);
     free(g->mem);
     if (g->disk)
         gov_disk_free(g->disk);
@@ -1325,6 +1337,8 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
         *out = g->u;
         out->held_now = g->nholds;
+        for (int r = 0; r < GOV_NRES; r++)
+            out->r[r].borrowed = g->share[r].borrowed;
         /* Time held so far by calls still waiting counts too. */
         int64_t now = now_ns();
         for (struct hold *h = g->holds.next; h != &g->holds; h = h->next)
@@ -1360,6 +1374,32 @@ int gov_group_remove(struct gov_engine *e, int id)
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_set_class(struct gov_engine *e, int id, int res, struct gov_class *cls,
+                        double guarantee, double burst)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : res < 0 || res >= GOV_NRES || !is_rate(res) || !cls ? -EINVAL : 0;
+    if (rc == 0)
+        gov_share_init(&g->share[res], cls, res, guarantee, burst, now_ns());
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int gov_group_set_borrow(struct gov_engine *e, int id, int res, double rate, double burst)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : res < 0 || res >= GOV_NRES || !g->share[res].cls ? -EINVAL : 0;
+    if (rc == 0 && g->share[res].borrow.ns_per_byte != (rate > 0 ? 1e9 / rate : 0)) {
+        gov_meter_init(&g->share[res].borrow, rate, burst);
+        if (g->nholds)
+            wake(e);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_group_attach_net(struct gov_engine *e, int id)
