@@ -1,4 +1,5 @@
-"""Policy files: TOML with [limits], [burst] and [on_exhausted] tables."""
+"""Policy files: TOML with [limits], [burst], [on_exhausted], [guarantees] and
+[class] tables."""
 from __future__ import annotations
 
 import tomllib
@@ -6,8 +7,10 @@ from pathlib import Path
 
 from ._errors import PolicyError
 from .limits import Limits
+from .share import load_class
 
-TABLES = ("limits", "burst", "on_exhausted")
+TABLES = ("limits", "burst", "on_exhausted", "guarantees", "class")
+CLASS_KEYS = ("file", "weight")
 
 
 def load_policy(path: str | Path) -> Limits:
@@ -26,5 +29,16 @@ def load_policy(path: str | Path) -> Limits:
             raise PolicyError(source, key, f"unknown table (known: {', '.join(TABLES)})")
         if not isinstance(value, dict):
             raise PolicyError(source, key, "must be a table, like [limits]")
+    cls = data.get("class", {})
+    for key in cls:
+        if key not in CLASS_KEYS:
+            raise PolicyError(source, f"class.{key}", f"unknown key (known: "
+                                                      f"{', '.join(CLASS_KEYS)})")
+    if "weight" in cls and "file" not in cls:
+        raise PolicyError(source, "class.weight", "needs class.file")
+    if "file" in cls and not isinstance(cls["file"], str):
+        raise PolicyError(source, "class.file", "must be a path, relative to this file")
+    parent = load_class(Path(path).parent / cls["file"]) if "file" in cls else None
     return Limits(burst=data.get("burst"), on_exhausted=data.get("on_exhausted"),
+                  guarantee=data.get("guarantees"), weight=cls.get("weight"), parent=parent,
                   source=source, **data.get("limits", {}))
