@@ -137,10 +137,17 @@ class Limits:
     cpu: float | None = None      # CPUs: 0.5 is half of one CPU
     burst: Mapping[str, float] = field(default_factory=dict)
     on_exhausted: Mapping[str, str] = field(default_factory=dict)
+    # A class of service (governor/share.py) that shares some of the rates:
+    # the group always gets its guarantee, and borrows what the class has
+    # spare by its weight (default 1).
+    guarantee: Mapping[str, float] = field(default_factory=dict)
+    weight: float | None = None
+    parent: Any = None
 
     def __init__(self, *, burst: Mapping[str, Any] | None = None,
                  on_exhausted: Mapping[str, str] | None = None, source: str = "Limits",
-                 **values: Any):
+                 guarantee: Mapping[str, Any] | None = None, weight: Any = None,
+                 parent: Any = None, **values: Any):
         parsed: dict[str, Any] = {}
         for key, value in values.items():
             _check_key(key, source)
@@ -181,6 +188,36 @@ class Limits:
             object.__setattr__(self, key, parsed.get(key))
         object.__setattr__(self, "burst", bursts)
         object.__setattr__(self, "on_exhausted", modes)
+        self._set_share(guarantee, weight, parent, source)
+
+    def _set_share(self, guarantee, weight, parent, source: str) -> None:
+        from .share import Class  # share.py builds on this module
+
+        if parent is not None and not isinstance(parent, Class):
+            raise PolicyError(source, "parent", f"expected a Class, got {type(parent).__name__}")
+        shared = {k for c in parent.path() for k in c.rates} if parent else set()
+        guaranteed: dict[str, float] = {}
+        for key, value in (guarantee or {}).items():
+            _check_key(key, f"{source} guarantee")
+            if key not in RATE_KEYS:
+                raise PolicyError(f"{source} guarantee", key, "only rates can be guaranteed")
+            if key not in shared:
+                raise PolicyError(f"{source} guarantee", key, "a guarantee is a share of a "
+                                  "class's rate: no class of this group shares it")
+            guaranteed[key] = _parse(value, rate=True, source=f"{source} guarantee", key=key)
+            limit = getattr(self, key)
+            if limit is not None and guaranteed[key] > limit:
+                raise PolicyError(f"{source} guarantee", key, "is more than the limit")
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
+                    not 0 < weight < MAX_VALUE:
+                raise PolicyError(source, "weight", f"must be a number above 0, got {weight!r}")
+            if parent is None:
+                raise PolicyError(source, "weight", "a weight shares a class's rate: the group "
+                                  "has no class")
+        object.__setattr__(self, "guarantee", guaranteed)
+        object.__setattr__(self, "weight", float(weight) if weight is not None else None)
+        object.__setattr__(self, "parent", parent)
 
     def items(self) -> list[tuple[str, float | int]]:
         """The limits that are set, in key order."""
@@ -198,14 +235,25 @@ class Limits:
         values = {k: getattr(self, k) for k in KEYS}
         values.update({k: v for k, v in other.items()})
         return Limits(burst={**self.burst, **other.burst},
-                      on_exhausted={**self.on_exhausted, **other.on_exhausted}, **values)
+                      on_exhausted={**self.on_exhausted, **other.on_exhausted},
+                      guarantee={**self.guarantee, **other.guarantee},
+                      weight=other.weight if other.weight is not None else self.weight,
+                      parent=other.parent or self.parent, **values)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "limits": dict(self.items()),
             "burst": {k: self.burst_of(k) for k in RATE_KEYS if getattr(self, k) is not None},
             "on_exhausted": {k: self.mode_of(k) for k, _ in self.items()},
         }
+        if self.parent is not None:
+            out["class"] = {"name": self.parent.name, "guarantee": dict(self.guarantee),
+                            "weight": self.weight_of()}
+        return out
+
+    def weight_of(self) -> float:
+        """Its share of what its class lends to its borrowers (default 1)."""
+        return self.weight or 1.0
 
 
 def parse_assignments(pairs: list[str], source: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Policy files: TOML with [limits], [burst], [on_exhausted] and [security]
-tables."""
+"""Policy files: TOML with [limits], [burst], [on_exhausted], [guarantees],
+[class] and [security] tables."""
 from __future__ import annotations
 
 import tomllib
@@ -9,8 +9,10 @@ from pathlib import Path
 from ._errors import PolicyError
 from .container.profile import check_allow
 from .limits import Limits
+from .share import load_class
 
-TABLES = ("limits", "burst", "on_exhausted", "security")
+TABLES = ("limits", "burst", "on_exhausted", "guarantees", "class", "security")
+CLASS_KEYS = ("file", "weight")
 SECURITY_KEYS = ("allow",)
 
 
@@ -41,6 +43,15 @@ def read_policy(path: str | Path) -> Policy:
             raise PolicyError(source, key, f"unknown table (known: {', '.join(TABLES)})")
         if not isinstance(value, dict):
             raise PolicyError(source, key, f"must be a table, like [{key}]")
+    cls = data.get("class", {})
+    for key in cls:
+        if key not in CLASS_KEYS:
+            raise PolicyError(source, f"class.{key}", f"unknown key (known: "
+                                                      f"{', '.join(CLASS_KEYS)})")
+    if "weight" in cls and "file" not in cls:
+        raise PolicyError(source, "class.weight", "needs class.file")
+    if "file" in cls and not isinstance(cls["file"], str):
+        raise PolicyError(source, "class.file", "must be a path, relative to this file")
     security = data.get("security", {})
     for key in security:
         if key not in SECURITY_KEYS:
@@ -50,7 +61,9 @@ def read_policy(path: str | Path) -> Policy:
     if not isinstance(allow, list):
         raise PolicyError(source, "security.allow", "must be a list of system call names, "
                                                     'like ["keyctl"]')
+    parent = load_class(Path(path).parent / cls["file"]) if "file" in cls else None
     limits = Limits(burst=data.get("burst"), on_exhausted=data.get("on_exhausted"),
+                    guarantee=data.get("guarantees"), weight=cls.get("weight"), parent=parent,
                     source=source, **data.get("limits", {}))
     return Policy(limits, check_allow(allow, source, "security.allow"))
 

@@ -9,9 +9,10 @@ import re
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
+HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "share.h",
+           "engine.h", "cpu.h"]
 SOURCES = ["bucket.c", "argcond.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c",
-           "classify.c", "diskspace.c", "iowrite.c", "engine.c", "trace.c", "cpu.c"]
+           "classify.c", "diskspace.c", "iowrite.c", "engine.c", "trace.c", "cpu.c", "share.c"]
 
 
 def _cdef_text(header: str) -> str:

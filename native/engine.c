@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include "filter.h"
 #include "iowrite.h"
 #include "procfs.h"
+#include "share.h"
 #include "tasks.h"
 #include "trace.h"
 
@@ -70,6 +72,7 @@ struct hold {
     struct gov_call call;
     int tgid;                 /* memory calls: the caller's process, once looked up */
     int res;                  /* the resource it is queued for; -1 waiting for data */
+    signed char route[GOV_NRES];  /* shared rates: how it fits its class (share.h) */
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
 };
@@ -85,7 +88,8 @@ struct group {
     int backend;              /* GOV_BACKEND_* */
     unsigned char governed[NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
     struct gov_limits lim;
-    struct gov_bucket b[GOV_NRES];
+    struct gov_bucket b[GOV_NRES];   /* rates: the limit */
+    struct gov_share share[GOV_NRES];   /* rates a class shares: guarantee, borrowing */
     struct gov_usage u;
     int inits[64];            /* pid 1 of each spawned root; tasks descend from them */
     int ninits;
@@ -511,6 +515,11 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
             if (!g->lim.r[r].set)
                 continue;
             int64_t w = gov_bucket_wait_ns(&g->b[r], h->call.ch[i].cost, now);
+            if (w == 0 && g->share[r].cls) {
+                int route;
+                w = gov_share_wait(&g->share[r], r, h->call.ch[i].cost, now, &route);
+                h->route[r] = (signed char)route;
+            }
             if (w > *wait_ns) {
                 *wait_ns = w;
                 res = r;
@@ -566,6 +575,8 @@ static void charge(struct group *g, struct hold *h, int sign)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
+        if (g->share[r].cls)
+            gov_share_charge(&g->share[r], r, h->call.ch[i].cost, h->route[r], sign, now_ns());
         if (r == GOV_DISK_SPACE && g->disk)
             gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
                             h->call.disk_ino, sign);
@@ -1169,6 +1180,8 @@ static void free_group(struct gov_engine *e, struct group *g)
         }
     gov_clones_free(&g->clones);
     gov_iowrite_free(&g->iowrites);
+    for (int r = 0; r < GOV_NRES; r++)
+        gov_share_release(&g->share[r]);
     free(g->mem);
     if (g->disk)
         gov_disk_free(g->disk);
@@ -1347,6 +1360,8 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
         gov_iowrite_settle(&g->iowrites, -1, settle_returned, g);
         *out = g->u;
         out->held_now = g->nholds;
+        for (int r = 0; r < GOV_NRES; r++)
+            out->r[r].borrowed = g->share[r].borrowed;
         /* Time held so far by calls still waiting counts too. */
         int64_t now = now_ns();
         for (struct hold *h = g->holds.next; h != &g->holds; h = h->next)
@@ -1382,6 +1397,32 @@ int gov_group_remove(struct gov_engine *e, int id)
     }
     pthread_mutex_unlock(&e->mu);
     return g ? 0 : -ENOENT;
+}
+
+int gov_group_set_class(struct gov_engine *e, int id, int res, struct gov_class *cls,
+                        double guarantee, double burst)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : res < 0 || res >= GOV_NRES || !is_rate(res) || !cls ? -EINVAL : 0;
+    if (rc == 0)
+        gov_share_init(&g->share[res], cls, res, guarantee, burst, now_ns());
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int gov_group_set_borrow(struct gov_engine *e, int id, int res, double rate, double burst)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : res < 0 || res >= GOV_NRES || !g->share[res].cls ? -EINVAL : 0;
+    if (rc == 0 && g->share[res].borrow.ns_per_byte != (rate > 0 ? 1e9 / rate : 0)) {
+        gov_meter_init(&g->share[res].borrow, rate, burst);
+        if (g->nholds)
+            wake(e);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 int gov_group_attach_net(struct gov_engine *e, int id)
@@ -1428,6 +1469,18 @@ int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
 int gov_engine_event_fd(struct gov_engine *e)
 {
     return e->evfd;
+}
+
+int gov_engine_share_event_fd(struct gov_engine *e, struct gov_engine *with)
+{
+    int fd = fcntl(with->evfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    pthread_mutex_lock(&e->mu);
+    close(e->evfd);
+    e->evfd = fd;
+    pthread_mutex_unlock(&e->mu);
+    return 0;
 }
 
 int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max)

@@ -52,11 +52,22 @@ int gov_group_attach_net(struct gov_engine *e, int group);
  * again. */
 int gov_group_settle_net(struct gov_engine *e, int group, uint64_t sent_total,
                          uint64_t recv_total);
+/* Rate `res` of the group is shared by class cls (share.h), with a
+ * guarantee (bytes/s, 0: none; it only borrows) and a burst. */
+struct gov_class;
+int gov_group_set_class(struct gov_engine *e, int group, int res, struct gov_class *cls,
+                        double guarantee, double burst);
+/* How fast the group may borrow rate `res` of its class now (its weight's
+ * share of what the class has spare; 0: as fast as the class lends). */
+int gov_group_set_borrow(struct gov_engine *e, int group, int res, double rate, double burst);
 /* Forgets the group: its listeners are closed (so pending calls fail). */
 int gov_group_remove(struct gov_engine *e, int group);
 
 /* An eventfd that is readable when events are waiting. */
 int gov_engine_event_fd(struct gov_engine *e);
+/* From now on e signals its events on `with`'s eventfd: the engines of one
+ * supervisor (one per core) share one fd to wait on. 0 or -errno. */
+int gov_engine_share_event_fd(struct gov_engine *e, struct gov_engine *with);
 /* Moves up to max events into out; returns how many. */
 int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max);
 

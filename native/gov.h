@@ -53,6 +53,7 @@ struct gov_res_usage {
     uint64_t held_calls;
     uint64_t held_ns;
     uint64_t denied;
+    uint64_t borrowed;   /* rates a class shares: bytes borrowed from it */
 };
 
 struct gov_usage {

@@ -20,6 +20,7 @@ from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
 from ..monitor.metrics import parse_address, serve_metrics
 from ..policy import Policy, read_policy
+from ..share import load_class
 from ..supervisor import Supervisor
 
 # Signals that `governor run` passes on to the command.
@@ -43,6 +44,13 @@ def add_parser(sub) -> None:
                      help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM, "
                           "EDQUOT for disk_space, which only denies)")
     run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
+    run.add_argument("--class", dest="class_file", metavar="FILE",
+                     help="a class of service (TOML) whose rates the group shares with the "
+                          "other groups of the class")
+    run.add_argument("--guarantee", action="append", default=[], metavar="KEY=RATE",
+                     help="a rate of the class the group always gets when it asks")
+    run.add_argument("--weight", type=float, metavar="W",
+                     help="the group's share of what its class lends (default 1)")
     run.add_argument("--stats-json", metavar="FILE", help="write the group's usage here at the end")
     run.add_argument("--backend", choices=list(BACKENDS), default="seccomp",
                      help="how calls are intercepted: seccomp (user notification, default), "
@@ -96,8 +104,13 @@ def _seconds(text: str) -> float:
 def _policy(args) -> Policy:
     """The policy file's, with the command line's limits and exceptions on top."""
     base = read_policy(args.policy) if args.policy else Policy(Limits())
+    if args.weight is not None and not args.class_file and base.limits.parent is None:
+        raise PolicyError("--weight", None, "needs a class (--class FILE)")
     override = Limits(burst=parse_assignments(args.burst, "--burst"),
                       on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
+                      guarantee=parse_assignments(args.guarantee, "--guarantee"),
+                      weight=args.weight,
+                      parent=load_class(args.class_file) if args.class_file else base.limits.parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
     return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
 
@@ -198,7 +211,7 @@ def main(args) -> int:
         log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
         if args.stats_json:
             report = {"group": name, "command": cmd, "exit_status": status,
-                      "seconds": time.monotonic() - started, **limits.as_dict(),
+                      "seconds": time.monotonic() - started, **group.limits.as_dict(),
                       "usage": usage.as_dict()}
             with open(args.stats_json, "w") as f:
                 json.dump(report, f, indent=2)
