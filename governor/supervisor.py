@@ -22,6 +22,7 @@ from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
 from . import _native, backends
 from ._errors import GovernorError, PolicyError, SpawnError, check
 from .container import Container
+from .container.setup import ProcessSetup
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .monitor.cpu import CpuController
 from .monitor.state import Publisher
@@ -293,8 +294,10 @@ class Group:
         req.filter, req.filter_len = c_filter, len(self._filter)
         req.timeout_ms = 10000
         req.trace = self.supervisor.backend != "seccomp"
+        setup = box.setup(self.name) if box else None
         if box:
-            req.container = box.c_struct(self.name, keep)
+            req.container = setup.c_struct(keep)
+            req.process = ProcessSetup().c_struct(keep)
             req.paused = 1  # the network comes before the command runs
         opened = []
         for i, f in enumerate((stdin, stdout, stderr)):
@@ -315,6 +318,7 @@ class Group:
                                 "pid namespace")
         if rc < 0 and res.fail_step:
             step = ffi.string(lib.gov_container_step_name(res.fail_step)).decode()
+            step = setup.step(step, res.fail_index) if setup else step
             raise SpawnError(-rc, f"{argv[0]}: container {step}", step=step)
         if rc < 0:
             raise SpawnError(-rc, argv[0])
