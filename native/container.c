@@ -367,6 +367,12 @@ int container_enter(const struct gov_container *c, const int *ns_fd, int *step, 
     }
     if (c->hostname)
         STEP(GOV_STEP_HOSTNAME, sys_rc(sethostname(c->hostname, strlen(c->hostname))));
+    if (!(c->new_ns & CLONE_NEWNS) && ns_fd[GOV_NS_MNT] < 0) {
+        /* The caller's mount namespace: nothing may be mounted in it. */
+        STEP(GOV_STEP_PIVOT_ROOT, sys_rc(chroot(c->rootfs)));
+        STEP(GOV_STEP_PIVOT_ROOT, sys_rc(chdir("/")));
+        goto out;
+    }
     /* Nothing we mount may propagate back to the host. */
     STEP(GOV_STEP_ROOTFS, sys_rc(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)));
     STEP(GOV_STEP_ROOTFS, sys_rc(mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL)));

@@ -38,7 +38,8 @@ enum {
 };
 
 struct gov_container {
-    const char *rootfs;              /* absolute host path, symlinks resolved */
+    const char *rootfs;              /* absolute host path, symlinks resolved; without a
+                                        mount namespace (new or joined) only a chroot */
     unsigned long rootfs_flags;      /* remounted with: MS_RDONLY, MS_NOSUID, MS_NODEV */
     const char *hostname;            /* NULL: leave it */
     int new_ns;                      /* CLONE_NEW* to create; CLONE_NEWUSER: the command's */
@@ -56,6 +57,8 @@ struct gov_container {
     const char *const *readonly;
     int nmasked;                     /* directories: an empty read-only tmpfs; files: /dev/null */
     const char *const *masked;
+    int init_joins_user_ns;          /* the init enters the command's user namespace once it
+                                        is mapped (OCI: the container's pid is in it) */
     int nuid_map, ngid_map;          /* the command's new user namespace */
     const struct gov_idmap *uid_map;
     const struct gov_idmap *gid_map;

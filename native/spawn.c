@@ -309,6 +309,14 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const int *ns_fd
         close(sync[1]);
         int rc = init_map_ids(sync[0], cmd, c);
         close(sync[0]);
+        if (rc == 0 && c->init_joins_user_ns) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/ns/user", cmd);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            rc = fd < 0 || setns(fd, CLONE_NEWUSER) < 0 ? -errno : 0;
+            if (fd >= 0)
+                close(fd);
+        }
         if (rc < 0)
             setup_fail(exec_[1], -rc, GOV_STEP_UID_MAP, -1);
     }

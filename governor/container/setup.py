@@ -110,6 +110,7 @@ class Setup:
     masked: tuple[str, ...] = DEFAULT_MASKED
     uid_map: list[tuple[int, int, int]] = field(default_factory=list)
     gid_map: list[tuple[int, int, int]] = field(default_factory=list)
+    init_joins_user_ns: bool = False
 
     def step(self, name: str, index: int) -> str:
         """A failed step's description: "mount /data", "mask a path /proc/kcore"."""
@@ -147,6 +148,7 @@ class Setup:
         c.nsysctl = len(self.sysctl)
         c.sysctl_key = _array(keep, [k.replace(".", "/") for k in self.sysctl])
         c.sysctl_value = _array(keep, list(self.sysctl.values()))
+        c.init_joins_user_ns = self.init_joins_user_ns
         c.nreadonly, c.readonly = len(self.readonly), _array(keep, self.readonly)
         c.nmasked, c.masked = len(self.masked), _array(keep, self.masked)
         for which in ("uid_map", "gid_map"):
