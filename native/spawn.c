@@ -284,8 +284,7 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const int *ns_fd
         int step, index, rc = container_enter(c, ns_fd, &step, &index);
         if (rc < 0)
             setup_fail(exec_[1], -rc, step, index);
-        if (c->rootfs && (c->new_ns & CLONE_NEWPID))
-            container_name_init();
+        container_name_init(); /* nothing of the caller's shows inside */
         if ((c->new_ns & CLONE_NEWUSER) &&
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
             setup_fail(exec_[1], errno, GOV_STEP_UID_MAP, -1);

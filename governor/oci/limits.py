@@ -3,7 +3,8 @@ org.governor.* annotations, without cgroups:
 
     linux.resources.cpu.quota / period     -> cpu (CPUs)
     linux.resources.memory.limit           -> memory_resident
-    linux.resources.pids.limit             -> processes
+    linux.resources.pids.limit             -> processes (deny: fork fails, as at a
+                                              pids cgroup's limit)
     linux.resources.blockIO.throttle{Read,Write}BpsDevice
                                            -> disk_read, disk_write: one rate
     annotations org.governor.limit.KEY     -> any limit (net_send, memory...)
@@ -91,7 +92,9 @@ def from_spec(resources: dict, annotations: dict, source: str) -> tuple[Limits, 
     ignored += [f"{key}.{k}" for k in resources
                 if k not in ("cpu", "memory", "pids", "blockIO") and resources[k]]
     try:
-        base = Limits(source=source, **values)
+        # As at a pids cgroup's limit, fork fails (EAGAIN) rather than waits.
+        modes = {"processes": "deny"} if "processes" in values else {}
+        base = Limits(source=source, on_exhausted=modes, **values)
     except PolicyError as e:   # e.g. more CPUs than the host can reserve
         raise PolicyError(source, f"{key} ({e.key})", e.reason) from None
     over: dict[str, dict[str, str]] = {k: {} for k in _KINDS}

@@ -1,5 +1,5 @@
-"""Containers on disk, under the runtime's root (--root, default
-/run/governor-oci): one directory per container, ROOT/ID/, holding
+"""Containers on disk, under the runtime's root (--root, or
+$GOVERNOR_OCI_ROOT, default /run/governor-oci): one directory per container, ROOT/ID/, holding
 
     state.json   what `state` prints, and what the other commands need to find
                  the container's processes (pids with their start times)
@@ -30,13 +30,15 @@ class NotFound(GovernorError):
 
 
 def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None if it is gone."""
+    """The process's start time in clock ticks, or None if it is gone (a
+    zombie is gone: it waits only for its parent to read its status)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    fields = data[data.rindex(b")") + 2:].split()
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 @dataclass
@@ -79,7 +81,9 @@ class State:
 
 class Store:
     def __init__(self, root: str | None):
-        self.root = Path(root or DEFAULT_ROOT)
+        """root: --root, else $GOVERNOR_OCI_ROOT, else /run/governor-oci
+        (podman passes no --root; its conmon_env_vars can set the variable)."""
+        self.root = Path(root or os.environ.get("GOVERNOR_OCI_ROOT") or DEFAULT_ROOT)
 
     def dir(self, cid: str) -> Path:
         return self.root / cid

@@ -36,13 +36,28 @@ ffi, lib = _native.ffi, _native.lib
 _REQUEST_MAX = 65536
 
 
+class _ShortPath:
+    """A socket path under ROOT/ID, which may be longer than AF_UNIX takes
+    (108 bytes): reached through /proc/self/fd/N of the directory."""
+
+    def __init__(self, directory):
+        self.fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __enter__(self) -> str:
+        return f"/proc/self/fd/{self.fd}/sock"
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
 def request(store: Store, cid: str, message: dict, fds: list[int] = (), timeout: float = 30) -> dict:
     """Sends one request to container cid's supervisor; its answer.
     GovernorError if it is gone or says no."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
     try:
-        s.connect(str(store.dir(cid) / "sock"))
+        with _ShortPath(store.dir(cid)) as path:
+            s.connect(path)
         socket.send_fds(s, [json.dumps(message).encode()], list(fds))
         reply = s.recv(_REQUEST_MAX)
     except OSError as e:
@@ -68,7 +83,8 @@ class ContainerSupervisor:
         self.proc = self.group.adopt(res, argv)
         self.execs: dict[int, int] = {}   # pidfd -> exec'd init
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        self.server.bind(str(store.dir(st.id) / "sock"))
+        with _ShortPath(store.dir(st.id)) as path:
+            self.server.bind(path)
         self.server.listen(8)
 
     def run(self) -> None:
