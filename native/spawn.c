@@ -130,7 +130,7 @@ static int make_console(int sock)
         (slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY)) < 0)
         rc = -errno;
     int pts = -1;
-    if (rc == 0 && ioctl(slave, TIOCGPTN, &pts) < 0)
+    if (rc == 0 && ioctl(master, TIOCGPTN, &pts) < 0)
         rc = -errno;
     snprintf(name, sizeof name, "/dev/pts/%d", pts);
     if (rc == 0) {

@@ -64,22 +64,24 @@ def from_spec(resources: dict, annotations: dict, source: str) -> tuple[Limits, 
     cpu = resources.get("cpu") or {}
     if not isinstance(cpu, dict):
         raise PolicyError(source, f"{key}.cpu", "expected an object")
-    if cpu.get("quota") is not None and cpu["quota"] != -1:
-        quota = _number(source, f"{key}.cpu.quota", cpu["quota"], lo=1)
+    quota = cpu.get("quota")
+    if quota is not None and _number(source, f"{key}.cpu.quota", quota, lo=-1) > 0:
         period = _number(source, f"{key}.cpu.period", cpu.get("period", 100000), lo=1)
         values["cpu"] = quota / period
     ignored += [f"{key}.cpu.{k}" for k in cpu if k not in ("quota", "period") and cpu[k]]
     memory = resources.get("memory") or {}
     if not isinstance(memory, dict):
         raise PolicyError(source, f"{key}.memory", "expected an object")
-    if memory.get("limit") is not None and memory["limit"] != -1:
-        values["memory_resident"] = _number(source, f"{key}.memory.limit", memory["limit"], lo=1)
+    limit = memory.get("limit")
+    if limit is not None and _number(source, f"{key}.memory.limit", limit, lo=-1) > 0:
+        values["memory_resident"] = limit
     ignored += [f"{key}.memory.{k}" for k in memory if k != "limit" and memory[k] is not None]
     pids = resources.get("pids") or {}
     if not isinstance(pids, dict):
         raise PolicyError(source, f"{key}.pids", "expected an object")
-    if pids.get("limit") is not None and pids["limit"] > 0:
-        values["processes"] = _number(source, f"{key}.pids.limit", pids["limit"], lo=1)
+    limit = pids.get("limit")
+    if limit is not None and _number(source, f"{key}.pids.limit", limit, lo=-1) > 0:
+        values["processes"] = limit   # 0 and -1: no limit
     blkio = resources.get("blockIO") or {}
     if not isinstance(blkio, dict):
         raise PolicyError(source, f"{key}.blockIO", "expected an object")
