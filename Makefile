@@ -1,10 +1,11 @@
 # make setup: idempotent; Debian packages (only when missing), .venv, editable install.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot
+DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
+          podman conmon netavark iptables containerd runc golang-go
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench oci-validation clean
 
 setup: $(STAMP)
 
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml setup.py native/*.c native/*.h native/build_native.py
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -27,6 +28,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/report.py
+
+# The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
+oci-validation: setup
+	$(PY) benchmarks/oci_validation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c

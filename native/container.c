@@ -501,9 +501,12 @@ int container_drop_privileges(const struct gov_process *p, int *step)
              (uint32_t)(p->cap_inheritable >> 32)},
         };
         STEP(GOV_STEP_CAPS, sys_rc((int)syscall(SYS_capset, &h, d)));
+        /* The kernel raises an ambient capability only if it is permitted
+         * and inheritable; runc skips the others (with a warning), so do we:
+         * `runc spec` lists ambient capabilities that are not inheritable. */
         for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
             if (p->cap_ambient & (1ULL << cap))
-                STEP(GOV_STEP_CAPS, sys_rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0)));
+                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
     }
     *step = GOV_STEP_NONE;
 out:

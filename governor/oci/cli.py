@@ -10,7 +10,6 @@ podman and containerd show them)."""
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import signal
@@ -34,6 +33,8 @@ class RuntimeLog:
     def _write(self, level: str, msg: str, **extra) -> None:
         if not self.path:
             return
+        import datetime
+
         now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         if self.fmt == "json":
             line = json.dumps({"level": level, "msg": msg, "time": now, **extra})
@@ -175,8 +176,7 @@ def _dispatch(args, log: RuntimeLog) -> int:
         write_default(args.bundle, args.rootless)
         return 0
     if cmd == "state":
-        from .runtime import state_json
-        print(state_json(store, args.id))
+        print(json.dumps(store.load(args.id).oci(), indent=2))
         return 0
     if cmd == "list":
         states = [store.load(i) for i in store.ids()]
@@ -197,7 +197,7 @@ def _dispatch(args, log: RuntimeLog) -> int:
         if cmd == "create":
             os.close(created.status_fd)
             return 0
-        runtime.start(store, args.id)
+        runtime.start(store, args.id, log)
         if args.detach:
             os.close(created.status_fd)
             return 0
@@ -206,7 +206,7 @@ def _dispatch(args, log: RuntimeLog) -> int:
             runtime.delete(store, args.id, True, log)
         return status
     if cmd == "start":
-        runtime.start(store, args.id)
+        runtime.start(store, args.id, log)
     elif cmd == "kill":
         runtime.kill(store, args.id, parse_signal(args.signal), args.all)
     elif cmd == "delete":

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._errors import PolicyError
 from ..container import resolve_in_root
+from .hooks import Hook
 from ..container.setup import (CAP_NUMBER, CLONE_NEW, MS_BIND, MS_DIRSYNC, MS_LAZYTIME,
                                MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC,
                                MS_NOSUID, MS_NOSYMFOLLOW, MS_RDONLY, MS_REC, MS_RELATIME,
@@ -40,14 +41,6 @@ _DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": s
 _HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                "poststop")
 _MAX_ID = 2**32 - 1
-
-
-@dataclass
-class Hook:
-    path: str
-    args: list[str]
-    env: list[str]
-    timeout: int | None
 
 
 @dataclass

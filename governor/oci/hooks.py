@@ -6,14 +6,18 @@ nsenter into every namespace of its init)."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 from .._errors import GovernorError
-from .config import Hook
 from .state import State
 
 
+class Hook:
+    def __init__(self, path: str, args: list[str], env: list[str], timeout: int | None):
+        self.path, self.args, self.env, self.timeout = path, args, env, timeout
+
+
 def _run(h: Hook, kind: str, state: dict, prefix: list[str]) -> None:
+    import subprocess
     argv = prefix + [h.path] + h.args[1:] if prefix else (h.args or [h.path])
     env = dict(item.partition("=")[::2] for item in h.env)
     try:

@@ -3,33 +3,31 @@ acts). Errors are GovernorError (PolicyError for a bad config.json) with
 the message a user should read."""
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import select
 import signal
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import GovernorError, PolicyError, SpawnError
-from ..supervisor import filter_program, gov_spawn
-from .. import _native
-from . import build, config, hooks, limits as oci_limits
+from .._errors import GovernorError, PolicyError
+from . import hooks
 from .state import State, Store, start_time
 
-lib = _native.lib
+# create and exec need the engine's modules; the other commands stay light
+# (state, start, kill, delete run many times a second on a busy node).
 _WAIT_SECONDS = 10
 
 
-@dataclass
 class Created:
-    state: State
-    status_fd: int      # the container's init is our child: run waits on it
+    def __init__(self, state: State, status_fd: int):
+        self.state = state
+        self.status_fd = status_fd   # the container's init is our child: run waits on it
 
 
-def _console(path: str | None, terminal: bool, source: str) -> socket.socket | None:
+def _console(path: str | None, terminal: bool, source: str):
+    """The console socket, connected (a terminal's master goes there)."""
+    import socket
+
     if not terminal:
         return None
     if not path:
@@ -64,6 +62,12 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
            log) -> Created:
     """The container, its init waiting before the command's exec, and its
     supervisor running. Nothing is left when it fails."""
+    import datetime
+
+    from .._errors import SpawnError
+    from ..supervisor import filter_program, gov_spawn
+    from . import build, config, limits as oci_limits
+
     directory = store.make(cid)
     init_pid = None
     try:
@@ -98,7 +102,8 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
         st = State(id=cid, bundle=spec.bundle, rootfs=spec.root, pid=init_pid,
                    pid_start=start_time(init_pid), cmd_pid=res.cmd_pid,
                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                   annotations=spec.annotations, poststop=hooks.as_json(spec.hooks["poststop"]))
+                   annotations=spec.annotations, poststart=hooks.as_json(spec.hooks["poststart"]),
+                   poststop=hooks.as_json(spec.hooks["poststop"]))
         hooks.run(spec.hooks["prestart"] + spec.hooks["createRuntime"], "createRuntime", st)
         hooks.run_in_container(spec.hooks["createContainer"], "createContainer", st, init_pid)
         area = [spec.root] if lim.disk_space is not None and not spec.readonly else []
@@ -119,6 +124,8 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
 
 
 def _start_supervisor(store, st, res, lim, spec, area, lifeline_w, log) -> None:
+    import select
+
     from .supervisor import serve   # imports the engine's Supervisor: only here
 
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -139,20 +146,18 @@ def _start_supervisor(store, st, res, lim, spec, area, lifeline_w, log) -> None:
         raise GovernorError(f"create {st.id}: {answer}")
 
 
-def start(store: Store, cid: str) -> None:
-    from .supervisor import request
+def start(store: Store, cid: str, log) -> None:
+    from .client import request
 
     st = store.load(cid)
     status = st.current_status()
     if status != "created":
         raise GovernorError(f"cannot start a container that is {status}")
     request(store, cid, {"op": "start"})
-    st = store.load(cid)
     try:
-        spec = config.load(st.bundle)
-        hooks.run(spec.hooks["poststart"], "poststart", st)
-    except GovernorError:
-        pass   # a failing poststart hook is only a warning (runtime-spec)
+        hooks.run(hooks.from_json(st.poststart), "poststart", store.load(cid))
+    except GovernorError as e:
+        log.warning(str(e))   # a failing poststart hook is only a warning (runtime-spec)
 
 
 def pids(st: State) -> list[int]:
@@ -236,12 +241,17 @@ def delete(store: Store, cid: str, force: bool, log) -> None:
     store.remove(cid)
 
 
-def exec_process(store: Store, cid: str, process: config.Process, console_socket: str | None,
+def exec_process(store: Store, cid: str, process, console_socket: str | None,
                  pid_file: str | None, detach: bool, source: str) -> int:
-    """Runs process in the running container cid, governed with it. Its
-    exit status (0 with detach)."""
-    from .supervisor import request
+    """Runs process (a config.Process) in the running container cid,
+    governed with it. Its exit status (0 with detach)."""
+    from .. import _native
+    from .._errors import SpawnError
+    from ..supervisor import gov_spawn
+    from . import build, config
+    from .client import request
 
+    lib = _native.lib
     st = store.load(cid)
     status = st.current_status()
     if status != "running":
@@ -289,7 +299,3 @@ def wait_init(created: Created) -> int:
     _, status = os.waitpid(created.state.pid, 0)
     os.close(created.status_fd)
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-
-
-def state_json(store: Store, cid: str) -> str:
-    return json.dumps(store.load(cid).oci(), indent=2)

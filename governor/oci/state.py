@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .._errors import GovernorError
@@ -41,21 +39,31 @@ def start_time(pid: int) -> int | None:
     return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
-@dataclass
 class State:
-    id: str
-    bundle: str
-    rootfs: str
-    pid: int = 0                 # the container's init (the OCI state's pid)
-    pid_start: int = 0
-    cmd_pid: int = 0             # the container's process (signals go there)
-    supervisor_pid: int = 0
-    supervisor_start: int = 0
-    status: str = "creating"     # creating, created, running, stopped
-    created: str = ""
-    exit_status: int | None = None
-    annotations: dict = field(default_factory=dict)
-    poststop: list = field(default_factory=list)   # hooks to run at delete
+    """A container's record. A plain class: dataclasses cost this process
+    more to import than it spends on everything else `state` does."""
+
+    FIELDS = {
+        "id": None, "bundle": None, "rootfs": None,
+        "pid": 0,                # the container's init (the OCI state's pid)
+        "pid_start": 0,
+        "cmd_pid": 0,            # the container's process (signals go there)
+        "supervisor_pid": 0, "supervisor_start": 0,
+        "status": "creating",    # creating, created, running, paused, stopped
+        "created": "", "exit_status": None, "annotations": {},
+        "poststart": [],         # hooks to run after start
+        "poststop": [],          # hooks to run at delete
+    }
+
+    def __init__(self, **values):
+        unknown = set(values) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown state fields: {sorted(unknown)}")
+        for name, default in self.FIELDS.items():
+            setattr(self, name, values.get(name, default))
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def alive(self) -> bool:
         return bool(self.pid) and start_time(self.pid) == self.pid_start
@@ -117,10 +125,11 @@ class Store:
     def save(self, st: State) -> None:
         path = self.dir(st.id) / "state.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(st)))
+        tmp.write_text(json.dumps(st.as_dict()))
         os.replace(tmp, path)
 
     def remove(self, cid: str) -> None:
+        import shutil
         shutil.rmtree(self.dir(cid), ignore_errors=True)
 
     def ids(self) -> list[str]:

@@ -30,47 +30,10 @@ from .._errors import GovernorError
 from ..limits import Limits
 from ..supervisor import Supervisor
 from . import hooks
+from .client import REQUEST_MAX, ShortPath
 from .state import State, Store, start_time
 
 ffi, lib = _native.ffi, _native.lib
-_REQUEST_MAX = 65536
-
-
-class _ShortPath:
-    """A socket path under ROOT/ID, which may be longer than AF_UNIX takes
-    (108 bytes): reached through /proc/self/fd/N of the directory."""
-
-    def __init__(self, directory):
-        self.fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def __enter__(self) -> str:
-        return f"/proc/self/fd/{self.fd}/sock"
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
-def request(store: Store, cid: str, message: dict, fds: list[int] = (), timeout: float = 30) -> dict:
-    """Sends one request to container cid's supervisor; its answer.
-    GovernorError if it is gone or says no."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    s.settimeout(timeout)
-    try:
-        with _ShortPath(store.dir(cid)) as path:
-            s.connect(path)
-        socket.send_fds(s, [json.dumps(message).encode()], list(fds))
-        reply = s.recv(_REQUEST_MAX)
-    except OSError as e:
-        raise GovernorError(f"container {cid!r}: its supervisor does not answer ({e.strerror or e})") from None
-    finally:
-        s.close()
-    try:
-        answer = json.loads(reply)
-    except ValueError:
-        raise GovernorError(f"container {cid!r}: its supervisor ended") from None
-    if "error" in answer:
-        raise GovernorError(answer["error"])
-    return answer
 
 
 class ContainerSupervisor:
@@ -83,7 +46,7 @@ class ContainerSupervisor:
         self.proc = self.group.adopt(res, argv)
         self.execs: dict[int, int] = {}   # pidfd -> exec'd init
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        with _ShortPath(store.dir(st.id)) as path:
+        with ShortPath(store.dir(st.id)) as path:
             self.server.bind(path)
         self.server.listen(8)
 
@@ -122,7 +85,7 @@ class ContainerSupervisor:
         with conn:
             conn.settimeout(30)
             try:
-                data, fds, _, _ = socket.recv_fds(conn, _REQUEST_MAX, 4)
+                data, fds, _, _ = socket.recv_fds(conn, REQUEST_MAX, 4)
                 msg = json.loads(data)
                 op = msg.get("op")
                 if op == "start":
