@@ -302,8 +302,20 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const int *ns_fd
     for (int i = 0; i < GOV_NS_N; i++)
         if (ns_fd[i] >= 0)
             close(ns_fd[i]);
-    if (req->process && req->process->console_fd >= 0)
+    if (req->process && req->process->console_fd >= 0) {
         close(req->process->console_fd);
+        /* The command's stdio is its pty: the caller's stdio (a pipe that
+         * containerd's shim reads to its end) must not stay open here. */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; i < 3; i++) {
+            if (null >= 0)
+                dup2(null, i);
+            else
+                close(i);
+        }
+        if (null > 2)
+            close(null);
+    }
     if (sync[0] >= 0) {
         close(sync[1]);
         int rc = init_map_ids(sync[0], cmd, c);
