@@ -35,7 +35,7 @@ RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "me
 _AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
-           lib.GOV_EV_OVERFLOW: "events_lost"}
+           lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled"}
 _FILTER_MAX = 1 << 16
 _X32_BIT = 0x40000000
 _NR_SYSCALLS = 512  # above every x86_64 system call number

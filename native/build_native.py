@@ -10,7 +10,7 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
-SOURCES = ["bucket.c", "filter.c", "container.c", "spawn.c", "procfs.c", "classify.c", "diskspace.c",
+SOURCES = ["bucket.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c", "classify.c", "diskspace.c",
            "engine.c", "trace.c", "cpu.c"]
 
 

@@ -156,7 +156,7 @@ static double inflight_sum(struct gov_disk *d)
     double sum = 0;
     for (int i = 0; i < d->ninflight;) {
         int nr = gov_task_syscall(d->inflight[i].tid);
-        if (nr == d->inflight[i].nr || nr == -2) {
+        if (nr == d->inflight[i].nr || nr == GOV_SC_RUNNING) {
             sum += d->inflight[i].cost;
             i++;
         } else {

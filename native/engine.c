@@ -20,6 +20,7 @@
 #include "engine.h"
 #include "filter.h"
 #include "procfs.h"
+#include "tasks.h"
 #include "trace.h"
 
 /* Debian 12's headers predate kernel 6.6. */
@@ -35,8 +36,14 @@
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
 #define MAX_PROCS 65536
-#define SIGNAL_SWEEP_NS 20000000LL  /* ptrace: a held tracee's signals, looked for */
+#define SIGNAL_SWEEP_NS 20000000LL  /* held calls that a signal may interrupt: looked at */
+/* The kernel's restart codes: a call that returns one of them is restarted
+ * once the signal is handled (ERESTARTSYS: only with SA_RESTART, else it
+ * fails with EINTR). */
+#define ERESTARTSYS 512
+#define ERESTARTNOINTR 513
 #define NR_SYSCALLS 512
+#define STALL_NS 200000000LL      /* cap holds this old: is the group stuck? */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -86,8 +93,13 @@ struct group {
     int held_res[GOV_NRES];   /* holds per resource */
     struct group *next_held;  /* list of groups with holds */
     int on_held_list;
-    int *pending;             /* threads whose clone was allowed, not yet seen again */
-    int npending, cap_pending;
+    struct gov_clones clones; /* clones let go whose child may not exist yet */
+    int zombies;              /* at the last count */
+    /* Stall detection (check_stalled): the last look found the group stuck,
+     * with this much CPU time used and this many calls made so far. */
+    int stall_looks;
+    uint64_t stall_cpu, stall_calls;
+    int64_t stall_next;
     struct memproc *mem;
     int nmem, cap_mem;
     int64_t shared_mem;       /* shared anonymous memory of the group */
@@ -200,18 +212,62 @@ static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, 
     return 0;
 }
 
-/* Whether h's task still waits in its call. A held tracee is not woken by a
- * signal (ptrace-stopped): when one is pending, its call is skipped and
- * restarted as the kernel would restart it (trace.c), and it is not held. */
-static int still_waits(struct gov_engine *e, struct hold *h)
+/* How a signal meets a held call: as it would meet the call natively. A
+ * held task does not wake for signals by itself (seccomp: the listener's
+ * wait is killable once received; ptrace: the task is stopped), so the
+ * engine looks for them (still_waits). */
+enum {
+    SIG_WAITS,       /* file I/O, memory: the signal comes once the call is done */
+    SIG_RESTARTS,    /* fork: the handler runs, then the call starts again */
+    SIG_INTERRUPTS,  /* a socket call that would block natively: EINTR, or a
+                        restart with SA_RESTART */
+};
+
+static int signal_effect(const struct hold *h)
 {
-    if (h->l)
-        return ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) == 0;
-    if (!h->t)
+    if (h->tag == TAG_DATA || h->res == GOV_NET_SEND || h->res == GOV_NET_RECV)
+        return SIG_INTERRUPTS;
+    return h->res == GOV_PROCESSES ? SIG_RESTARTS : SIG_WAITS;
+}
+
+/* Whether the engine must watch h's task for signals. Under seccomp a
+ * signal whose default action ends the process kills a killable waiter by
+ * itself; a ptrace-stopped tracee wakes for SIGKILL only. */
+static int watch_signals(const struct hold *h)
+{
+    return h->t || signal_effect(h) != SIG_WAITS;
+}
+
+/* Whether h's task still waits in its call: 0 once it is gone, or once a
+ * pending signal took it out of the call, as the kernel would have (it then
+ * comes back as a new call, never charged twice). Only signals that will
+ * reach this thread count: its own, or its process's when it is the only
+ * thread (another thread may take those, and a restart code must never
+ * reach a thread without a signal to handle). */
+static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
+{
+    if (h->l && sweep && ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) != 0)
         return 0;
-    if (gov_task_signal_pending(h->pid) <= 0)
-        return 1; /* none, or gone: the tracer sees it exit */
-    gov_tracer_answer(e->tracer, unhold(h), GOV_TR_INTERRUPT, 0);
+    if (!h->l && !h->t)
+        return 0;
+    if (!watch_signals(h))
+        return 1;
+    int effect = signal_effect(h), sigs = gov_task_signals(h->pid);
+    int code = 0;
+    if (sigs <= 0)
+        return 1; /* none, or gone: the listener or the tracer sees it go */
+    if (effect == SIG_RESTARTS && (sigs & GOV_SIG_DELIVERABLE))
+        code = ERESTARTNOINTR;
+    else if (effect == SIG_INTERRUPTS && (sigs & GOV_SIG_DELIVERABLE))
+        code = h->call.timeout_ns ? EINTR : ERESTARTSYS; /* as a timed receive does */
+    else if (sigs & GOV_SIG_FATAL)
+        code = ERESTARTNOINTR; /* it dies on its way out */
+    else
+        return 1;
+    if (h->l)
+        respond(e, h->l, h->id, 0, -code, 0);
+    else
+        gov_tracer_answer(e->tracer, unhold(h), GOV_TR_INTERRUPT, code);
     return 0;
 }
 
@@ -222,67 +278,39 @@ static int is_rate(int res)
     return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE;
 }
 
-static void pending_drop(struct group *g, int tid)
-{
-    for (int i = 0; i < g->npending; i++)
-        if (g->pending[i] == tid) {
-            g->pending[i] = g->pending[--g->npending];
-            return;
-        }
-}
-
-static int pending_add(struct group *g, int tid)
-{
-    if (g->npending == g->cap_pending) {
-        int cap = g->cap_pending ? g->cap_pending * 2 : 16;
-        int *p = realloc(g->pending, sizeof(int) * cap);
-        if (!p)
-            return -ENOMEM;
-        g->pending = p;
-        g->cap_pending = cap;
-    }
-    g->pending[g->npending++] = tid;
-    return 0;
-}
-
-/* A clone is pending until its thread is seen in another call or is no
- * longer inside a clone. Until then the new task counts, even if the walk
- * already sees it: counting it twice errs on the safe side. */
-static int still_cloning(int tid)
-{
-    int nr = gov_task_syscall(tid);
-    return nr == -2 || nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork;
-}
-
 static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
 {
-    int n = 0, tasks = 0;
-    for (int i = 0; i < g->ninits; i++) {
-        int got = 0;
-        int t = gov_tree_tasks(g->inits[i], e->procs + n, MAX_PROCS - n, &got);
-        if (t < 0)
-            return t;
-        tasks += t;
-        n += got;
-    }
+    struct gov_census c;
+    int rc = gov_tasks_count(g->inits, g->ninits, &g->clones, e->procs, MAX_PROCS, &c);
+    if (rc < 0)
+        return rc;
     if (nprocs)
-        *nprocs = n;
-    g->u.tasks = tasks;
-    if (tasks > g->u.peak_tasks)
-        g->u.peak_tasks = tasks;
-    return tasks;
+        *nprocs = c.nprocs;
+    g->u.tasks = c.live;
+    g->zombies = c.zombies;
+    if (c.live > g->u.peak_tasks)
+        g->u.peak_tasks = c.live;
+    g->u.r[GOV_PROCESSES].used = (uint64_t)(c.live + g->clones.n);
+    return c.live;
 }
 
-/* May thread tid create a task now? */
-static int task_fits(struct gov_engine *e, struct group *g, int tid)
+enum { TASK_FITS, TASK_WAIT, TASK_ZOMBIES };
+
+/* May a thread of g create a task now? The cap counts live tasks and clones
+ * not yet settled: a task that exited no longer holds a fork back, so a
+ * parent held in fork never waits for children that it would reap itself.
+ * Exited tasks that nobody reaped still hold a pid each: they may fill as
+ * much again as the cap, past which clones fail (TASK_ZOMBIES) as at a
+ * pids limit, whatever the mode: waiting could be waiting for oneself. */
+static int task_fits(struct gov_engine *e, struct group *g)
 {
-    for (int i = 0; i < g->npending;)
-        if (still_cloning(g->pending[i]))
-            i++;
-        else
-            g->pending[i] = g->pending[--g->npending];
     int64_t live = count_tasks(e, g, NULL);
-    return live >= 0 && live + g->npending + 1 <= g->lim.r[GOV_PROCESSES].cap;
+    int64_t cap = g->lim.r[GOV_PROCESSES].cap, next = live + g->clones.n + 1;
+    if (live < 0)
+        return TASK_WAIT;
+    if (next + g->zombies > 2 * cap)
+        return TASK_ZOMBIES;
+    return next <= cap ? TASK_FITS : TASK_WAIT;
 }
 
 static struct memproc *mem_proc(struct group *g, int tgid)
@@ -436,7 +464,12 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
     int res = -1, fits = 1;
     if (h->call.kind == GOV_CALL_TASK) {
         res = GOV_PROCESSES;
-        fits = !g->lim.r[GOV_PROCESSES].set || task_fits(e, g, h->pid);
+        int t = g->lim.r[GOV_PROCESSES].set ? task_fits(e, g) : TASK_FITS;
+        if (t == TASK_ZOMBIES) {
+            *why = res;
+            return DENY;
+        }
+        fits = t == TASK_FITS;
     } else if (h->call.kind == GOV_CALL_MEMORY) {
         res = GOV_MEMORY;
         fits = memory_fits(e, g, h, fresh);
@@ -511,9 +544,9 @@ static void charge(struct group *g, struct hold *h, int sign)
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
         if (sign > 0)
-            pending_add(g, h->pid);
+            gov_clones_add(&g->clones, h->pid);
         else
-            pending_drop(g, h->pid);
+            gov_clones_drop(&g->clones, h->pid);
     }
     if (h->call.kind == GOV_CALL_MEMORY && h->call.nch && h->tgid > 0) {
         struct memproc *m = mem_proc(g, h->tgid);
@@ -536,7 +569,7 @@ static void let_go(struct gov_engine *e, struct group *g, struct hold *h)
         charge(g, h, -1);
     /* Tasks and memory keep no per-call charge in u.r[].used: they report
      * the current level. */
-    g->u.r[GOV_PROCESSES].used = (uint64_t)(g->u.tasks + g->npending);
+    g->u.r[GOV_PROCESSES].used = (uint64_t)(g->u.tasks + g->clones.n);
     g->u.r[GOV_MEMORY].used = (uint64_t)g->u.memory;
 }
 
@@ -660,8 +693,7 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
             h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
             enqueue(e, g, h, now);
             arm_before(e, h->deadline ? h->deadline : now + SWEEP_NS);
-            if (h->t)
-                arm_before(e, now + SIGNAL_SWEEP_NS);
+            arm_before(e, now + SIGNAL_SWEEP_NS);
             return;
         }
         reclassify(e, h); /* cannot wait: charge what is there */
@@ -686,7 +718,7 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
          h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
     enqueue(e, g, h, now);
     arm_before(e, now + (wait ? wait : CAP_RECHECK_NS));
-    if (h->t)
+    if (watch_signals(h))
         arm_before(e, now + SIGNAL_SWEEP_NS);
 }
 
@@ -695,12 +727,12 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
 {
     int blocked[GOV_NRES] = {0};
     int64_t next = 0;
-    int sweep = now - e->last_sweep >= SWEEP_NS;
+    int sweep = now - e->last_sweep >= SWEEP_NS, watched = 0;
     for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
         n = h->next;
         int res = h->res;
-        /* Tracees are looked at every pass: a signal must not wait long. */
-        if ((sweep || h->t) && !still_waits(e, h)) {
+        /* Calls a signal may end are looked at every pass. */
+        if ((sweep || watch_signals(h)) && !still_waits(e, h, sweep)) {
             unlink_hold(g, h); /* interrupted: it comes back as a new call */
             if (res >= 0)
                 g->u.r[res].held_ns += (uint64_t)(now - h->since);
@@ -718,8 +750,10 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             int64_t at = h->deadline ? h->deadline : now + SWEEP_NS;
             if (!next || at < next)
                 next = at;
+            watched = 1;
             continue;
         }
+        watched |= watch_signals(h);
         if (blocked[res])
             continue;
         if (is_receive(h->nr)) {
@@ -746,12 +780,77 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         }
         free_hold(e, h);
     }
-    if (g->backend != GOV_BACKEND_SECCOMP && g->nholds) {
+    if (watched) {
         int64_t at = now + SIGNAL_SWEEP_NS;
         if (!next || at < next)
             next = at;
     }
     return next;
+}
+
+static int on_cap(int res)
+{
+    return res == GOV_PROCESSES || res == GOV_MEMORY;
+}
+
+/* Fails every call of g held on a cap, as the kernel's limits would. */
+static void fail_cap_holds(struct gov_engine *e, struct group *g, int64_t now)
+{
+    int res = g->held_res[GOV_PROCESSES] ? GOV_PROCESSES : GOV_MEMORY;
+    emit(e, GOV_EV_STALLED, g->id, res, 0, -1,
+         res == GOV_PROCESSES ? g->u.tasks + g->clones.n : g->u.memory);
+    for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
+        n = h->next;
+        if (h->res < 0 || !on_cap(h->res))
+            continue;
+        unlink_hold(g, h);
+        g->u.r[h->res].held_ns += (uint64_t)(now - h->since);
+        refuse(e, g, h, h->res);
+        free_hold(e, h);
+    }
+}
+
+/* A call held on a cap (processes, memory) waits for another task of the
+ * group to exit or give memory back. When no task can do that any more
+ * (tasks.h: every one is held on a cap or waits for the others), waiting is
+ * for ever: the held calls fail instead. The group must look stuck twice,
+ * STALL_NS apart, having used no CPU time and made no governed call in
+ * between. Returns when to look again (0: no cap holds). */
+static int64_t check_stalled(struct gov_engine *e, struct group *g, int64_t now)
+{
+    int64_t oldest = now;
+    int ncap = 0, nother = 0, held[256], others[256];
+    for (struct hold *h = g->holds.next; h != &g->holds; h = h->next) {
+        if (h->res >= 0 && on_cap(h->res)) {
+            if (h->since < oldest)
+                oldest = h->since;
+            if (ncap < 256)
+                held[ncap++] = h->pid;
+        } else if (nother < 256) {
+            others[nother++] = h->pid;
+        }
+    }
+    if (!ncap) {
+        g->stall_looks = 0;
+        return 0;
+    }
+    if (now - oldest < STALL_NS)
+        return oldest + STALL_NS;
+    if (now < g->stall_next)
+        return g->stall_next;
+    uint64_t cpu = 0;
+    int stuck = gov_tasks_stuck(g->inits, g->ninits, held, ncap, others, nother, &cpu) > 0;
+    if (stuck && g->stall_looks && cpu == g->stall_cpu &&
+        g->u.notifications == g->stall_calls) {
+        fail_cap_holds(e, g, now);
+        g->stall_looks = 0;
+        return 0;
+    }
+    g->stall_looks = stuck;
+    g->stall_cpu = cpu;
+    g->stall_calls = g->u.notifications;
+    g->stall_next = now + STALL_NS;
+    return g->stall_next;
 }
 
 static void run_holds(struct gov_engine *e)
@@ -761,6 +860,9 @@ static void run_holds(struct gov_engine *e)
     while (*pp) {
         struct group *g = *pp;
         int64_t at = release_ready(e, g, now);
+        int64_t stall_at = check_stalled(e, g, now);
+        if (stall_at && (!at || stall_at < at))
+            at = stall_at;
         if (!g->nholds) {
             g->on_held_list = 0;
             *pp = g->next_held;
@@ -824,7 +926,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
-    pending_drop(g, h->pid);
+    gov_clones_drop(&g->clones, h->pid);
     if (g->disk)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
@@ -1037,7 +1139,7 @@ static void free_group(struct gov_engine *e, struct group *g)
             *pp = g->next_held;
             break;
         }
-    free(g->pending);
+    gov_clones_free(&g->clones);
     free(g->mem);
     if (g->disk)
         gov_disk_free(g->disk);
@@ -1207,6 +1309,8 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
     pthread_mutex_lock(&e->mu);
     struct group *g = group_of(e, id);
     if (g) {
+        if (g->lim.r[GOV_PROCESSES].set)
+            count_tasks(e, g, NULL); /* the level now, pending clones settled */
         if (g->disk && g->disk->dirty)
             disk_recount(e, g);
         if (g->disk)

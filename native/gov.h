@@ -74,6 +74,7 @@ enum {
     GOV_EV_COMPAT,
     GOV_EV_LISTENER_CLOSED,
     GOV_EV_OVERFLOW,
+    GOV_EV_STALLED,   /* calls held on a cap failed: no task could free it */
 };
 
 struct gov_event {
@@ -82,7 +83,8 @@ struct gov_event {
     int resource;
     int pid;
     int nr;          /* the call's number (i386 or x32 table for compat), -1: none */
-    int64_t value;   /* held: cost; released: ns held; denied: errno */
+    int64_t value;   /* held: cost; released: ns held; denied: errno;
+                        stalled: the cap's level (tasks, bytes) */
 };
 
 #endif

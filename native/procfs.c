@@ -23,57 +23,6 @@ int gov_read_small(const char *path, char *buf, size_t size)
     return (int)n;
 }
 
-int gov_tree_tasks(int root, int *pids, int max, int *npids)
-{
-    /* Explicit stack of processes still to visit. */
-    int cap = 256, top = 0, tasks = 0;
-    int *stack = malloc(sizeof(int) * cap);
-    if (!stack)
-        return -ENOMEM;
-    stack[top++] = root;
-    *npids = 0;
-    while (top > 0) {
-        int pid = stack[--top];
-        char path[64];
-        snprintf(path, sizeof path, "/proc/%d/task", pid);
-        DIR *d = opendir(path);
-        if (!d)
-            continue; /* exited meanwhile */
-        if (pid != root && *npids < max)
-            pids[(*npids)++] = pid;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (de->d_name[0] < '0' || de->d_name[0] > '9')
-                continue;
-            if (pid != root)
-                tasks++;
-            char cpath[320], buf[4096];
-            snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", pid, de->d_name);
-            if (gov_read_small(cpath, buf, sizeof buf) <= 0)
-                continue;
-            for (char *p = buf, *end; *p; p = end) {
-                long child = strtol(p, &end, 10);
-                if (end == p)
-                    break;
-                if (top == cap) {
-                    int *bigger = realloc(stack, sizeof(int) * cap * 2);
-                    if (!bigger) {
-                        closedir(d);
-                        free(stack);
-                        return -ENOMEM;
-                    }
-                    stack = bigger;
-                    cap *= 2;
-                }
-                stack[top++] = (int)child;
-            }
-        }
-        closedir(d);
-    }
-    free(stack);
-    return tasks;
-}
-
 /* /proc/TID/status into buf; bytes read or -errno. */
 static int read_status(int tid, char *buf, size_t size)
 {
@@ -114,14 +63,28 @@ static uint64_t status_mask(const char *text, const char *key)
     return p ? strtoull(p + strlen(key), NULL, 16) : 0;
 }
 
-int gov_task_signal_pending(int tid)
+/* Standard signals whose default action does not end the process: SIGCHLD,
+ * SIGCONT, SIGURG, SIGWINCH (ignored), SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU. */
+#define SIGBIT(n) (1ULL << ((n) - 1))
+#define NOT_FATAL (SIGBIT(17) | SIGBIT(18) | SIGBIT(23) | SIGBIT(28) | SIGBIT(19) | \
+                   SIGBIT(20) | SIGBIT(21) | SIGBIT(22))
+
+int gov_task_signals(int tid)
 {
     char buf[4096];
     int n = read_status(tid, buf, sizeof buf);
     if (n < 0)
         return n;
-    uint64_t pending = status_mask(buf, "\nSigPnd:") | status_mask(buf, "\nShdPnd:");
-    return (pending & ~status_mask(buf, "\nSigBlk:")) != 0;
+    uint64_t blocked = status_mask(buf, "\nSigBlk:");
+    uint64_t own = status_mask(buf, "\nSigPnd:") & ~blocked;
+    uint64_t shared = status_mask(buf, "\nShdPnd:") & ~blocked;
+    uint64_t handled = status_mask(buf, "\nSigCgt:") | status_mask(buf, "\nSigIgn:");
+    int out = 0;
+    if (own || (shared && status_kib(buf, "\nThreads:") == 1))
+        out |= GOV_SIG_DELIVERABLE;
+    if ((own | shared) & ~handled & ~NOT_FATAL)
+        out |= GOV_SIG_FATAL;
+    return out;
 }
 
 static int shmem_path(const char *path)
@@ -183,12 +146,11 @@ int gov_task_syscall(int tid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%d/syscall", tid);
-    int n = gov_read_small(path, buf, sizeof buf);
-    if (n < 0)
-        return n;
+    if (gov_read_small(path, buf, sizeof buf) < 0)
+        return -ESRCH;
     if (buf[0] == 'r')
-        return -2; /* on a CPU: maybe inside the syscall we ask about */
+        return GOV_SC_RUNNING; /* on a CPU: maybe inside the syscall we ask about */
     if (buf[0] < '0' || buf[0] > '9')
-        return -1; /* "-1 ...": not in a syscall */
+        return GOV_SC_USER; /* "-1 ...": not in a syscall */
     return atoi(buf);
 }

@@ -8,12 +8,6 @@
 /* Reads a small /proc file into buf (NUL-terminated); bytes read or -errno. */
 int gov_read_small(const char *path, char *buf, size_t size);
 
-/* Walks the process tree below `root` (excluded) through
- * /proc/P/task/T/children. Returns the number of live tasks (threads
- * included) and stores up to `max` process ids in pids, *npids of them;
- * -errno on failure. */
-int gov_tree_tasks(int root, int *pids, int max, int *npids);
-
 /* Committed private memory of the process that thread `tid` belongs to:
  * VmData + VmStk (the kernel's data_vm + stack_vm), in bytes; its thread
  * group id in *tgid. -errno if the task is gone. */
@@ -33,13 +27,18 @@ int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max);
  * /proc/PID/stat, e.g. 47: start_brk; -errno if gone. */
 int64_t gov_task_stat(int pid, int field);
 
-/* The syscall number thread `tid` is in (from /proc/TID/syscall), -1 when it
- * is not in a syscall, -2 when it is on a CPU (unknown), -errno when gone. */
+/* The syscall number thread `tid` is in (from /proc/TID/syscall),
+ * GOV_SC_USER when it is not in a syscall, GOV_SC_RUNNING when it is on a CPU
+ * (unknown), -ESRCH when it is gone. */
+enum { GOV_SC_USER = -1, GOV_SC_RUNNING = -2 };
 int gov_task_syscall(int tid);
 
-/* 1 if thread `tid` has a signal pending that it does not block (its own or
- * its process's: SigPnd, ShdPnd against SigBlk), 0 if not, -errno if gone. */
-int gov_task_signal_pending(int tid);
+/* The signals waiting for thread `tid` (/proc/TID/status), a mask:
+ * GOV_SIG_DELIVERABLE: one it does not block that will reach it: its own, or
+ * its process's when it is the only thread; GOV_SIG_FATAL: one whose action
+ * is the default and ends the process. 0: neither; -errno if it is gone. */
+enum { GOV_SIG_DELIVERABLE = 1, GOV_SIG_FATAL = 2 };
+int gov_task_signals(int tid);
 
 /* The decimal value after `key` (e.g. "\nPPid:") in /proc/TID/status;
  * -errno if the task is gone, -ENOENT if there is no such key. */

@@ -26,6 +26,11 @@
 #include "procfs.h"
 #include "spawn.h"
 
+/* Debian 12's headers predate kernel 5.19. */
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
+
 static void close_pair(int p[2])
 {
     if (p[0] >= 0)
@@ -191,8 +196,15 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
         .len = (unsigned short)(req->filter_len / sizeof(struct sock_filter)),
         .filter = (struct sock_filter *)req->filter,
     };
-    int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                req->trace ? 0 : SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    /* Once the engine has a call, only a fatal signal wakes its task: the
+     * engine decides which signals end a held call, as they would end it
+     * natively (engine.c). Kernels before 5.19 lack the flag. */
+    unsigned flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, req->trace ? 0 : flags,
+                                &prog);
+    if (listener < 0 && errno == EINVAL && !req->trace)
+        listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0)
         child_fail(exec_w, errno);
     if ((rc = container_drop_privileges(p, &step)) < 0)

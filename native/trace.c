@@ -19,7 +19,6 @@
 
 #define BUCKETS 4096
 #define MAX_NS 4096
-#define ERESTARTSYS 512   /* the kernel's: restart the call, or EINTR for a handler */
 #define ORIG_RAX offsetof(struct user_regs_struct, orig_rax)
 #define RAX offsetof(struct user_regs_struct, rax)
 
@@ -191,7 +190,7 @@ static void answer_now(struct gov_tracee *t, int how, int64_t ret)
         skip(t, ret);
     } else if (how == GOV_TR_INTERRUPT) {
         skip(t, -EINTR);
-        t->restart = 1;
+        t->restart = (int)ret;
     }
     resume(t, 0);
 }
@@ -226,11 +225,11 @@ static int get_info(int tid, struct __ptrace_syscall_info *info)
 static void syscall_stop(struct gov_tracer *tr, struct gov_tracee *t)
 {
     if (t->restart) {
-        /* Put the call back and let the kernel's signal code decide: restart
-         * it (SA_RESTART, or no handler) or fail it with EINTR. */
-        t->restart = 0;
+        /* Put the call back and let the kernel's signal code decide, by the
+         * restart code the engine chose. */
         ptrace(PTRACE_POKEUSER, t->tid, ORIG_RAX, (long)t->nr);
-        ptrace(PTRACE_POKEUSER, t->tid, RAX, (long)-ERESTARTSYS);
+        ptrace(PTRACE_POKEUSER, t->tid, RAX, -(long)t->restart);
+        t->restart = 0;
         resume(t, 0);
         return;
     }

@@ -27,7 +27,8 @@ struct gov_tracee {
     int nr;               /* the call it stopped in */
     void *hold;           /* engine: the held call of this stop, or NULL */
     int in_call;          /* ptrace-syscall: past the entry stop of a call */
-    int restart;          /* skipped for a signal: restart it at its exit stop */
+    int restart;          /* skipped for a signal: at its exit stop it returns
+                             -restart, a restart code (the engine's choice) */
     int at_exit;          /* a read: charge what it returns at its exit stop */
     struct gov_call exit_call;  /* what was charged for that read */
     struct gov_tracee *next;
@@ -37,7 +38,8 @@ struct gov_tracee {
 enum {
     GOV_TR_GO = 1,        /* run it */
     GOV_TR_DENY,          /* skip it; it returns `ret` */
-    GOV_TR_INTERRUPT,     /* skip it; at its exit make the kernel restart it or fail EINTR */
+    GOV_TR_INTERRUPT,     /* skip it; at its exit it returns -ret, a restart code that
+                             makes the kernel's signal code restart it (or EINTR) */
 };
 
 /* 0 or -errno. Starts the thread; mu is the engine's mutex. */

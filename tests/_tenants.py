@@ -149,10 +149,23 @@ static int do_bomb(void)
     }
 }
 
-/* hold FIFO LOG: children A and A2 fill the cap; B waits for A to exit. */
-static int do_hold(const char *fifo, const char *log)
+static const char *sig_log;
+
+static void on_usr1(int sig)
+{
+    logf_(sig_log, "handled\n");
+}
+
+/* hold FIFO LOG [sig]: children A and A2 fill the cap; B waits for A to
+ * exit. With "sig", a SIGUSR1 handler (no SA_RESTART) logs "handled". */
+static int do_hold(const char *fifo, const char *log, int sig)
 {
     signal(SIGCHLD, SIG_IGN);
+    if (sig) {
+        struct sigaction sa = {.sa_handler = on_usr1};
+        sig_log = log;
+        sigaction(SIGUSR1, &sa, NULL);
+    }
     int p[2];
     if (pipe(p) < 0)
         return 2;
@@ -375,8 +388,8 @@ int main(int argc, char **argv)
         return do_pend(argv[2]);
     if (!strcmp(argv[1], "bomb"))
         return do_bomb();
-    if (!strcmp(argv[1], "hold") && argc == 4)
-        return do_hold(argv[2], argv[3]);
+    if (!strcmp(argv[1], "hold") && (argc == 4 || argc == 5))
+        return do_hold(argv[2], argv[3], argc == 5);
     if (!strcmp(argv[1], "mem") && argc == 4)
         return do_mem(argv[2], argv[3]);
     if (!strcmp(argv[1], "compat") && argc == 4)

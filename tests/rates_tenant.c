@@ -220,16 +220,26 @@ static void on_usr1(int sig)
         close(open(marker_g, O_WRONLY | O_CREAT, 0644)); /* never governed */
 }
 
-/* sigwrite PATH CHUNK COUNT MARKER RESTART: COUNT writes of CHUNK with a
- * SIGUSR1 handler; exits 4 if a write fails with EINTR. Prints the number
- * of signals handled. */
+/* sigwrite PATH|tcp:PORT CHUNK COUNT MARKER RESTART: COUNT writes of CHUNK
+ * to a file, or to a TCP socket (no timeouts) connected to 127.0.0.1:PORT,
+ * with a SIGUSR1 handler; exits 4 if a write fails with EINTR. Prints the
+ * number of signals handled. */
 static int do_sigwrite(char **a)
 {
     struct sigaction sa = {.sa_handler = on_usr1};
     sa.sa_flags = atoi(a[4]) ? SA_RESTART : 0;
     sigaction(SIGUSR1, &sa, NULL);
     marker_g = strcmp(a[3], "-") ? a[3] : NULL;
-    int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd;
+    if (!strncmp(a[0], "tcp:", 4)) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(atoi(a[0] + 4))};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0)
+            die("connect");
+    } else {
+        fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    }
     size_t chunk = strtoul(a[1], 0, 0);
     int count = atoi(a[2]);
     char *buf = calloc(1, chunk);

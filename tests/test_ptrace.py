@@ -176,7 +176,9 @@ def test_reads_charged_what_they_returned(sup, ptenant, tmp_path, kind):
 
 
 @pytest.mark.parametrize("test", [test_rates.test_disk_write_rate,
-                                  test_rates.test_handled_signal_interrupts_a_hold,
+                                  test_rates.test_handled_signal_waits_for_a_held_file_write,
+                                  test_rates.test_handled_signal_interrupts_a_held_send,
+                                  test_rates.test_fatal_signal_during_a_hold_kills_at_once,
                                   test_rates.test_restarted_call_is_not_charged_twice,
                                   test_rates.test_sigkill_during_a_hold_kills_at_once],
                          ids=lambda t: t.__name__)

@@ -336,32 +336,59 @@ def test_holds_are_counted(sup, tenant, tmp_path):
 
 
 # ---- 7, 8: signals during a hold ------------------------------------------------
+# A signal meets a held call as it would meet the call natively: a write to a
+# file is not interrupted (the handler runs once it is done), a send on a
+# socket that would block is (EINTR, or a restart with SA_RESTART).
 
 TINY = Limits(disk_write="64KiB/s", burst={"disk_write": "64KiB"})
+SLOW = {"burst": {"net_send": "64KiB"}}
 
 
 def _held(g) -> bool:
     return g.usage().held_now > 0
 
 
-def test_handled_signal_interrupts_a_hold(sup, tenant, tmp_path):
-    """Without SA_RESTART: the handler runs at once and write fails EINTR."""
-    g = sup.group("sig", TINY)
+def test_handled_signal_waits_for_a_held_file_write(sup, tenant, tmp_path):
+    """Without SA_RESTART: the write is not interrupted, as a write to a
+    regular file never is; the handler runs once it is done."""
+    g = sup.group("sig", Limits(disk_write="1MiB/s", burst={"disk_write": "64KiB"}))
     marker, out = tmp_path / "handled", tmp_path / "out"
-    # First 1 MiB write goes (bucket full, leaves debt); the second waits ~16 s.
+    # The first 1 MiB write goes (bucket full, leaves debt); the second waits ~1 s.
     run = Run(g, [tenant, "sigwrite", str(out), str(MiB), "2", str(marker), "0"])
     wait_for(lambda: _held(g), 5, "the second write to be held")
-    t0 = time.monotonic()
     run.proc.send_signal(signal.SIGUSR1)
-    wait_for(marker.exists, 2, "the SIGUSR1 handler to run")
-    handled = time.monotonic() - t0
-    rc, _ = run.finish()
+    time.sleep(0.3)  # a handler would have run by now, were the write interrupted
+    assert _held(g) and not marker.exists(), "the handler ran during the held write"
+    rc, text = run.finish()
+    assert rc == 0, "a held write to a file failed (EINTR?)"
+    assert text.split()[0] == "1"  # the signal was handled, after the write
+    assert marker.exists()
+    assert out.stat().st_size == 2 * MiB
+    assert used(g, "disk_write") == 2 * MiB
+
+
+def test_handled_signal_interrupts_a_held_send(sup, tenant, tmp_path):
+    """Without SA_RESTART: a held send on a socket fails with EINTR once the
+    handler has run, at once; the interrupted call is not charged."""
+    g = sup.group("sig", Limits(net_send="64KiB/s", **SLOW))
+    marker, sink = tmp_path / "handled", Sink()
+    try:
+        # The first 1 MiB send goes (bucket full, leaves debt); the second waits ~16 s.
+        run = Run(g, [tenant, "sigwrite", f"tcp:{sink.port}", str(MiB), "2", str(marker), "0"])
+        wait_for(lambda: _held(g), 5, "the second send to be held")
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGUSR1)
+        wait_for(marker.exists, 2, "the SIGUSR1 handler to run")
+        handled = time.monotonic() - t0
+        rc, _ = run.finish()
+    finally:
+        received = sink.close()
     elapsed = time.monotonic() - t0
     print(f"\nSIGUSR1 handled after {handled * 1000:.1f} ms, exit after {elapsed * 1000:.1f} ms")
-    assert rc == 4  # write returned EINTR
+    assert rc == 4  # send returned EINTR
     assert handled < 1.0 and elapsed < 1.0
-    assert out.stat().st_size == MiB
-    assert used(g, "disk_write") == MiB  # the interrupted call was not charged
+    assert received == MiB
+    assert used(g, "net_send") == MiB  # the interrupted call was not charged
 
 
 def test_sigkill_during_a_hold_kills_at_once(sup, tenant, tmp_path):
@@ -378,33 +405,51 @@ def test_sigkill_during_a_hold_kills_at_once(sup, tenant, tmp_path):
     assert used(g, "disk_write") == MiB
 
 
+def test_fatal_signal_during_a_hold_kills_at_once(sup, tenant, tmp_path):
+    """SIGTERM without a handler ends a task held in a file write, as it
+    would end a task blocked natively."""
+    g = sup.group("term", TINY)
+    run = Run(g, [tenant, "sigwrite", str(tmp_path / "out"), str(MiB), "2", "-", "0"])
+    wait_for(lambda: _held(g), 5, "the second write to be held")
+    t0 = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    rc, _ = run.finish()
+    elapsed = time.monotonic() - t0
+    print(f"\nSIGTERM: dead after {elapsed * 1000:.1f} ms")
+    assert rc == -signal.SIGTERM
+    assert elapsed < 1.0
+
+
 def test_restarted_call_is_not_charged_twice(sup, tenant, tmp_path):
-    """SA_RESTART: a held write interrupted by a handled signal comes back as a
+    """SA_RESTART: a held send interrupted by a handled signal comes back as a
     new call; only the call that runs is charged."""
-    g = sup.group("restart", Limits(disk_write="1MiB/s", burst={"disk_write": "64KiB"}))
-    out = tmp_path / "out"
-    run = Run(g, [tenant, "sigwrite", str(out), str(512 * KiB), "4", "-", "1"])
-    sent = 0
-    deadline = time.monotonic() + 10
-    for _ in range(400):
-        if run.proc.poll() is not None or time.monotonic() > deadline:
-            break
-        if _held(g) and sent < 20:
-            run.proc.send_signal(signal.SIGUSR1)
-            sent += 1
-        try:
-            run.proc.wait(timeout=0.05)
-        except TimeoutError:
-            pass
-    rc, text = run.finish()
+    g = sup.group("restart", Limits(net_send="1MiB/s", **SLOW))
+    sink = Sink()
+    try:
+        run = Run(g, [tenant, "sigwrite", f"tcp:{sink.port}", str(512 * KiB), "4", "-", "1"])
+        sent = 0
+        deadline = time.monotonic() + 10
+        for _ in range(400):
+            if run.proc.poll() is not None or time.monotonic() > deadline:
+                break
+            if _held(g) and sent < 20:
+                run.proc.send_signal(signal.SIGUSR1)
+                sent += 1
+            try:
+                run.proc.wait(timeout=0.05)
+            except TimeoutError:
+                pass
+        rc, text = run.finish()
+    finally:
+        received = sink.close()
     handled = int(text.split()[0])
-    size = out.stat().st_size
-    charged = used(g, "disk_write")
-    print(f"\nrestart: {sent} signals sent, {handled} handled, file {size} B, charged {charged} B")
+    charged = used(g, "net_send")
+    print(f"\nrestart: {sent} signals sent, {handled} handled, received {received} B, "
+          f"charged {charged} B")
     assert rc == 0
     assert handled >= 3
-    assert size == 4 * 512 * KiB
-    assert charged == size
+    assert received == 4 * 512 * KiB
+    assert charged == received
 
 
 # ---- 9: sendfile, splice, copy_file_range ---------------------------------------
