@@ -12,6 +12,7 @@ from typing import Any
 
 from .._errors import PolicyError
 from ..container import resolve_in_root
+from . import seccomp
 from .hooks import Hook
 from ..container.setup import (CAP_NUMBER, CLONE_NEW, MS_BIND, MS_DIRSYNC, MS_LAZYTIME,
                                MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC,
@@ -82,7 +83,7 @@ class Spec:
     devices: list[Device]
     sysctl: dict[str, str]
     resources: dict[str, Any]
-    seccomp: dict[str, Any] | None
+    seccomp: seccomp.Profile | None
     hooks: dict[str, list[Hook]]
     annotations: dict[str, str]
     ignored: list[str] = field(default_factory=list)   # keys read but not applied: logged
@@ -127,7 +128,7 @@ class _Reader:
         return value
 
     def strs(self, value, key) -> list[str]:
-        return [self.str(v, f"{key}[{i}]") for i, v in enumerate(self.list(value, key))]
+        return [self.str(v, f"{key}[{i}]", required=True) for i, v in enumerate(self.list(value, key))]
 
     def int(self, value, key, lo: int, hi: int, required=False) -> int | None:
         if value is None:
@@ -196,7 +197,8 @@ def parse(doc: Any, bundle: str, path: str) -> Spec:
                  for i, d in enumerate(r.list(linux.get("devices"), "linux.devices"))],
         sysctl=_sysctl(r, linux.get("sysctl")),
         resources=r.obj(linux.get("resources"), "linux.resources"),
-        seccomp=r.obj(linux.get("seccomp"), "linux.seccomp") or None,
+        seccomp=seccomp.parse(r.obj(linux.get("seccomp"), "linux.seccomp"), path)
+        if linux.get("seccomp") else None,
         hooks=_hooks(r, doc.get("hooks")),
         annotations=_annotations(r, doc.get("annotations")),
         ignored=ignored,
