@@ -191,6 +191,9 @@ def _dispatch(args, log: RuntimeLog) -> int:
                 print(f"{s.id}\t{o['pid']}\t{o['status']}\t{s.bundle}\t{s.created}")
         return 0
     from . import runtime
+    if getattr(args, "preserve_fds", 0):
+        raise PolicyError("--preserve-fds", None, "passing extra fds to the container is not "
+                          "supported yet")
     if cmd in ("create", "run"):
         created = runtime.create(store, args.id, args.bundle, args.pid_file, args.console_socket,
                                  log)

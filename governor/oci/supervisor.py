@@ -69,16 +69,19 @@ class ContainerSupervisor:
             self._finish()
 
     def _finish(self) -> None:
-        st = self.store.load(self.st.id)
-        st.status = "stopped"
         code = self.proc.returncode
-        st.exit_status = 128 - code if code is not None and code < 0 else code
-        self.store.save(st)
+        try:
+            st = self.store.load(self.st.id)
+            st.status = "stopped"
+            st.exit_status = 128 - code if code is not None and code < 0 else code
+            self.store.save(st)
+        except (GovernorError, OSError):
+            pass   # deleted with --force meanwhile: nothing to record
         self.server.close()
         self.sup.close()
         for fd in self.execs:
             os.close(fd)
-        self.log.info("container stopped", id=st.id, status=st.exit_status)
+        self.log.info("container stopped", id=self.st.id, status=code)
 
     def _serve_one(self) -> None:
         conn, _ = self.server.accept()
