@@ -29,6 +29,27 @@ class SpawnError(GovernorError, OSError):
         super().__init__(err, f"{command}: {os.strerror(err)}")
 
 
+class CatalogueError(GovernorError):
+    """Bad input to the application catalogue: an unknown application, group
+    or class, a corrupt store, an unreachable host, a copy that failed.
+    Nothing was changed. `key` names the argument or field, when one is to
+    blame (for forms that show the error next to it)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        self.key = key
+        super().__init__(message)
+
+
+class AdmissionRefused(GovernorError):
+    """A host cannot hold a group: `admission` is the table that says which
+    resource or hardware need does not fit."""
+
+    def __init__(self, admission):
+        self.admission = admission
+        super().__init__(f"{admission.host}: cannot hold group {admission.group!r}: "
+                         + ", ".join(r.resource for r in admission.refused))
+
+
 class EngineError(GovernorError, OSError):
     """The engine refused an operation."""
 

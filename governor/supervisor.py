@@ -26,6 +26,7 @@ from .container.setup import ProcessSetup
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .monitor.cpu import CpuController
 from .monitor.state import Publisher
+from .rules import ALLOW, Action, Rule, c_rules
 
 ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
@@ -131,6 +132,23 @@ def _c_limits(limits: Limits, container: bool = False):
     return c
 
 
+def filter_program(limits: Limits, container: bool, backend: str,
+                   rules: Sequence[Rule] | None = None, default_action: Action = ALLOW) -> bytes:
+    """A group's BPF program (struct sock_filter[]): the governor's rules and
+    the extra ones (governor/rules.py). governor-oci builds its containers'
+    with it too."""
+    buf = ffi.new("char[]", _FILTER_MAX)
+    extra, _keep = c_rules(rules, default_action) if rules is not None else (ffi.NULL, None)
+    rc = lib.gov_filter_build(_c_limits(limits, container), BACKENDS[backend], extra, buf,
+                              _FILTER_MAX)
+    if rc in (-errno.EOPNOTSUPP, -errno.E2BIG):
+        raise PolicyError("seccomp rules", None, "these rules cannot be combined into one "
+                          "filter (argument ranges that overlap other comparisons, or too "
+                          "many comparisons for one system call)")
+    n = check(rc, "seccomp filter")
+    return ffi.buffer(buf, n)[:]
+
+
 def _interface_totals(ifname: str, ifindex: int) -> tuple[int, int] | None:
     """(sent, received) by the container behind host-side veth ifname: its
     rx is the container's tx. None once the interface is gone (or its name
@@ -168,14 +186,6 @@ def _find_command(command: str, env: Mapping[str, str]) -> str:
     if os.path.isdir(path) or not os.access(path, os.X_OK):
         raise SpawnError(13, command)  # EACCES
     return path
-
-
-def filter_program(limits: Limits, backend: str = "seccomp", container: bool = False) -> bytes:
-    """The BPF program of a group with these limits (struct sock_filter[])."""
-    buf = ffi.new("char[]", _FILTER_MAX)
-    n = check(lib.gov_filter_build(_c_limits(limits, container), BACKENDS[backend], buf,
-                                   _FILTER_MAX), "seccomp filter")
-    return ffi.buffer(buf, n)[:]
 
 
 def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: bytes, *,
@@ -307,11 +317,11 @@ class Group:
     """Processes that share one allocation. Create with Supervisor.group()."""
 
     def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int,
-                 container: Container | None = None):
+                 container: Container | None, bpf: bytes):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
         self.container = container
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
-        self._filter = filter_program(limits, sup.backend, container is not None)
+        self._filter = bpf
         self._inits: set[int] = set()
         self._processes: list[Process] = []
         self._peak_tasks = 0
@@ -321,13 +331,16 @@ class Group:
         self._resident_kills = 0
         self.started = time.time()
 
-
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | None = None, stdin=None, stdout=None, stderr=None) -> Process:
+              cwd: str | None = None, stdin=None, stdout=None, stderr=None,
+              tracer=None) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
         stdin, stdout, stderr: None (inherit), an fd, a file object or
-        subprocess.DEVNULL. No other fd of this process reaches the command."""
+        subprocess.DEVNULL. No other fd of this process reaches the command.
+        tracer (seccomp backend; `governor capture`'s file tracer): its
+        `filter` (BPF) goes in front of the group's, and its `attach(pid)`
+        runs while the command waits before exec."""
         if not argv:
             raise GovernorError("spawn: empty command")
         box = self.container
@@ -340,15 +353,17 @@ class Group:
             env = dict(os.environ if env is None else env)
             path = _find_command(argv[0], env)
         setup = box.setup(self.name) if box else None
-        # A container's network comes before its command runs: paused.
-        res = gov_spawn(path, argv, env, self._filter, cwd=cwd, stdio=(stdin, stdout, stderr),
+        bpf = (tracer.filter if tracer else b"") + self._filter
+        # A container's network, and a tracer's attach, come before the
+        # command runs: paused.
+        res = gov_spawn(path, argv, env, bpf, cwd=cwd, stdio=(stdin, stdout, stderr),
                         setup=setup, process=ProcessSetup() if box else None,
-                        trace=self.supervisor.backend != "seccomp", paused=bool(box))
+                        trace=self.supervisor.backend != "seccomp", paused=bool(box or tracer))
         sup = self.supervisor
         check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
-        self._start(proc, res, trace=self.supervisor.backend != "seccomp")
+        self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
@@ -379,7 +394,7 @@ class Group:
         self._processes.append(proc)
         return proc
 
-    def _start(self, proc: Process, res, trace: bool) -> None:
+    def _start(self, proc: Process, res, trace: bool, tracer=None) -> None:
         """Hands the command's calls to the engine (its listener, or a tracer
         that attaches while it waits), sets up a container's network and its
         CPU reservation, then lets a waiting command exec. On failure the
@@ -394,6 +409,8 @@ class Group:
                       "add listener")
             if self.container and (ifname := self.container.start_network(proc.init_pid)):
                 self.attach_interface(ifname)
+            if tracer:
+                tracer.attach(res.cmd_pid)
             if sup._cpu:
                 sup._cpu.rebalance(self)  # the command starts under its reservation
             if res.go_fd >= 0:
@@ -601,18 +618,22 @@ class Supervisor:
 
     def group(self, name: str, limits: Limits | None = None,
               container: Container | None = None,
-              disk_area: Sequence[str | os.PathLike] | None = None) -> Group:
+              disk_area: Sequence[str | os.PathLike] | None = None,
+              rules: Sequence[Rule] | None = None, default_action: Action = ALLOW) -> Group:
         """A new group. With a container, its commands run inside it; the
         container's name (its hostname, its uid range) is the group's, and
         disk_space counts its writable area (its rootfs unless read-only, and
         its volumes). disk_area: for a group without a container, the
-        directories whose contents count against disk_space."""
+        directories whose contents count against disk_space. rules: extra
+        seccomp rules for its filter (governor/rules.py), and the action of
+        a call they do not match."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
         if container and disk_area:
             raise GovernorError(f"group {name!r}: a container brings its own disk area")
         area = _check_area(name, limits, container.writable_paths if container else disk_area)
+        bpf = filter_program(limits, container is not None, self.backend, rules, default_action)
         if container:
             container.claim(name)
         try:
@@ -629,7 +650,7 @@ class Supervisor:
             if container:
                 container.release()
             raise
-        g = Group(self, name, limits, gid, container)
+        g = Group(self, name, limits, gid, container, bpf)
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
             self._cpu = CpuController(self)

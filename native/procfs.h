@@ -28,7 +28,7 @@ int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max);
 int64_t gov_task_stat(int pid, int field);
 
 /* The syscall number thread `tid` is in (from /proc/TID/syscall),
- * GOV_SC_USER when it is not in a syscall, GOV_SC_RUNNING when it is on a CPU
+ * GOV_SC_USER when it is not in a syscall, GOV_SC_RUNNING when it is runnable
  * (unknown), -ESRCH when it is gone. */
 enum { GOV_SC_USER = -1, GOV_SC_RUNNING = -2 };
 int gov_task_syscall(int tid);

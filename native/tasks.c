@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
 
@@ -171,6 +172,13 @@ int gov_tasks_walk(const int *roots, int nroots, int *procs, int max, gov_task_f
 
 /* ---- clones that have not settled ---- */
 
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int is_clone_call(int nr)
 {
     return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork;
@@ -212,7 +220,7 @@ int gov_clones_add(struct gov_clones *c, int tid)
         free(known.v);
         return rc;
     }
-    c->v[c->n++] = (struct gov_clone){tid, (int)tgid, known.v, known.n};
+    c->v[c->n++] = (struct gov_clone){tid, (int)tgid, known.v, known.n, now_ns()};
     return 0;
 }
 
@@ -285,9 +293,13 @@ int gov_tasks_count(const int *roots, int nroots, struct gov_clones *pending, in
     if (!s.settled)
         return -ENOMEM;
     /* A thread that left its clone (or is gone) has a child by now, or none. */
+    int64_t now = now_ns();
     for (int i = 0; i < pending->n; i++) {
         int nr = gov_task_syscall(pending->v[i].tid);
-        s.settled[i] = nr != GOV_SC_RUNNING && !is_clone_call(nr);
+        if (nr == GOV_SC_RUNNING)
+            s.settled[i] = now - pending->v[i].since >= GOV_CLONE_RUN_NS;
+        else
+            s.settled[i] = !is_clone_call(nr);
     }
     int rc = gov_tasks_walk(roots, nroots, procs, max, pending->n ? settle_task : NULL, &s, out);
     for (int i = pending->n - 1; i >= 0; i--)

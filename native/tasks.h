@@ -13,6 +13,7 @@ struct gov_clone {
     int tid, tgid;
     int *known;
     int nknown;
+    int64_t since;   /* CLOCK_MONOTONIC ns */
 };
 
 struct gov_clones {
@@ -46,7 +47,11 @@ int gov_tasks_walk(const int *roots, int nroots, int *procs, int max, gov_task_f
                    struct gov_census *out);
 
 /* The walk, and then settles the clones of `pending` whose child exists, whose
- * thread has left its clone or is gone. 0 or -errno. */
+ * thread has left its clone or is gone, or has been running for
+ * GOV_CLONE_RUN_NS since (/proc cannot tell whether a task that runs is still
+ * in its clone; no clone takes that long, but that of a process with tens of
+ * GiB mapped). 0 or -errno. */
+#define GOV_CLONE_RUN_NS 50000000LL
 int gov_tasks_count(const int *roots, int nroots, struct gov_clones *pending, int *procs, int max,
                     struct gov_census *out);
 

@@ -26,11 +26,12 @@ def state(tmp_path):
     return tmp_path / "state"
 
 
-def run(box: Container, name: str, script: str, timeout: float = 20) -> tuple[int, str]:
+def run(box: Container, name: str, script: str, timeout: float = 20,
+        limits: Limits | None = None) -> tuple[int, str]:
     """Runs sh -c script in a fresh container; (status, stdout+stderr)."""
     out = box.rootfs + ".out"
     with Supervisor(publish_state=False) as sup, open(out, "w") as f:
-        g = sup.group(name, Limits(processes=64), container=box)
+        g = sup.group(name, limits or Limits(processes=64), container=box)
         status = g.spawn(["sh", "-c", script], stdout=f, stderr=f).wait(timeout)
     return status, Path(out).read_text()
 
@@ -374,7 +375,7 @@ def test_masked_and_read_only_proc_paths(tmp_path, state):
         ["(echo x > /proc/sys/kernel/hostname) 2>&1 | grep -q 'Read-only' && echo sysctl erofs"] +
         [f"grep -q ' {p} ro,' /proc/self/mountinfo && echo {p} ro" for p in readonly] +
         ["ls -A /sys 2>/dev/null | wc -l"])
-    status, out = run(box, "masked", script)
+    status, out = run(box, "masked", script, limits=Limits())
     assert status == 0, out
     lines = out.splitlines()
     for f in masked_files:
@@ -390,7 +391,8 @@ def test_masked_and_read_only_proc_paths(tmp_path, state):
 
 def test_bounding_set_is_dockers_and_no_new_privs(tmp_path, state):
     box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
-    status, out = run(box, "caps", "grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status")
+    status, out = run(box, "caps", "grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status",
+                      limits=Limits())
     assert status == 0, out
     fields = dict(line.split(":\t") for line in out.splitlines())
     # CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE

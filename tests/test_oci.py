@@ -3,6 +3,7 @@ delete, exec, ps, pause; what the container sees; the supervisor's life
 and death; bad bundles."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -295,3 +296,31 @@ def test_features_and_spec(oci, tmp_path):
     assert oci("spec", "--bundle", str(tmp_path)).returncode == 0
     assert json.loads((tmp_path / "config.json").read_text())["process"]["noNewPrivileges"]
     assert oci("spec", "--bundle", str(tmp_path)).returncode == 1   # exists already
+
+
+def test_seccomp_profile_in_the_same_filter(oci, tmp_path):
+    """linux.seccomp: calls it denies fail with its errno, a governed call
+    (pwrite64, under disk_write) that it denies stays denied, and a governed
+    call that it allows (write) is still held to the limit."""
+    from _tenants import compile_c
+
+    b = bundle(tmp_path, ["/bin/sctenant"],
+               annotations={"org.governor.limit.disk_write": "1MiB/s"})
+    tenant = compile_c(Path(__file__).parent / "oci_seccomp_tenant.c", tmp_path, ("-static",))
+    shutil.copy(tenant, b / "rootfs" / "bin" / "sctenant")
+    spec = json.loads((b / "config.json").read_text())
+    spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        {"names": ["pwrite64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+        {"names": ["no_such_call_of_2099"], "action": "SCMP_ACT_ERRNO"}]}
+    (b / "config.json").write_text(json.dumps(spec))
+    done = oci("run", "--bundle", str(b), "s1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["getcwd EPERM", "pwrite64 EACCES"], done.stdout
+    seconds = float(lines[2].split()[-2])
+    assert lines[2].startswith("write 524288 bytes") and 0.3 < seconds < 0.6, done.stdout
+    del spec["linux"]["seccomp"]
+    (b / "config.json").write_text(json.dumps(spec))
+    done = oci("run", "--bundle", str(b), "s2")
+    assert done.stdout.splitlines()[:2] == ["getcwd ok", "pwrite64 ok"], done.stdout

@@ -10,6 +10,7 @@ import pytest
 from governor._errors import PolicyError
 from governor.oci import config, limits, seccomp
 from governor.oci.spec import default_spec
+from governor.rules import Action, Arg
 
 
 @pytest.fixture
@@ -52,10 +53,20 @@ def test_seccomp_profile_reads():
         "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
                      {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                       "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-                     {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}, "config.json")
-    assert profile.default == seccomp.Action("errno", 38)
-    assert profile.rules[1].args == (seccomp.Arg(0, "eq", 8),)
-    assert profile.rules[2].action == seccomp.Action("errno", 1)   # EPERM, as runc
+                     {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"},
+                     {"names": ["no_such_call_2099"], "action": "SCMP_ACT_ALLOW"},
+                     {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+                               {"index": 0, "value": 0x20000, "op": "SCMP_CMP_EQ"}]}]},
+        "config.json")
+    rules, default = profile
+    assert default == Action("errno", 38)
+    assert [r.syscall for r in rules] == ["read", "write", "personality", "ptrace", "personality",
+                                          "personality"]
+    assert rules[2].args == (Arg(0, "eq", 8),)
+    assert rules[3].action == Action("errno", 1)   # EPERM, as runc
+    # one argument compared twice: two rules, ORed (runc's reading)
+    assert [r.args for r in rules[4:]] == [(Arg(0, "eq", 0),), (Arg(0, "eq", 0x20000),)]
 
 
 @pytest.mark.parametrize("doc, key", [

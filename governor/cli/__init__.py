@@ -11,7 +11,11 @@ import sys
 from .._errors import GovernorError
 
 # subcommand -> module of this package
-COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench"}
+COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench",
+            "capture": "capture", "apps": "apps", "groups": "groups", "classes": "groups",
+            "admit": "admit", "install": "install", "uninstall": "install",
+            "installed": "install", "start": "start", "stop": "start", "export": "export",
+            "hosts": "export", "store": "store"}
 
 
 def configure_logging(verbose: int) -> None:

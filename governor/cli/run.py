@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                           "(PTRACE_SYSCALL: every call stops; slow)")
     run.add_argument("--metrics", metavar="ADDRESS:PORT",
                      help="serve Prometheus metrics of the group on http://ADDRESS:PORT/metrics")
+    run.add_argument("--stop-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                     help="after a SIGTERM, which is passed on to the command, kill the whole "
+                          "group if the command is still running this much later (default 10)")
     box = run.add_argument_group(
         "container", "with --rootfs the group runs in a container: its own root file system, "
         "pid, mount, uts, ipc, net and user namespaces, and uid range (needs --name)")
@@ -68,6 +71,16 @@ def add_parser(sub) -> None:
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="log more (-v: spawns and denials, -vv: every hold)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
 
 
 def _limits(args) -> Limits:
@@ -155,8 +168,8 @@ def main(args) -> int:
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
-            _forward_signals(proc)
-            _wait(sup, proc, log)
+            stop = _forward_signals(proc)
+            _wait(sup, proc, log, stop, args.stop_timeout)
         finally:
             if metrics:
                 metrics.shutdown()
@@ -174,8 +187,14 @@ def main(args) -> int:
     return status
 
 
-def _forward_signals(proc) -> None:
+def _forward_signals(proc) -> list[float]:
+    """Passes signals on to the command; returns a list that gets the time
+    of every SIGTERM (the stop timeout runs from the first)."""
+    stops: list[float] = []
+
     def forward(sig, _frame):
+        if sig == signal.SIGTERM:
+            stops.append(time.monotonic())
         proc.send_signal(sig)
 
     for sig in FORWARDED:
@@ -184,9 +203,10 @@ def _forward_signals(proc) -> None:
     # included; passing them on would deliver them twice.
     for sig in TTY_SIGNALS:
         signal.signal(sig, signal.SIG_IGN if os.isatty(0) else forward)
+    return stops
 
 
-def _wait(sup: Supervisor, proc, log) -> None:
+def _wait(sup: Supervisor, proc, log, stops: list[float], stop_timeout: float) -> None:
     """Waits for the command, logging engine events as they come (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # select return so that its handler (which forwards it) runs at once.
@@ -195,16 +215,25 @@ def _wait(sup: Supervisor, proc, log) -> None:
     wake_w.setblocking(False)
     old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
-        _wait_loop(sup, proc, log, wake_r)
+        _wait_loop(sup, proc, log, wake_r, stops, stop_timeout)
     finally:
         signal.set_wakeup_fd(old)
         wake_r.close()
         wake_w.close()
 
 
-def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
+def _wait_loop(sup: Supervisor, proc, log, wake_r, stops: list[float],
+               stop_timeout: float) -> None:
     while proc.returncode is None:
-        ready, _, _ = select.select([proc.status_fd, sup.event_fd, wake_r], [], [])
+        # As `docker stop`: SIGTERM, then the whole group is killed if the
+        # command is still there (it may block or ignore SIGTERM).
+        left = stops[0] + stop_timeout - time.monotonic() if stops else None
+        if left is not None and left <= 0:
+            log.warning("the command did not exit after SIGTERM: killing the group",
+                        stop_timeout=stop_timeout)
+            proc.kill()
+            break
+        ready, _, _ = select.select([proc.status_fd, sup.event_fd, wake_r], [], [], left)
         if wake_r in ready:
             try:
                 wake_r.recv(64)
@@ -218,6 +247,11 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r) -> None:
                 elif ev.kind == "resident_killed":
                     log.warning("killed the group's largest process: resident memory over "
                                 "memory_resident", pid=ev.pid, rss=ev.value)
+                elif ev.kind == "stalled":
+                    log.warning("calls held on a cap failed: no task of the group could free it "
+                                "(every one was held or waited for the others)",
+                                resource=ev.resource, used=ev.value,
+                                limit=getattr(sup.groups[0].limits, ev.resource, None))
                 elif ev.kind == "compat_denied":
                     log.warning("refused a governed call through the i386/x32 entry",
                                 call=ev.call, pid=ev.pid)

@@ -57,7 +57,11 @@ def sort_states(states: list[dict], key: str) -> list[dict]:
     return sorted(states, key=value, reverse=True)
 
 
-def table(states: list[dict]) -> list[str]:
-    rows = [COLUMNS] + [row(st) for st in states]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of strings as lines of left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def table(states: list[dict]) -> list[str]:
+    return aligned([COLUMNS] + [row(st) for st in states])

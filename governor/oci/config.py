@@ -83,7 +83,7 @@ class Spec:
     devices: list[Device]
     sysctl: dict[str, str]
     resources: dict[str, Any]
-    seccomp: seccomp.Profile | None
+    seccomp: tuple[list, Any] | None     # (governor.rules.Rule list, default Action)
     hooks: dict[str, list[Hook]]
     annotations: dict[str, str]
     ignored: list[str] = field(default_factory=list)   # keys read but not applied: logged

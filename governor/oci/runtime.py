@@ -77,10 +77,10 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
         lim, ignored = oci_limits.from_spec(spec.resources, spec.annotations, spec.path)
         for key in ignored + spec.ignored:
             log.info(f"ignored: {key} (no cgroups: limits are enforced at the system calls)")
-        if spec.seccomp:
-            log.warning("linux.seccomp is not applied yet")
         path = config.find_executable(spec.root, spec.process, spec.path)
-        program = filter_program(lim, container=True)
+        rules, default = spec.seccomp or (None, None)
+        program = (filter_program(lim, True, "seccomp", rules, default) if spec.seccomp
+                   else filter_program(lim, True, "seccomp"))
         (directory / "filter.bpf").write_bytes(program)
         console = _console(console_socket, spec.process.terminal, spec.path)
         lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)

@@ -5,7 +5,12 @@
      "errnoRet": N, "args": [{"index": 0, "value": N, "valueTwo": N,
      "op": "SCMP_CMP_MASKED_EQ"}]}]}
 
-Actions map onto the governor's extra-rule actions: ALLOW, LOG, ERRNO
+The profile becomes extra rules of the container's own filter
+(governor/rules.py): native/filter.c gives a call the action of the
+highest-precedence rule it matches, as two stacked filters would, so a
+governed call that the profile denies stays denied (ERRNO outranks the
+governor's USER_NOTIF, as in the kernel's order), and a call the profile
+allows is still governed. Actions map onto the governor's extra-rule actions: ALLOW, LOG, ERRNO
 (errnoRet, EPERM when absent, as runc), TRAP, KILL and KILL_THREAD,
 KILL_PROCESS. TRACE has no tracer here: the kernel would answer ENOSYS, so
 ERRNO(ENOSYS) says it at once. NOTIFY (listenerPath) is refused: the
@@ -13,14 +18,15 @@ container's listener is the governor's own. Architectures are the
 governor's to decide (x86_64; the i386 and x32 entries of a filtered
 process get ENOSYS), so they are checked, not applied. Syscall names this
 libseccomp does not know are skipped, as runc skips them: profiles list
-calls of newer kernels."""
+calls of newer kernels. A rule that compares one argument more than once
+becomes one rule per comparison (ORed), as in runc."""
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from typing import Any
 
 from .._errors import PolicyError
+from ..rules import Action, Arg, Rule, syscall_number
 
 ACTIONS = {"SCMP_ACT_ALLOW": "allow", "SCMP_ACT_LOG": "log", "SCMP_ACT_ERRNO": "errno",
            "SCMP_ACT_TRAP": "trap", "SCMP_ACT_KILL": "kill_thread",
@@ -38,33 +44,6 @@ FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
 _U64 = 2**64
 
 
-@dataclass(frozen=True)
-class Action:
-    kind: str          # allow, log, errno, trap, kill_thread, kill_process
-    errno: int = 0
-
-
-@dataclass(frozen=True)
-class Arg:
-    index: int
-    op: str            # ne, lt, le, eq, ge, gt, masked_eq
-    value: int
-    value_two: int = 0
-
-
-@dataclass(frozen=True)
-class Rule:
-    names: tuple[str, ...]
-    action: Action
-    args: tuple[Arg, ...]
-
-
-@dataclass(frozen=True)
-class Profile:
-    default: Action
-    rules: tuple[Rule, ...]
-
-
 def _action(source: str, key: str, name: Any, errno_ret: Any, errno_key: str) -> Action:
     if not isinstance(name, str) or name not in ACTIONS:
         raise PolicyError(source, key, f"unknown action {name!r} (known: {', '.join(ACTIONS)}; "
@@ -76,9 +55,9 @@ def _action(source: str, key: str, name: Any, errno_ret: Any, errno_key: str) ->
         return Action(kind)
     if errno_ret is None:
         return Action("errno", errno.EPERM)
-    if isinstance(errno_ret, bool) or not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
+    if isinstance(errno_ret, bool) or not isinstance(errno_ret, int) or not 1 <= errno_ret <= 4095:
         raise PolicyError(source, errno_key,
-                          f"must be an errno between 0 and 4095, got {errno_ret!r}")
+                          f"must be an errno between 1 and 4095, got {errno_ret!r}")
     return Action("errno", errno_ret)
 
 
@@ -96,8 +75,9 @@ def _list(source: str, key: str, value: Any) -> list:
     return value
 
 
-def parse(doc: dict, source: str) -> Profile:
-    """linux.seccomp (a dict already) -> Profile."""
+def parse(doc: dict, source: str) -> tuple[list[Rule], Action]:
+    """linux.seccomp (a dict already) -> (the governor's extra rules, one
+    per known syscall name; the action of a call they do not match)."""
     key = "linux.seccomp"
     if doc.get("listenerPath") is not None:
         raise PolicyError(source, f"{key}.listenerPath", "the container's seccomp listener is "
@@ -136,5 +116,12 @@ def parse(doc: dict, source: str) -> Profile:
                                   f"(known: {', '.join(OPS)})")
             args.append(Arg(index, OPS[op], _number(source, f"{ak}.value", a.get("value", 0)),
                             _number(source, f"{ak}.valueTwo", a.get("valueTwo", 0))))
-        rules.append(Rule(tuple(names), action, tuple(args)))
-    return Profile(default, tuple(rules))
+        # An argument compared more than once: each comparison is a rule of
+        # its own (so they are ORed), as runc does (libseccomp takes one
+        # comparison per argument in a rule).
+        indexes = [a.index for a in args]
+        groups = [(a,) for a in args] if len(set(indexes)) < len(indexes) else [tuple(args)]
+        # names unknown to this libseccomp are skipped, as runc skips them
+        rules += [Rule(name, action, g) for name in names if syscall_number(name) is not None
+                  for g in groups]
+    return rules, default
