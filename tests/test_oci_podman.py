@@ -285,3 +285,25 @@ def test_governor_annotations_through_podman(podman):
                "--annotation", "org.governor.on_exhausted.processes=deny", IMAGE, "sh", "-c",
                "sleep 5 & sleep 5 & sleep 5 & echo $?")
     assert "can't fork" in done.stderr or "Resource temporarily" in done.stderr, done.stderr
+
+
+def test_a_seccomp_profile_through_podman(podman, tmp_path):
+    """podman --security-opt seccomp=FILE: the profile applies with the
+    governor's rules in one filter; a governed call it denies (pwrite64,
+    under --device-write-bps) stays denied, an allowed one (write) is held."""
+    from _tenants import compile_c
+
+    tenant = compile_c(Path(__file__).parent / "oci_seccomp_tenant.c", tmp_path, ("-static",))
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        {"names": ["pwrite64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}))
+    args = ["--network", "none", "-v", f"{tenant}:/sctenant:ro",
+            "--device-write-bps", f"{_storage_device(podman)}:1mb", IMAGE, "/sctenant"]
+    done = run(podman, "--security-opt", f"seccomp={profile}", *args)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["getcwd EPERM", "pwrite64 EACCES"], done.stdout
+    assert 0.3 < float(lines[2].split()[-2]) < 0.6, done.stdout
+    default = run(podman, *args)    # podman's own profile: both allowed
+    assert default.stdout.splitlines()[:2] == ["getcwd ok", "pwrite64 ok"], default.stdout
