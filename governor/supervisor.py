@@ -191,11 +191,12 @@ def _find_command(command: str, env: Mapping[str, str]) -> str:
 def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: bytes, *,
               cwd: str | None = None, stdio=(None, None, None), setup=None, process=None,
               trace: bool = False, paused: bool = False, detached: bool = False,
-              lifeline: int = -1):
+              lifeline: int = -1, search_path: str | None = None):
     """native/spawn.h's gov_spawn: the init shim and the command, filter
     installed and listener taken (struct gov_spawn_res). stdio: None
     (inherit), an fd, a file object or subprocess.DEVNULL each; setup,
-    process: a container's (governor/container/setup.py). SpawnError, with
+    process: a container's (governor/container/setup.py); search_path: a
+    PATH to look path up in, inside the container. SpawnError, with
     .step for a container's set-up, if it fails; nothing is left then."""
     keep: list = []
 
@@ -210,6 +211,7 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
     c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
     req.argv, req.envp = c_argv, c_env
     req.cwd = cstr(cwd) if cwd else ffi.NULL
+    req.search_path = cstr(search_path) if search_path is not None else ffi.NULL
     c_filter = ffi.new("char[]", program)
     req.filter, req.filter_len = c_filter, len(program)
     req.timeout_ms = 10000

@@ -49,6 +49,7 @@ static const char *const step_names[] = {
     [GOV_STEP_OOM_SCORE] = "set oom_score_adj",
     [GOV_STEP_CONSOLE] = "set up the console",
     [GOV_STEP_CWD] = "change to the working directory",
+    [GOV_STEP_FIND_PROGRAM] = "find the program",
 };
 const char *gov_container_step_name(int step)
 {

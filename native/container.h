@@ -87,6 +87,7 @@ enum {
     GOV_STEP_OOM_SCORE,
     GOV_STEP_CONSOLE,
     GOV_STEP_CWD,
+    GOV_STEP_FIND_PROGRAM,
 };
 
 /* "mount", "pivot_root", ...: what a step does, for error messages. */

@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -163,6 +164,25 @@ static int make_console(int sock)
     return rc;
 }
 
+/* name looked up in the directories of search (a PATH), as execvp(3)
+ * does: the first executable regular file. A name with a '/' is taken as it
+ * is, if it is one. NULL if there is none. */
+static const char *find_program(const char *name, const char *search, char *buf, size_t size)
+{
+    struct stat st;
+    if (strchr(name, '/'))
+        return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0 ? name
+                                                                                      : NULL;
+    while (*search) {
+        size_t n = strcspn(search, ":");
+        if ((size_t)snprintf(buf, size, "%.*s/%s", (int)n, n ? search : ".", name) < size &&
+            stat(buf, &st) == 0 && S_ISREG(st.st_mode) && access(buf, X_OK) == 0)
+            return buf;
+        search += n + (search[n] == ':');
+    }
+    return NULL;
+}
+
 static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns_fd,
                                   const sigset_t *mask, uint32_t *ready, int go_r, int exec_w,
                                   int sync)
@@ -211,6 +231,12 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
         setup_fail(exec_w, -rc, step, -1);
     if (req->cwd && chdir(req->cwd) < 0)
         setup_fail(exec_w, errno, GOV_STEP_CWD, -1);
+    char found[4096];
+    const char *path = req->search_path ? find_program(req->path, req->search_path, found,
+                                                       sizeof found)
+                                        : req->path;
+    if (!path)
+        setup_fail(exec_w, ENOENT, GOV_STEP_FIND_PROGRAM, -1);
     __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, ready, FUTEX_WAKE, 1, NULL, NULL, 0);
     struct pollfd pfd = {.fd = go_r, .events = POLLIN};
@@ -220,7 +246,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
         _exit(127); /* the supervisor went away before it took the listener */
     if (!req->trace)
         close(listener);
-    execve(req->path, req->argv, req->envp);
+    execve(path, req->argv, req->envp);
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
 

@@ -63,6 +63,9 @@ struct gov_spawn_req {
     char *const *argv;
     char *const *envp;
     const char *cwd;           /* NULL: inherit */
+    const char *search_path;   /* non-NULL: a PATH; a path without '/' is looked up there
+                                  inside the container (after its mounts, as the user),
+                                  as execvp(3) would; not found: GOV_STEP_FIND_PROGRAM */
     const void *filter;        /* struct sock_filter[] from gov_filter_build */
     int filter_len;            /* bytes */
     int timeout_ms;            /* for the handshake */

@@ -259,7 +259,6 @@ def test_console_socket(oci, tmp_path):
     ({"annotations": {"org.governor.on_exhausted.processes": "maybe"}},
      "annotations.org.governor.on_exhausted.processes"),
     ({"linux": {"resources": {"pids": {"limit": "many"}}}}, "linux.resources.pids.limit"),
-    ({"process": {"args": ["/no/such/program"], "cwd": "/"}}, "process.args"),
 ])
 def test_bad_bundles_fail_create_naming_the_key(oci, tmp_path, change, key):
     b = bundle(tmp_path, ["true"])
@@ -274,6 +273,25 @@ def test_bad_bundles_fail_create_naming_the_key(oci, tmp_path, change, key):
     assert done.returncode == 2, done.stderr
     assert key in done.stderr, done.stderr
     assert not (oci.root / "bad").exists()
+
+
+def test_a_missing_program_fails_create_as_runc_says_it(oci, tmp_path):
+    """The program is looked up inside the container, after its mounts (a
+    program brought by a bind mount is found), in the process's PATH."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "hello").write_text("#!/bin/sh\necho hello from the mount\n")
+    (tools / "hello").chmod(0o755)
+    mounts = default_spec()["mounts"] + [{"destination": "/opt/tools", "type": "bind",
+                                          "source": str(tools), "options": ["rbind", "ro"]}]
+    b = bundle(tmp_path, ["hello"], process__env=["PATH=/opt/tools:/bin"], mounts=mounts)
+    done = oci("run", "--bundle", str(b), "found")
+    assert done.returncode == 0 and done.stdout == "hello from the mount\n", done.stderr
+    b = bundle(tmp_path, ["nosuchprogram"])
+    done = oci("create", "--bundle", str(b), "missing")
+    assert done.returncode == 1
+    assert "exec: 'nosuchprogram': executable file not found in $PATH" in done.stderr, done.stderr
+    assert not (oci.root / "missing").exists()
 
 
 def test_governed_through_annotations(oci, tmp_path):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PolicyError
-from ..container import resolve_in_root
 from . import seccomp
 from .hooks import Hook
 from ..container.setup import (CAP_NUMBER, CLONE_NEW, MS_BIND, MS_DIRSYNC, MS_LAZYTIME,
@@ -42,6 +41,7 @@ _DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": s
 _HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                "poststop")
 _MAX_ID = 2**32 - 1
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
@@ -57,6 +57,10 @@ class Process:
     rlimits: list[tuple[int, int, int]] = field(default_factory=list)
     no_new_privs: bool = False
     oom_score_adj: int | None = None
+
+    def search_path(self) -> str:
+        """Where args[0] is looked up (inside the container, as runc does)."""
+        return self.env_dict().get("PATH", DEFAULT_PATH)
 
     def env_dict(self) -> dict[str, str]:
         out = {}
@@ -383,23 +387,3 @@ def _annotations(r: _Reader, value) -> dict[str, str]:
     for name, v in r.obj(value, "annotations").items():
         out[name] = r.str(v, f"annotations.{name}")
     return out
-
-
-def find_executable(rootfs: str, process: Process, source: str) -> str:
-    """process.args[0] inside rootfs, looked up in the process's PATH as
-    runc does. PolicyError naming process.args if it is not there."""
-    command = process.args[0]
-    if "/" in command:
-        candidates = [command if command.startswith("/") else os.path.join(process.cwd, command)]
-    else:
-        path = process.env_dict().get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        candidates = [os.path.join(d or "/", command) for d in path.split(":")]
-    for c in candidates:
-        inside = resolve_in_root(rootfs, c)
-        if inside is None:
-            continue
-        host = os.path.join(rootfs, inside.lstrip("/"))
-        if os.path.isfile(host) and os.stat(host).st_mode & 0o111:
-            return c
-    raise PolicyError(source, "process.args", f"exec: {command!r}: executable file not found "
-                                              "in the rootfs" + ("" if "/" in command else " ($PATH)"))

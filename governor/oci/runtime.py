@@ -41,6 +41,15 @@ def _console(path: str | None, terminal: bool, source: str):
     return s
 
 
+def _spawn_error(e, process, what: str) -> GovernorError:
+    """A failed spawn, as runc words it where podman and containerd look for
+    the words ("executable file not found": podman's exit status 127)."""
+    if e.step == "find the program":
+        where = "" if "/" in process.args[0] else " in $PATH"
+        return GovernorError(f"{what}: exec: {process.args[0]!r}: executable file not found{where}")
+    return GovernorError(f"{what}: {e}")
+
+
 def _write_pid_file(path: str | None, pid: int) -> None:
     if path:
         tmp = f"{path}.tmp{os.getpid()}"
@@ -77,7 +86,6 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
         lim, ignored = oci_limits.from_spec(spec.resources, spec.annotations, spec.path)
         for key in ignored + spec.ignored:
             log.info(f"ignored: {key} (no cgroups: limits are enforced at the system calls)")
-        path = config.find_executable(spec.root, spec.process, spec.path)
         rules, default = spec.seccomp or (None, None)
         program = (filter_program(lim, True, "seccomp", rules, default) if spec.seccomp
                    else filter_program(lim, True, "seccomp"))
@@ -85,15 +93,15 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
         console = _console(console_socket, spec.process.terminal, spec.path)
         lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
         try:
-            res = gov_spawn(path, spec.process.args, spec.process.env_dict(), program,
-                            cwd=spec.process.cwd, setup=build.setup(spec),
+            res = gov_spawn(spec.process.args[0], spec.process.args, spec.process.env_dict(),
+                            program, cwd=spec.process.cwd, setup=build.setup(spec),
+                            search_path=spec.process.search_path(),
                             process=build.process_setup(spec.process,
                                                         console.fileno() if console else -1),
                             paused=True, detached=True, lifeline=lifeline_r)
         except SpawnError as e:
             os.close(lifeline_w)
-            raise GovernorError(f"create {cid}: {e.strerror}: {e.filename or e.args[-1]}"
-                                if not e.step else f"create {cid}: {e}") from None
+            raise _spawn_error(e, spec.process, f"create {cid}") from None
         finally:
             os.close(lifeline_r)
             if console:
@@ -248,7 +256,7 @@ def exec_process(store: Store, cid: str, process, console_socket: str | None,
     from .. import _native
     from .._errors import SpawnError
     from ..supervisor import gov_spawn
-    from . import build, config
+    from . import build
     from .client import request
 
     lib = _native.lib
@@ -256,16 +264,16 @@ def exec_process(store: Store, cid: str, process, console_socket: str | None,
     status = st.current_status()
     if status != "running":
         raise GovernorError(f"cannot exec in a container that is {status}")
-    path = config.find_executable(st.rootfs, process, source)
     program = (store.dir(cid) / "filter.bpf").read_bytes()
     console = _console(console_socket, process.terminal, source)
     try:
-        res = gov_spawn(path, process.args, process.env_dict(), program, cwd=process.cwd,
-                        setup=build.join(st.pid, st.cmd_pid),
+        res = gov_spawn(process.args[0], process.args, process.env_dict(), program,
+                        cwd=process.cwd, setup=build.join(st.pid, st.cmd_pid),
+                        search_path=process.search_path(),
                         process=build.process_setup(process, console.fileno() if console else -1),
                         paused=True, detached=True)
     except SpawnError as e:
-        raise GovernorError(f"exec {cid}: {e}") from None
+        raise _spawn_error(e, process, f"exec {cid}") from None
     finally:
         if console:
             console.close()
