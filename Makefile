@@ -9,7 +9,7 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat bench oci-validation clean
+.PHONY: setup demo test compat bench soak oci-validation clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -42,6 +42,10 @@ compat: setup
 
 bench: setup
 	$(PY) benchmarks/report.py
+
+# 100 groups of 10 churning tasks for 10 minutes: the supervisor must not grow.
+soak: setup
+	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
 
 # The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
 oci-validation: setup
