@@ -41,7 +41,7 @@ class ContainerSupervisor:
                  disk_area: list[str], start_hooks: list, log):
         self.store, self.st, self.res, self.argv, self.log = store, st, res, argv, log
         self.start_hooks = start_hooks
-        self.sup = Supervisor()
+        self.sup = Supervisor(engines=1)   # one group: one engine thread
         self.group = self.sup.group(st.id, limits, disk_area=disk_area or None)
         self.proc = self.group.adopt(res, argv)
         self.execs: dict[int, int] = {}   # pidfd -> exec'd init
