@@ -380,10 +380,10 @@ class Group:
         detached, from another process): the engine gets its listener, its
         init roots the group's tasks. It runs once gov_spawn_go(res, 1);
         Process.read_exec_result() then says whether its exec worked."""
-        check(lib.gov_group_add_init(self.supervisor._engine, self.id, res.init_pid), "add init")
+        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         try:
-            check(lib.gov_group_add_listener(self.supervisor._engine, self.id, res.listener),
+            check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                   "add listener")
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
