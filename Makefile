@@ -3,12 +3,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
           openssh-server openssh-client umoci \
-          libpython3.11-testsuite git libnftables1
+          libpython3.11-testsuite git libnftables1 \
+          podman conmon netavark iptables containerd runc golang-go
 # tests/compat builds Lua 5.4 from the sources bundled in lupa's sdist (PyPI).
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat fuzz bench soak clean
+.PHONY: setup demo test compat fuzz bench soak oci-validation clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml setup.py native/*.c native/*.h native/build_native.py
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
@@ -49,6 +50,10 @@ bench: setup
 # 100 groups of 10 churning tasks for 10 minutes: the supervisor must not grow.
 soak: setup
 	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
+
+# The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
+oci-validation: setup
+	$(PY) benchmarks/oci_validation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c

@@ -8,11 +8,24 @@ system calls (seccomp user notification, C engine).
         proc.wait()
         print(tenant.usage())
 """
-from .container import Container
-from ._errors import EngineError, GovernorError, PolicyError, SpawnError
-from .limits import Limits
-from .policy import load_policy
-from .supervisor import Event, Group, Process, ResourceUsage, Supervisor, Usage
+from importlib import import_module
 
-__all__ = ["Supervisor", "Group", "Process", "Limits", "Container", "Usage", "ResourceUsage", "Event",
-           "load_policy", "GovernorError", "PolicyError", "SpawnError", "EngineError"]
+# Where each public name lives. Loaded at first use (PEP 562), so that a
+# program that needs one corner (governor-oci's state, kill, delete...)
+# does not pay for the engine, psutil and the syscall tables.
+_EXPORTS = {
+    "Supervisor": "supervisor", "Group": "supervisor", "Process": "supervisor",
+    "Usage": "supervisor", "ResourceUsage": "supervisor", "Event": "supervisor",
+    "Limits": "limits", "Container": "container", "load_policy": "policy",
+    "GovernorError": "_errors", "PolicyError": "_errors", "SpawnError": "_errors",
+    "EngineError": "_errors",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'governor' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -22,6 +22,7 @@ from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
 from . import _native, backends
 from ._errors import GovernorError, PolicyError, SpawnError, check
 from .container import Container
+from .container.setup import ProcessSetup
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .monitor.cpu import CpuController
 from .monitor.state import Publisher
@@ -145,9 +146,11 @@ def _with_class_ceilings(limits: Limits) -> Limits:
     return limits.merged(Limits(**missing)) if missing else limits
 
 
-def _build_filter(limits: Limits, container: bool, backend: str, rules: Sequence[Rule] | None,
-                  default_action: Action) -> bytes:
-    """The group's BPF program: the governor's rules and the extra ones."""
+def filter_program(limits: Limits, container: bool, backend: str,
+                   rules: Sequence[Rule] | None = None, default_action: Action = ALLOW) -> bytes:
+    """A group's BPF program (struct sock_filter[]): the governor's rules and
+    the extra ones (governor/rules.py). governor-oci builds its containers'
+    with it too."""
     buf = ffi.new("char[]", _FILTER_MAX)
     extra, _keep = c_rules(rules, default_action) if rules is not None else (ffi.NULL, None)
     rc = lib.gov_filter_build(_c_limits(limits, container), BACKENDS[backend], extra, buf,
@@ -199,6 +202,65 @@ def _find_command(command: str, env: Mapping[str, str]) -> str:
     return path
 
 
+def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: bytes, *,
+              cwd: str | None = None, stdio=(None, None, None), setup=None, process=None,
+              trace: bool = False, paused: bool = False, detached: bool = False,
+              lifeline: int = -1, search_path: str | None = None):
+    """native/spawn.h's gov_spawn: the init shim and the command, filter
+    installed and listener taken (struct gov_spawn_res). stdio: None
+    (inherit), an fd, a file object or subprocess.DEVNULL each; setup,
+    process: a container's (governor/container/setup.py); search_path: a
+    PATH to look path up in, inside the container. SpawnError, with
+    .step for a container's set-up, if it fails; nothing is left then."""
+    keep: list = []
+
+    def cstr(s: str):
+        p = ffi.new("char[]", os.fsencode(s))
+        keep.append(p)
+        return p
+
+    req = ffi.new("struct gov_spawn_req *")
+    req.path = cstr(path)
+    c_argv = ffi.new("char *[]", [cstr(a) for a in argv] + [ffi.NULL])
+    c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
+    req.argv, req.envp = c_argv, c_env
+    req.cwd = cstr(cwd) if cwd else ffi.NULL
+    req.search_path = cstr(search_path) if search_path is not None else ffi.NULL
+    c_filter = ffi.new("char[]", program)
+    req.filter, req.filter_len = c_filter, len(program)
+    req.timeout_ms = 10000
+    req.trace, req.paused = trace, paused
+    req.detached, req.lifeline = detached, lifeline
+    if setup:
+        req.container = setup.c_struct(keep)
+    if process:
+        req.process = process.c_struct(keep)
+    opened = []
+    res = ffi.new("struct gov_spawn_res *")
+    try:
+        for i, f in enumerate(stdio):
+            if f == subprocess.DEVNULL:
+                f = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                opened.append(f)
+            elif isinstance(f, int) and f < 0:
+                raise GovernorError(f"spawn: bad fd {f} for {('stdin', 'stdout', 'stderr')[i]}")
+            req.stdio[i] = -1 if f is None else (f if isinstance(f, int) else f.fileno())
+        rc = lib.gov_spawn(req, res)
+    finally:
+        for fd in opened:
+            os.close(fd)
+    if rc == -1 and os.geteuid() != 0:  # EPERM from clone(CLONE_NEWPID)
+        raise GovernorError("spawn: governor needs root: each group runs in its own "
+                            "pid namespace")
+    if rc < 0 and res.fail_step:
+        step = ffi.string(lib.gov_container_step_name(res.fail_step)).decode()
+        step = setup.step(step, res.fail_index) if setup else step
+        raise SpawnError(-rc, f"{argv[0]}: container {step}", step=step)
+    if rc < 0:
+        raise SpawnError(-rc, argv[0])
+    return res
+
+
 class Process:
     """The root command of a spawn. Its exit ends its namespace: every task it
     left behind is killed by the kernel."""
@@ -210,7 +272,7 @@ class Process:
         self.returncode: int | None = None
         self.exec_errno: int | None = None
 
-    def _read_exec_result(self) -> None:
+    def read_exec_result(self) -> None:
         data = os.read(self._exec_fd, 4)
         os.close(self._exec_fd)
         self._exec_fd = -1
@@ -228,8 +290,11 @@ class Process:
         data = os.read(self._status_fd, 4)
         os.close(self._status_fd)
         self._status_fd = -1
-        os.waitpid(self.init_pid, 0)  # the namespace is gone with it
-        self.group._forget_init(self.init_pid)
+        try:
+            os.waitpid(self.init_pid, 0)  # the namespace is gone with it
+        except ChildProcessError:
+            pass  # a detached init (governor-oci): its parent reaps it
+        self.group.forget_init(self.init_pid)
         if len(data) < 4:  # the init was killed from outside
             self.returncode = -signal.SIGKILL
         else:
@@ -305,62 +370,46 @@ class Group:
         else:
             env = dict(os.environ if env is None else env)
             path = _find_command(argv[0], env)
-        keep = []
-
-        def cstr(s: str):
-            p = ffi.new("char[]", os.fsencode(s))
-            keep.append(p)
-            return p
-
-        c_argv = ffi.new("char *[]", [cstr(a) for a in argv] + [ffi.NULL])
-        c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
+        setup = box.setup(self.name) if box else None
         bpf = (tracer.filter if tracer else b"") + self._filter
-        c_filter = ffi.new("char[]", bpf)
-        req = ffi.new("struct gov_spawn_req *")
-        req.path = cstr(path)
-        req.argv, req.envp = c_argv, c_env
-        req.cwd = cstr(cwd) if cwd else ffi.NULL
-        req.filter, req.filter_len = c_filter, len(bpf)
-        req.timeout_ms = 10000
-        req.trace = self.supervisor.backend != "seccomp"
-        if box:
-            req.container = box.c_struct(self.name, keep)
-            req.paused = 1  # the network comes before the command runs
-        if tracer:
-            req.paused = 1
-        opened = []
-        for i, f in enumerate((stdin, stdout, stderr)):
-            if f == subprocess.DEVNULL:
-                f = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                opened.append(f)
-            elif isinstance(f, int) and f < 0:
-                raise GovernorError(f"spawn: bad fd {f} for {('stdin', 'stdout', 'stderr')[i]}")
-            req.stdio[i] = -1 if f is None else (f if isinstance(f, int) else f.fileno())
-        res = ffi.new("struct gov_spawn_res *")
-        try:
-            rc = lib.gov_spawn(req, res)
-        finally:
-            for fd in opened:
-                os.close(fd)
-        if rc == -1 and os.geteuid() != 0:  # EPERM from clone(CLONE_NEWPID)
-            raise GovernorError("spawn: governor needs root: each group runs in its own "
-                                "pid namespace")
-        if rc < 0 and res.fail_step:
-            step = ffi.string(lib.gov_container_step_name(res.fail_step)).decode()
-            raise SpawnError(-rc, f"{argv[0]}: container {step}", step=step)
-        if rc < 0:
-            raise SpawnError(-rc, argv[0])
+        # A container's network, and a tracer's attach, come before the
+        # command runs: paused.
+        res = gov_spawn(path, argv, env, bpf, cwd=cwd, stdio=(stdin, stdout, stderr),
+                        setup=setup, process=ProcessSetup() if box else None,
+                        trace=self.supervisor.backend != "seccomp", paused=bool(box or tracer))
         sup = self.supervisor
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
-        self._start(proc, res, trace=bool(req.trace), tracer=tracer)
-        proc._read_exec_result()  # after the engine has the listener: the child may write
+        self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
+        proc.read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
         if proc.exec_errno:
             proc.wait()
             raise SpawnError(proc.exec_errno, argv[0])
+        return proc
+
+    def adopt(self, res, argv: Sequence[str]) -> Process | None:
+        """Takes over a command that gov_spawn() started paused (and perhaps
+        detached, from another process): the engine gets its listener, its
+        init roots the group's tasks. It runs once gov_spawn_go(res, 1);
+        Process.read_exec_result() then says whether its exec worked."""
+        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+        self._inits.add(res.init_pid)
+        try:
+            check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
+                  "add listener")
+            if self.supervisor._cpu:
+                self.supervisor._cpu.rebalance(self)
+        except BaseException:
+            os.kill(res.init_pid, signal.SIGKILL)
+            self.forget_init(res.init_pid)
+            raise
+        if res.status_fd < 0:
+            return None   # another process waits for it (governor-oci exec): forget_init then
+        proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
+        self._processes.append(proc)
         return proc
 
     def _start(self, proc: Process, res, trace: bool, tracer=None) -> None:
@@ -391,7 +440,8 @@ class Group:
             os.close(res.exec_fd)
             raise
 
-    def _forget_init(self, init_pid: int) -> None:
+    def forget_init(self, init_pid: int) -> None:
+        """init_pid ended: its tree is no longer the group's."""
         if init_pid in self._inits:
             self._inits.discard(init_pid)
             lib.gov_group_drop_init(self._engine, self.id, init_pid)
@@ -629,7 +679,7 @@ class Supervisor:
         area = _check_area(name, limits, container.writable_paths if container else disk_area)
         if rules is None and container:
             rules = container.seccomp_rules()
-        bpf = _build_filter(limits, container is not None, self.backend, rules, default_action)
+        bpf = filter_program(limits, container is not None, self.backend, rules, default_action)
         if container:
             container.claim(name)
         shard = self._load.index(min(self._load))   # the engine with the fewest groups

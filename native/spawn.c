@@ -15,8 +15,11 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,21 +42,20 @@ static void close_pair(int p[2])
     p[0] = p[1] = -1;
 }
 
-/* In a child: tell the parent errno over fd (before any filter), then exit. */
-static _Noreturn void child_fail(int fd, int err)
+/* In the init or the command: a set-up step (index: which mount, path...)
+ * failed; tell the parent over fd (before any filter), then exit. */
+static _Noreturn void setup_fail(int fd, int err, int step, int index)
 {
-    ssize_t n = write(fd, &err, sizeof err);
+    int msg[3] = {err, step, index};
+    ssize_t n = write(fd, msg, sizeof msg);
     (void)n;
     _exit(127);
 }
 
-/* In the init or the command: a container set-up step failed. */
-static _Noreturn void setup_fail(int fd, int err, int step)
+/* In a child: the command itself failed (exec, a dup2...). */
+static _Noreturn void child_fail(int fd, int err)
 {
-    int msg[2] = {err, step};
-    ssize_t n = write(fd, msg, sizeof msg);
-    (void)n;
-    _exit(127);
+    setup_fail(fd, err, GOV_STEP_NONE, -1);
 }
 
 /* Async-signal-safe: handlers back to default so nothing of the Python
@@ -91,53 +93,126 @@ static void close_all_but(int *keep, int n)
 }
 
 /* The container's command: a user namespace of its own, which the init
- * maps onto the container's uid range, then container root in it. */
-static int command_user_ns(int sync)
+ * maps (sync: "u" -> "m"), or the one at ns_fd[GOV_NS_USER]; then root in it. */
+static int command_user_ns(const struct gov_container *c, const int *ns_fd, int sync)
 {
-    char c;
+    char ch;
+    if (ns_fd[GOV_NS_USER] >= 0) {
+        if (setns(ns_fd[GOV_NS_USER], CLONE_NEWUSER) < 0)
+            return -errno;
+        return 1;
+    }
+    if (!(c->new_ns & CLONE_NEWUSER))
+        return 0;
     if (unshare(CLONE_NEWUSER) < 0)
         return -errno;
-    if (write(sync, "u", 1) != 1 || read(sync, &c, 1) != 1)
+    if (write(sync, "u", 1) != 1 || read(sync, &ch, 1) != 1)
         return -ECHILD; /* the init failed: it reports why */
-    close(sync);
-    return container_become_root();
+    return 1;
 }
 
 /* The init's side: map the command's ids once it has its user namespace. */
-static int init_map_ids(int sync, int cmd, unsigned int uid_base)
+static int init_map_ids(int sync, int cmd, const struct gov_container *c)
 {
-    char c;
-    if (read(sync, &c, 1) != 1)
+    char ch;
+    if (read(sync, &ch, 1) != 1)
         return -ECHILD;
-    int rc = container_map_ids(cmd, uid_base);
+    int rc = container_map_ids(cmd, c);
     if (rc == 0 && write(sync, "m", 1) != 1)
         rc = -errno;
-    close(sync);
     return rc;
 }
 
-static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_t *mask,
-                                  uint32_t *ready, int go_r, int exec_w, int sync)
+/* A pty whose master goes to the caller over the console socket (as runc
+ * does for `--console-socket`); the slave becomes the controlling terminal
+ * and stdio. */
+static int make_console(int sock)
 {
-    if (sync >= 0) {
-        int rc = command_user_ns(sync);
-        if (rc < 0)
-            setup_fail(exec_w, -rc, GOV_STEP_SETUID);
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return -errno;
+    int unlock = 0, rc = 0, slave = -1;
+    char name[64];
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0 ||
+        (slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY)) < 0)
+        rc = -errno;
+    int pts = -1;
+    if (rc == 0 && ioctl(master, TIOCGPTN, &pts) < 0)
+        rc = -errno;
+    snprintf(name, sizeof name, "/dev/pts/%d", pts);
+    if (rc == 0) {
+        char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = name, .iov_len = strlen(name)};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                             .msg_controllen = sizeof cbuf};
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &master, sizeof(int));
+        if (sendmsg(sock, &msg, 0) < 0)
+            rc = -errno;
     }
+    if (rc == 0 && (setsid() < 0 || ioctl(slave, TIOCSCTTY, 0) < 0))
+        rc = -errno;
+    for (int i = 0; rc == 0 && i < 3; i++)
+        if (dup2(slave, i) < 0)
+            rc = -errno;
+    close(master);
+    if (slave >= 0)
+        close(slave);
+    close(sock);
+    return rc;
+}
+
+/* name looked up in the directories of search (a PATH), as execvp(3)
+ * does: the first executable regular file. A name with a '/' is taken as it
+ * is, if it is one. NULL if there is none. */
+static const char *find_program(const char *name, const char *search, char *buf, size_t size)
+{
+    struct stat st;
+    if (strchr(name, '/'))
+        return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0 ? name
+                                                                                      : NULL;
+    while (*search) {
+        size_t n = strcspn(search, ":");
+        if ((size_t)snprintf(buf, size, "%.*s/%s", (int)n, n ? search : ".", name) < size &&
+            stat(buf, &st) == 0 && S_ISREG(st.st_mode) && access(buf, X_OK) == 0)
+            return buf;
+        search += n + (search[n] == ':');
+    }
+    return NULL;
+}
+
+static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns_fd,
+                                  const sigset_t *mask, uint32_t *ready, int go_r, int exec_w,
+                                  int sync)
+{
+    const struct gov_process *p = req->process;
+    int step, rc, in_user_ns = 0;
+    if (req->container) {
+        in_user_ns = command_user_ns(req->container, ns_fd, sync);
+        if (in_user_ns < 0)
+            setup_fail(exec_w, -in_user_ns, GOV_STEP_UID_MAP, -1);
+    }
+    if ((rc = container_become(p, in_user_ns, &step)) < 0)
+        setup_fail(exec_w, -rc, step, -1);
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
     for (int i = 0; i < 3; i++)
         if (req->stdio[i] >= 0 && dup2(req->stdio[i], i) < 0)
             child_fail(exec_w, errno);
-    if (req->cwd && chdir(req->cwd) < 0)
-        child_fail(exec_w, errno);
+    if (p && p->console_fd >= 0 && (rc = make_console(p->console_fd)) < 0)
+        setup_fail(exec_w, -rc, GOV_STEP_CONSOLE, -1);
     /* Nothing of the supervisor's reaches the group, and the only seccomp
      * listener in this fd table must be our own: the supervisor finds it
      * by scanning. */
     int keep[] = {go_r, exec_w};
     close_all_but(keep, 2);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    if ((!p || p->no_new_privs) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(exec_w, errno);
+    /* Installed while we still have CAP_SYS_ADMIN, so that it needs no
+     * no_new_privs when the process asks for none. */
     struct sock_fprog prog = {
         .len = (unsigned short)(req->filter_len / sizeof(struct sock_filter)),
         .filter = (struct sock_filter *)req->filter,
@@ -153,16 +228,26 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const sigset_
                                 SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (listener < 0)
         child_fail(exec_w, errno);
+    if ((rc = container_drop_privileges(p, &step)) < 0)
+        setup_fail(exec_w, -rc, step, -1);
+    if (req->cwd && chdir(req->cwd) < 0)
+        setup_fail(exec_w, errno, GOV_STEP_CWD, -1);
+    char found[4096];
+    const char *path = req->search_path ? find_program(req->path, req->search_path, found,
+                                                       sizeof found)
+                                        : req->path;
+    if (!path)
+        setup_fail(exec_w, ENOENT, GOV_STEP_FIND_PROGRAM, -1);
     __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, ready, FUTEX_WAKE, 1, NULL, NULL, 0);
-    struct pollfd p = {.fd = go_r, .events = POLLIN};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+    struct pollfd pfd = {.fd = go_r, .events = POLLIN};
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
         ;
-    if (!(p.revents & POLLIN))
+    if (!(pfd.revents & POLLIN))
         _exit(127); /* the supervisor went away before it took the listener */
     if (!req->trace)
         close(listener);
-    execve(req->path, req->argv, req->envp);
+    execve(path, req->argv, req->envp);
     child_fail(exec_w, errno); /* governed from here on: the engine answers */
 }
 
@@ -179,27 +264,82 @@ static int own_proc(void)
     return 0;
 }
 
-static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *mask,
-                               uint32_t *ready, int go[2], int status[2], int exec_[2])
+/* The command's exit as a parent sees it: code, or 128+N for signal N. */
+static int exit_code(int st)
 {
-    /* Die with the supervisor: the kernel then kills the whole namespace. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A detached init: signals (all blocked here) are read from a signalfd
+ * and passed on to the command; when the lifeline's write end closes, the
+ * command is killed; the init exits with the command's status. */
+static _Noreturn void init_wait_detached(pid_t cmd, int status_w, int lifeline)
+{
+    sigset_t all;
+    sigfillset(&all);
+    int sfd = signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = lifeline, .events = POLLIN}};
+    for (;;) {
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, __WALL | WNOHANG)) > 0)
+            if (pid == cmd) {
+                ssize_t n = write(status_w, &st, sizeof st);
+                (void)n;
+                _exit(exit_code(st));
+            }
+        if (pid < 0 && errno == ECHILD)
+            _exit(127);
+        if (poll(p, p[1].fd >= 0 ? 2 : 1, sfd < 0 ? 50 : -1) < 0)
+            continue;
+        if (p[1].fd >= 0 && p[1].revents) {
+            kill(cmd, SIGKILL);
+            p[1].fd = -1;
+        }
+        struct signalfd_siginfo si;
+        while (sfd >= 0 && read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+            if (si.ssi_signo != SIGCHLD)
+                kill(cmd, (int)si.ssi_signo);
+    }
+}
+
+static _Noreturn void run_init(const struct gov_spawn_req *req, const int *ns_fd,
+                               const sigset_t *mask, uint32_t *ready, int go[2], int status[2],
+                               int exec_[2])
+{
+    /* Die with the supervisor: the kernel then kills the whole namespace.
+     * A detached init watches its lifeline instead. */
+    if (!req->detached)
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Keep no fd of the supervisor's (other groups' listeners, sockets):
-     * stdio and the four pipe ends the command needs, that is all. */
-    int keep[] = {go[0], status[1], exec_[1], -1, -1, -1};
-    int nkeep = 3;
+     * stdio, the pipe ends the command needs, the namespaces to join, the
+     * lifeline and the console socket; that is all. */
+    int keep[6 + GOV_NS_N + 2], nkeep = 0;
+    keep[nkeep++] = go[0];
+    keep[nkeep++] = status[1];
+    keep[nkeep++] = exec_[1];
     for (int i = 0; i < 3; i++)
         if (req->stdio[i] >= 3)
             keep[nkeep++] = req->stdio[i];
+    for (int i = 0; i < GOV_NS_N; i++)
+        if (ns_fd[i] >= 0)
+            keep[nkeep++] = ns_fd[i];
+    int lifeline = req->detached ? req->lifeline : -1;
+    if (lifeline >= 0)
+        keep[nkeep++] = lifeline;
+    if (req->process && req->process->console_fd >= 0)
+        keep[nkeep++] = req->process->console_fd;
     close_all_but(keep, nkeep);
     int sync[2] = {-1, -1};
-    if (req->container) {
-        int step, rc = container_enter(req->container, &step);
+    const struct gov_container *c = req->container;
+    if (c) {
+        int step, index, rc = container_enter(c, ns_fd, &step, &index);
         if (rc < 0)
-            setup_fail(exec_[1], -rc, step);
-        container_name_init();
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
-            setup_fail(exec_[1], errno, GOV_STEP_UID_MAP);
+            setup_fail(exec_[1], -rc, step, index);
+        container_name_init(); /* nothing of the caller's shows inside */
+        if ((c->new_ns & CLONE_NEWUSER) &&
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
+            setup_fail(exec_[1], errno, GOV_STEP_UID_MAP, -1);
     } else {
         int rc = own_proc();
         if (rc < 0)
@@ -212,16 +352,44 @@ static _Noreturn void run_init(const struct gov_spawn_req *req, const sigset_t *
         close(status[1]);
         if (sync[0] >= 0)
             close(sync[0]);
-        run_command(req, mask, ready, go[0], exec_[1], sync[1]);
+        run_command(req, ns_fd, mask, ready, go[0], exec_[1], sync[1]);
     }
     close(go[0]);
-    if (req->container) {
+    for (int i = 0; i < GOV_NS_N; i++)
+        if (ns_fd[i] >= 0)
+            close(ns_fd[i]);
+    if (req->process && req->process->console_fd >= 0) {
+        close(req->process->console_fd);
+        /* The command's stdio is its pty: the caller's stdio (a pipe that
+         * containerd's shim reads to its end) must not stay open here. */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; i < 3; i++) {
+            if (null >= 0)
+                dup2(null, i);
+            else
+                close(i);
+        }
+        if (null > 2)
+            close(null);
+    }
+    if (sync[0] >= 0) {
         close(sync[1]);
-        int rc = init_map_ids(sync[0], cmd, req->container->uid_base);
+        int rc = init_map_ids(sync[0], cmd, c);
+        close(sync[0]);
+        if (rc == 0 && c->init_joins_user_ns) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/ns/user", cmd);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            rc = fd < 0 || setns(fd, CLONE_NEWUSER) < 0 ? -errno : 0;
+            if (fd >= 0)
+                close(fd);
+        }
         if (rc < 0)
-            setup_fail(exec_[1], -rc, GOV_STEP_UID_MAP);
+            setup_fail(exec_[1], -rc, GOV_STEP_UID_MAP, -1);
     }
     close(exec_[1]);
+    if (req->detached)
+        init_wait_detached(cmd, status[1], lifeline);
     /* All signals stay blocked here: the shim is not the tenant, and a
      * terminal's SIGINT must reach the command, not end its namespace. */
     for (;;) {
@@ -301,31 +469,90 @@ static int wait_ready(uint32_t *ready, int exec_r, int timeout_ms)
 }
 
 /* The errno a child reported on exec_r, or 0 at EOF; *step: where a
- * container's set-up failed (GOV_STEP_NONE for the command itself). */
-static int child_errno(int exec_r, int *step)
+ * container's set-up failed (GOV_STEP_NONE for the command itself), *index
+ * which of its mounts, paths... (-1: none). */
+static int child_errno(int exec_r, int *step, int *index)
 {
-    int msg[2] = {0, GOV_STEP_NONE};
+    int msg[3] = {0, GOV_STEP_NONE, -1};
     ssize_t n = read(exec_r, msg, sizeof msg);
     *step = n == (ssize_t)sizeof msg ? msg[1] : GOV_STEP_NONE;
+    *index = n == (ssize_t)sizeof msg ? msg[2] : -1;
     return n >= (ssize_t)sizeof msg[0] ? msg[0] : 0;
 }
 
+/* A plain group gets a pid namespace of its own, and a mount namespace for
+ * its own /proc; a container the namespaces it asks for (its user namespace
+ * is the command's). */
 static int clone_flags(const struct gov_spawn_req *req)
 {
-    int flags = CLONE_NEWPID | CLONE_NEWNS | SIGCHLD;
-    if (req->container)
-        flags |= CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET;
-    return flags;
+    if (!req->container)
+        return CLONE_NEWPID | CLONE_NEWNS | SIGCHLD;
+    return (req->container->new_ns & ~CLONE_NEWUSER) | SIGCHLD;
+}
+
+static void close_ns(int *ns_fd)
+{
+    for (int i = 0; i < GOV_NS_N; i++)
+        if (ns_fd[i] >= 0)
+            close(ns_fd[i]);
+}
+
+/* Opens the namespaces a container joins (its ns_path); -errno. */
+static int open_ns(const struct gov_container *c, int *ns_fd)
+{
+    for (int i = 0; i < GOV_NS_N; i++)
+        ns_fd[i] = -1;
+    for (int i = 0; c && i < GOV_NS_N; i++)
+        if (c->ns_path[i] && (ns_fd[i] = open(c->ns_path[i], O_RDONLY | O_CLOEXEC)) < 0) {
+            int err = errno;
+            close_ns(ns_fd);
+            return -err;
+        }
+    return 0;
+}
+
+/* clone(2) of the init, in the pid namespace at pid_ns if it is open: this
+ * thread's children go there for the clone only. */
+static pid_t clone_init(int flags, int pid_ns)
+{
+    int own = -1;
+    if (pid_ns >= 0) {
+        own = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (own < 0 || setns(pid_ns, CLONE_NEWPID) < 0) {
+            int err = errno;
+            if (own >= 0)
+                close(own);
+            errno = err;
+            return -1;
+        }
+    }
+    pid_t init = (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
+    if (own >= 0 && init != 0) {
+        int err = errno;
+        setns(own, CLONE_NEWPID);
+        close(own);
+        errno = err;
+    }
+    return init;
 }
 
 int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
 {
     int go[2] = {-1, -1}, status[2] = {-1, -1}, exec_[2] = {-1, -1};
-    int rc = 0, listener = -1;
+    int rc = 0, listener = -1, ns_fd[GOV_NS_N];
+    res->fail_step = GOV_STEP_NONE;
+    res->fail_index = -1;
+    res->go_fd = -1;
+    if ((rc = open_ns(req->container, ns_fd)) < 0) {
+        res->fail_step = GOV_STEP_JOIN_NS;
+        return rc;
+    }
     uint32_t *ready = mmap(NULL, sizeof *ready, PROT_READ | PROT_WRITE,
                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (ready == MAP_FAILED)
+    if (ready == MAP_FAILED) {
+        close_ns(ns_fd);
         return -errno;
+    }
     *ready = 0;
     if (pipe2(go, O_CLOEXEC) < 0 ||
         pipe2(status, O_CLOEXEC) < 0 || pipe2(exec_, O_CLOEXEC) < 0) {
@@ -335,13 +562,12 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    res->fail_step = GOV_STEP_NONE;
-    res->go_fd = -1;
-    pid_t init = (pid_t)syscall(SYS_clone, clone_flags(req), 0, 0, 0, 0);
+    pid_t init = clone_init(clone_flags(req), ns_fd[GOV_NS_PID]);
     if (init == 0)
-        run_init(req, &old, ready, go, status, exec_);
+        run_init(req, ns_fd, &old, ready, go, status, exec_);
     int clone_err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close_ns(ns_fd);
     if (init < 0) {
         rc = -clone_err;
         goto fail;
@@ -358,7 +584,7 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     if (n == 0)
         rc = -ETIMEDOUT;
     else if (n < 0 || cmd < 0 || (!req->trace && (listener = take_listener(cmd)) < 0))
-        rc = -(child_errno(exec_[0], &res->fail_step) ?: ECHILD);
+        rc = -(child_errno(exec_[0], &res->fail_step, &res->fail_index) ?: ECHILD);
     if (rc < 0) {
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);

@@ -28,18 +28,57 @@
 #ifndef GOV_SPAWN_H
 #define GOV_SPAWN_H
 
+#include <stdint.h>
+
 struct gov_container;
+
+struct gov_rlimit {
+    int resource;                  /* RLIMIT_* */
+    uint64_t soft, hard;
+};
+
+/* Who the command runs as, in the container (or on the host): applied
+ * between fork and exec, in this order: oom_score_adj, rlimits, the
+ * console, no_new_privs, the seccomp filter, the bounding set, ids,
+ * capabilities, the working directory. */
+struct gov_process {
+    int set_oom;
+    int oom_score_adj;
+    int nrlimits;
+    const struct gov_rlimit *rlimits;
+    int console_fd;                /* >= 0: a connected unix socket; the command makes a
+                                      pty, sends its master over it (SCM_RIGHTS) and takes
+                                      the slave as its terminal and stdio */
+    int no_new_privs;
+    int drop_bounding;             /* drop every capability not in cap_bounding */
+    uint64_t cap_bounding;
+    int set_ids;
+    unsigned int uid, gid;
+    int ngroups;
+    const unsigned int *groups;
+    int set_caps;                  /* set these sets (and raise the ambient ones) */
+    uint64_t cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+};
 
 struct gov_spawn_req {
     const char *path;          /* executable, already resolved */
     char *const *argv;
     char *const *envp;
     const char *cwd;           /* NULL: inherit */
+    const char *search_path;   /* non-NULL: a PATH; a path without '/' is looked up there
+                                  inside the container (after its mounts, as the user),
+                                  as execvp(3) would; not found: GOV_STEP_FIND_PROGRAM */
     const void *filter;        /* struct sock_filter[] from gov_filter_build */
     int filter_len;            /* bytes */
     int timeout_ms;            /* for the handshake */
     int stdio[3];              /* fds to become 0, 1, 2; -1: inherit */
     const struct gov_container *container;  /* NULL: no container */
+    const struct gov_process *process;      /* NULL: as the caller, with no_new_privs */
+    int detached;              /* the init outlives the caller: no PDEATHSIG; it passes
+                                  signals on to the command and exits with its status
+                                  (128+N for signal N), as an OCI container's pid does */
+    int lifeline;              /* detached, >= 0: the read end of a pipe; when its write end closes
+                                  (the supervisor died) the init kills the command */
     int paused;                /* return before the command execs: gov_spawn_go() */
     int trace;                 /* ptrace backends: no listener; implies paused */
 };
@@ -52,6 +91,7 @@ struct gov_spawn_res {
     int exec_fd;     /* yields errno of a failed execve (an int), or EOF once it ran */
     int go_fd;       /* paused: write end that releases the command; else -1 */
     int fail_step;   /* on failure, where a container's set-up failed (GOV_STEP_*) */
+    int fail_index;  /* and which mount, device, sysctl or path (-1: none) */
 };
 
 /* 0 or -errno. On failure nothing is left: no process, no fd. With

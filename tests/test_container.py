@@ -26,11 +26,12 @@ def state(tmp_path):
     return tmp_path / "state"
 
 
-def run(box: Container, name: str, script: str, timeout: float = 20) -> tuple[int, str]:
+def run(box: Container, name: str, script: str, timeout: float = 20,
+        limits: Limits | None = None) -> tuple[int, str]:
     """Runs sh -c script in a fresh container; (status, stdout+stderr)."""
     out = box.rootfs + ".out"
     with Supervisor(publish_state=False) as sup, open(out, "w") as f:
-        g = sup.group(name, Limits(processes=64), container=box)
+        g = sup.group(name, limits or Limits(processes=64), container=box)
         status = g.spawn(["sh", "-c", script], stdout=f, stderr=f).wait(timeout)
     return status, Path(out).read_text()
 
@@ -210,7 +211,7 @@ def test_a_symlink_in_the_rootfs_cannot_redirect_a_mount(tmp_path, state):
         g = sup.group("a", container=box)
         with pytest.raises(SpawnError) as err:
             g.spawn(["sh", "-c", "true"])
-    assert err.value.step == "bind a volume"
+    assert err.value.step == "mount /srv"
     assert list(outside.iterdir()) == []
     assert "outside" not in Path("/proc/self/mountinfo").read_text()
 
@@ -353,3 +354,49 @@ def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch):
     assert bases == [FIRST_BASE + ID_RANGE, FIRST_BASE + 2 * ID_RANGE, FIRST_BASE + ID_RANGE]
     with r.locked() as doc:   # written back, read again
         assert r.entry(doc, "b")["uid_base"] == FIRST_BASE + 2 * ID_RANGE
+
+
+# runc's defaults, which `governor run --rootfs` gives every container.
+def test_masked_and_read_only_proc_paths(tmp_path, state):
+    """Masked: empty to read (files are /dev/null, directories an empty
+    read-only tmpfs); read-only: writes fail with EROFS, though container
+    root could write there otherwise. Checked for every default path this
+    kernel has (it has no /proc/kcore nor /proc/sysrq-trigger)."""
+    from governor.container.setup import DEFAULT_MASKED, DEFAULT_READONLY
+    masked_files = [p for p in DEFAULT_MASKED if os.path.isfile(p) and p.startswith("/proc")]
+    masked_dirs = [p for p in DEFAULT_MASKED if os.path.isdir(p) and p.startswith("/proc")]
+    readonly = [p for p in DEFAULT_READONLY if os.path.exists(p)]
+    assert "/proc/keys" in masked_files and "/proc/sys" in readonly
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    script = "; ".join(
+        [f"echo {f} bytes=$(head -c 64 {f} | wc -c)" for f in masked_files] +
+        [f"echo {d} entries=$(ls -A {d} | wc -l)" for d in masked_dirs] +
+        [f"(touch {d}/x) 2>&1 | grep -q 'Read-only' && echo {d} erofs" for d in masked_dirs] +
+        ["(echo x > /proc/sys/kernel/hostname) 2>&1 | grep -q 'Read-only' && echo sysctl erofs"] +
+        [f"grep -q ' {p} ro,' /proc/self/mountinfo && echo {p} ro" for p in readonly] +
+        ["ls -A /sys 2>/dev/null | wc -l"])
+    status, out = run(box, "masked", script, limits=Limits())
+    assert status == 0, out
+    lines = out.splitlines()
+    for f in masked_files:
+        assert f"{f} bytes=0" in lines, out
+    for d in masked_dirs:
+        assert f"{d} entries=0" in lines and f"{d} erofs" in lines, out
+    for p in readonly:
+        assert f"{p} ro" in lines, out
+    assert "sysctl erofs" in lines, out
+    assert lines[-1] == "0", out    # no /sys: nothing of the host's hardware
+    assert Path("/proc/timer_list").stat().st_size == 0 and Path("/proc/timer_list").read_text()
+
+
+def test_bounding_set_is_dockers_and_no_new_privs(tmp_path, state):
+    box = Container(rootfs=str(make_rootfs(tmp_path / "a")), state_dir=str(state))
+    status, out = run(box, "caps", "grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status",
+                      limits=Limits())
+    assert status == 0, out
+    fields = dict(line.split(":\t") for line in out.splitlines())
+    # CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+    # NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+    assert fields["CapBnd"] == "00000000a80425fb", out
+    assert fields["CapEff"] == "00000000a80425fb", out
+    assert fields["NoNewPrivs"] == "1", out

@@ -19,7 +19,7 @@ from _tenants import compile_c, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor.rules import ALLOW, Action, Arg, Rule  # noqa: E402
-from governor.supervisor import _build_filter, governed_calls  # noqa: E402
+from governor.supervisor import filter_program, governed_calls  # noqa: E402
 
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 CLONE_UNTRACED = 0x00800000
@@ -121,7 +121,7 @@ def test_filter_matches_the_stacked_semantics(seed):
     limits = rng.choice((Limits(), Limits(disk_write="1MiB/s"), Limits(processes=8)))
     rules, default = random_rules(rng)
     try:
-        program = _build_filter(limits, container, backend, rules, default)
+        program = filter_program(limits, container, backend, rules, default)
     except PolicyError:
         assert may_be_refused(rules), rules
         pytest.skip("refused: cannot be combined")
@@ -139,7 +139,7 @@ def test_filter_matches_the_stacked_semantics(seed):
 
 
 def test_without_extra_rules_only_the_governors_rules_apply_on_every_table():
-    program = _build_filter(Limits(disk_write="1MiB/s"), True, "ptrace", None, ALLOW)
+    program = filter_program(Limits(disk_write="1MiB/s"), True, "ptrace", None, ALLOW)
     mine = governor_rules(Limits(disk_write="1MiB/s"), "ptrace", True)
     rng = random.Random(1)
     for _ in range(2000):
@@ -157,7 +157,7 @@ def test_without_extra_rules_only_the_governors_rules_apply_on_every_table():
 def test_a_governed_call_denied_by_a_rule_stays_denied_and_allowed_stays_governed():
     limits = Limits(disk_write="1MiB/s")
     deny_fd_7 = Rule("write", Action("errno", errno.EACCES), (Arg(0, "eq", 7),))
-    program = _build_filter(limits, True, "seccomp", [deny_fd_7, Rule("ioctl", ALLOW)],
+    program = filter_program(limits, True, "seccomp", [deny_fd_7, Rule("ioctl", ALLOW)],
                             Action("errno", errno.ENOSYS))
     run = lambda nr, *args: _bpf.run(program, _bpf.seccomp_data(nr, _bpf.AUDIT_ARCH_X86_64, args))
     assert run(1, 7, 0, 1) == _bpf.RET_ERRNO | errno.EACCES
@@ -165,7 +165,7 @@ def test_a_governed_call_denied_by_a_rule_stays_denied_and_allowed_stays_governe
     assert run(1, 8, 0, 1) == _bpf.RET_ERRNO | errno.ENOSYS
     assert run(16, 0, 0x5401) == _bpf.RET_ALLOW                    # TCGETS
     assert run(16, 0, TIOCSTI) == _bpf.RET_ERRNO | errno.EPERM     # the governor's denial stays
-    allowed = _build_filter(limits, False, "seccomp", [Rule("write", ALLOW)], Action("errno", 1))
+    allowed = filter_program(limits, False, "seccomp", [Rule("write", ALLOW)], Action("errno", 1))
     assert _bpf.run(allowed, _bpf.seccomp_data(1, _bpf.AUDIT_ARCH_X86_64, (8,))) == \
         _bpf.RET_USER_NOTIF
 
@@ -184,14 +184,14 @@ def test_a_governed_call_denied_by_a_rule_stays_denied_and_allowed_stays_governe
 ])
 def test_bad_rules_are_refused_with_the_reason(rule, reason):
     with pytest.raises(PolicyError, match=reason):
-        _build_filter(Limits(), False, "seccomp", [rule], ALLOW)
+        filter_program(Limits(), False, "seccomp", [rule], ALLOW)
 
 
 def test_ranges_that_cannot_be_combined_are_refused():
     rules = [Rule("mkdir", Action("errno", 1), (Arg(1, "gt", 5),)),
              Rule("mkdir", Action("errno", 2), (Arg(1, "lt", 100),))]
     with pytest.raises(PolicyError, match="cannot be combined"):
-        _build_filter(Limits(), False, "seccomp", rules, ALLOW)
+        filter_program(Limits(), False, "seccomp", rules, ALLOW)
 
 
 SYSCALL_TENANT = r"""

@@ -19,7 +19,7 @@ from _tenants import compile_c, make_rootfs, needs_root  # noqa: E402
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor.container import Container, profile  # noqa: E402
 from governor.rules import ALLOW, syscall_number  # noqa: E402
-from governor.supervisor import _build_filter  # noqa: E402
+from governor.supervisor import filter_program  # noqa: E402
 
 GOVERNOR = [sys.executable, "-m", "governor"]
 X86_64 = _bpf.AUDIT_ARCH_X86_64
@@ -52,7 +52,7 @@ def container_filter():
     """A container's filter with the profile, under a processes limit (so
     clone is governed) and a write limit, seccomp backend."""
     limits = Limits(processes=16, disk_write="1MiB/s")
-    program = _build_filter(limits, True, "seccomp", profile.rules(), ALLOW)
+    program = filter_program(limits, True, "seccomp", profile.rules(), ALLOW)
     return lambda name, *args: _bpf.run(
         program, _bpf.seccomp_data(syscall_number(name) or profile.NEWER_CALLS[name], X86_64, args))
 
@@ -99,7 +99,7 @@ def test_socket_families(container_filter):
 
 def test_an_exception_takes_exactly_that_call_out():
     rules = profile.rules(profile.check_allow(["keyctl", "clone"], "--allow-syscall"))
-    program = _build_filter(Limits(processes=16), True, "seccomp", rules, ALLOW)
+    program = filter_program(Limits(processes=16), True, "seccomp", rules, ALLOW)
     call = lambda name, *a: _bpf.run(program, _bpf.seccomp_data(syscall_number(name), X86_64, a))
     assert call("keyctl", 1) == _bpf.RET_ALLOW
     assert call("clone", 0x10000000 | 17) == _bpf.RET_USER_NOTIF

@@ -11,15 +11,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from .. import _native
 from .._errors import PolicyError, SpawnError
 from ..limits import _parse
 from . import profile
 from .nat import parse_publish
 from .network import Lease, NetConfig, Network
 from .registry import ID_RANGE, Registry
+from .setup import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, Mount, Setup
 
-ffi = _native.ffi
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _MAX_LINKS = 40   # as the kernel's path walk
@@ -241,21 +240,20 @@ class Container:
         self.network.attach(init_pid, self.lease)
         return self.lease.ifname
 
-    def c_struct(self, hostname: str, keep: list):
-        """struct gov_container for gov_spawn; keep holds its buffers."""
-        def cstr(s: str):
-            p = ffi.new("char[]", os.fsencode(s))
-            keep.append(p)
-            return p
-
-        c = ffi.new("struct gov_container *")
-        keep.append(c)
-        c.rootfs, c.hostname = cstr(self.rootfs), cstr(hostname)
-        c.read_only = self.read_only
-        src = ffi.new("char *[]", [cstr(v[0]) for v in self.volumes] or [ffi.NULL])
-        dst = ffi.new("char *[]", [cstr(v[1]) for v in self.volumes] or [ffi.NULL])
-        keep += [src, dst]
-        c.nvolumes, c.volume_src, c.volume_dst = len(self.volumes), src, dst
-        c.tmp_size = self.tmp_size
-        c.uid_base = self.uid_base
-        return c
+    def setup(self, hostname: str) -> Setup:
+        """What native/container.c makes: new pid, mount, uts, ipc, net and
+        (the command's) user namespaces; /proc, a minimal /dev, /tmp and the
+        volumes; runc's masked and read-only paths; no /sys."""
+        hard = MS_NOSUID | MS_NODEV
+        mounts = [Mount("/proc", "proc", "proc", hard | MS_NOEXEC),
+                  Mount("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536"),
+                  Mount("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+                        "newinstance,ptmxmode=0666,mode=0620"),
+                  Mount("/tmp", "tmpfs", "tmpfs", hard, f"mode=1777,size={self.tmp_size}")]
+        # Device nodes shipped in a volume must not open host devices, and
+        # set-uid bits mean nothing here.
+        mounts += [Mount(inside, host, None, MS_BIND | MS_REC | hard) for host, inside in self.volumes]
+        ids = [(0, self.uid_base, ID_RANGE)]
+        return Setup(rootfs=self.rootfs, rootfs_flags=hard | (MS_RDONLY if self.read_only else 0),
+                     hostname=hostname, new_ns=("pid", "mount", "uts", "ipc", "network", "user"),
+                     mounts=mounts, uid_map=ids, gid_map=ids)
