@@ -2,10 +2,10 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
-          openssh-server openssh-client umoci
+          openssh-server openssh-client umoci chromium
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench screenshots clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/report.py
+
+# The console's screenshots in README.md, taken by its browser tests.
+screenshots: setup
+	GOVERNOR_TEST_ARTIFACTS=docs $(PY) -m pytest -q -p no:cacheprovider tests/test_console.py \
+	  -k "create_group or live_plot"
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c

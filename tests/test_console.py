@@ -271,7 +271,7 @@ def test_live_plot_follows_a_binding_disk_write_limit(console, page, tmp_path):
         assert abs(statistics.median(recent) - limit) < 0.15 * limit, recent
         assert page.evaluate("window.notReloaded") is True
         cells = page.locator('#groups-table tr[data-group="console-writer"]').inner_text()
-        assert "of 1.0MiB/s" in cells and "calls/s" in cells and "tasks" in cells, cells
+        assert "of 1.0MiB/s" in cells and "calls/s" in cells and " task" in cells, cells
         screenshot(page, "console-live.png")
 
         # The group's own page: a plot per resource, and its recent events.
@@ -405,3 +405,72 @@ def test_state_files_carry_recent_events():
                      ("stalled", "disk_write", 2), ("denied", "processes", 2),
                      ("resident_killed", "memory_resident", 1)}
     assert counter_events(usage(held=3), usage(held=3), {}, 101.0) == []
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """Another host (test_export.py's kind): a network namespace with its own
+    sshd and state directory, reached from this namespace over a bridge of
+    the test's own; an ssh configuration that names it hostb."""
+    from test_export import LINK, NET, Host, sh
+
+    top = tmp_path_factory.mktemp("remote")
+    keys = top / "keys"
+    keys.mkdir()
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys / "client_key")
+    b = Host("b", f"{NET}.3", "10.231.47.0/24", top)
+    made_run_sshd = not Path("/run/sshd").exists()
+    sh("ip", "link", "add", LINK, "type", "bridge")
+    try:
+        sh("ip", "addr", "add", f"{NET}.1/24", "dev", LINK)
+        sh("ip", "link", "set", LINK, "up")
+        b.start(keys)
+        (keys / "known_hosts").write_text(b.known_host())
+        config = keys / "ssh_config"
+        config.write_text(f"Host hostb\n  HostName {b.address}\n  User root\n"
+                          f"  IdentityFile {keys}/client_key\n  IdentitiesOnly yes\n"
+                          f"  UserKnownHostsFile {keys}/known_hosts\n"
+                          "  StrictHostKeyChecking yes\n")
+        wait_for(lambda: sh("ssh", "-F", config, "hostb", "true", check=False).returncode == 0,
+                 20, "sshd of host b", interval=0.2)
+        yield b, config
+    finally:
+        b.stop()
+        sh("ip", "link", "del", LINK, check=False)
+        if made_run_sshd:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def test_export_shows_the_remote_table_before_copying(console, remote, page):
+    from _catalogue import GOVERNOR_BIN
+
+    b, config = remote
+    # A console of the same catalogue, told how to reach other hosts.
+    c = Console(console.state, "--ssh-config", str(config), "--remote-governor", GOVERNOR_BIN)
+    try:
+        # A remote of another architecture: its own table says no.
+        b.state.mkdir(parents=True, exist_ok=True)
+        (b.state / "host.toml").write_text('[facts]\narch = "aarch64"\n')
+        page.goto(c.url + "/hosts")
+        field(page, "group").select_option("shop")
+        field(page, "to").fill("ssh://hostb")
+        page.get_by_role("button", name="Check the remote's admission").click()
+        arch = page.locator('tr[data-resource="arch"]')
+        assert "aarch64" in arch.inner_text() and "NO" in arch.inner_text()
+        assert page.get_by_role("button", name=re.compile("^Export")).count() == 0
+        assert "cannot hold shop: arch" in page.locator("main").inner_text()
+        (b.state / "host.toml").unlink()
+        # It fits: the table first, and nothing on the remote yet.
+        page.get_by_role("button", name="Check the remote's admission").click()
+        assert "ssh://hostb" in page.locator("caption").last.inner_text()
+        assert "fits" in page.locator("caption").last.inner_text()
+        assert not (b.state / "store" / "blobs").exists()
+        page.get_by_role("button", name="Export shop to ssh://hostb now").click()
+        page.locator("#job-done").wait_for(timeout=120_000)
+        assert "sent 3 of 3 blobs" in page.locator("main").inner_text()
+        installed = json.loads(gov(b.state, "installed", "--json").stdout)
+        assert [i["container"] for i in installed] == ["shop-web"]
+        page.goto(c.url + "/hosts")
+        assert "ssh://hostb" in page.locator("main").inner_text()      # a known host now
+    finally:
+        c.stop()
