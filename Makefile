@@ -2,12 +2,15 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
-          openssh-server openssh-client umoci chromium
+          openssh-server openssh-client umoci \
+          libpython3.11-testsuite git chromium
+# tests/compat builds Lua 5.4 from the sources bundled in lupa's sdist (PyPI).
+COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench screenshots clean
+.PHONY: setup demo test compat bench screenshots clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(COMPAT_SRC)
 
 $(STAMP): pyproject.toml setup.py native/*.c native/*.h native/build_native.py
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -16,15 +19,25 @@ $(STAMP): pyproject.toml setup.py native/*.c native/*.h native/build_native.py
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip wheel
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(COMPAT_SRC): $(STAMP)
+	$(PY) -m pip download -q --no-deps --no-binary :all: --no-build-isolation lupa==2.2 \
+	  -d $(dir $(COMPAT_SRC))
 
 demo: setup
 	$(PY) -m governor.demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not compat_full" tests
+
+# Real programs compared with native at length (CPython's regression tests of
+# processes, signals, sockets, threads...): the table in README.
+compat: setup
+	GOVERNOR_COMPAT_REPORT=compat-report.md $(PY) -m pytest -q -p no:cacheprovider tests/compat
+	@cat compat-report.md
 
 bench: setup
 	$(PY) benchmarks/report.py

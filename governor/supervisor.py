@@ -25,6 +25,7 @@ from .container import Container
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .monitor.cpu import CpuController
 from .monitor.state import Publisher
+from .rules import ALLOW, Action, Rule, c_rules
 
 ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
@@ -128,6 +129,21 @@ def _c_limits(limits: Limits, container: bool = False):
         else:
             r.cap = int(value)
     return c
+
+
+def _build_filter(limits: Limits, container: bool, backend: str, rules: Sequence[Rule] | None,
+                  default_action: Action) -> bytes:
+    """The group's BPF program: the governor's rules and the extra ones."""
+    buf = ffi.new("char[]", _FILTER_MAX)
+    extra, _keep = c_rules(rules, default_action) if rules is not None else (ffi.NULL, None)
+    rc = lib.gov_filter_build(_c_limits(limits, container), BACKENDS[backend], extra, buf,
+                              _FILTER_MAX)
+    if rc in (-errno.EOPNOTSUPP, -errno.E2BIG):
+        raise PolicyError("seccomp rules", None, "these rules cannot be combined into one "
+                          "filter (argument ranges that overlap other comparisons, or too "
+                          "many comparisons for one system call)")
+    n = check(rc, "seccomp filter")
+    return ffi.buffer(buf, n)[:]
 
 
 def _interface_totals(ifname: str, ifindex: int) -> tuple[int, int] | None:
@@ -238,11 +254,11 @@ class Group:
     """Processes that share one allocation. Create with Supervisor.group()."""
 
     def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int,
-                 container: Container | None = None):
+                 container: Container | None, bpf: bytes):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
         self.container = container
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
-        self._filter = self._build_filter()
+        self._filter = bpf
         self._inits: set[int] = set()
         self._processes: list[Process] = []
         self._peak_tasks = 0
@@ -251,13 +267,6 @@ class Group:
         self._peak_resident = 0
         self._resident_kills = 0
         self.started = time.time()
-
-    def _build_filter(self) -> bytes:
-        buf = ffi.new("char[]", _FILTER_MAX)
-        n = check(lib.gov_filter_build(_c_limits(self.limits, self.container is not None),
-                                       BACKENDS[self.supervisor.backend], buf, _FILTER_MAX),
-                  "seccomp filter")
-        return ffi.buffer(buf, n)[:]
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: str | None = None, stdin=None, stdout=None, stderr=None,
@@ -561,18 +570,22 @@ class Supervisor:
 
     def group(self, name: str, limits: Limits | None = None,
               container: Container | None = None,
-              disk_area: Sequence[str | os.PathLike] | None = None) -> Group:
+              disk_area: Sequence[str | os.PathLike] | None = None,
+              rules: Sequence[Rule] | None = None, default_action: Action = ALLOW) -> Group:
         """A new group. With a container, its commands run inside it; the
         container's name (its hostname, its uid range) is the group's, and
         disk_space counts its writable area (its rootfs unless read-only, and
         its volumes). disk_area: for a group without a container, the
-        directories whose contents count against disk_space."""
+        directories whose contents count against disk_space. rules: extra
+        seccomp rules for its filter (governor/rules.py), and the action of
+        a call they do not match."""
         if name in self._groups:
             raise GovernorError(f"group {name!r} exists already")
         limits = limits or Limits()
         if container and disk_area:
             raise GovernorError(f"group {name!r}: a container brings its own disk area")
         area = _check_area(name, limits, container.writable_paths if container else disk_area)
+        bpf = _build_filter(limits, container is not None, self.backend, rules, default_action)
         if container:
             container.claim(name)
         try:
@@ -589,7 +602,7 @@ class Supervisor:
             if container:
                 container.release()
             raise
-        g = Group(self, name, limits, gid, container)
+        g = Group(self, name, limits, gid, container, bpf)
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
             self._cpu = CpuController(self)

@@ -10,8 +10,8 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "engine.h", "cpu.h"]
-SOURCES = ["bucket.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c", "classify.c", "diskspace.c",
-           "engine.c", "trace.c", "cpu.c"]
+SOURCES = ["bucket.c", "argcond.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c",
+           "classify.c", "diskspace.c", "engine.c", "trace.c", "cpu.c"]
 
 
 def _cdef_text(header: str) -> str:

@@ -454,6 +454,19 @@ def start_time(pid: int) -> int | None:
     return int(data.rsplit(")", 1)[1].split()[19])
 
 
+# A version manager's shim, as pyenv's: a bash script that works out the
+# version with nested substitutions, then execs the real program.
+SHIM = r'''#!/bin/bash
+set -e
+program="${0##*/}"
+root="$(cd "$(dirname "$0")" && pwd)"
+version="$(cat "$root/version" 2>/dev/null | head -n 1 | tr -d '[:space:]')"
+real="$(PATH="${PATH#"$root":}" command -v "$version")"
+prefix="$(dirname "$(dirname "$real")")"
+[ -n "$(printf '%s' "$prefix" | sed -e 's/x/y/')" ]
+exec "$real" "$@"
+'''
+
 APPLETS = ("sh", "cat", "echo", "hostname", "id", "ls", "touch", "sleep", "stat", "test",
            "seq", "grep", "mount", "dd", "rm", "wc", "du", "nc", "true")
 

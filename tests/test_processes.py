@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import needs_root, python_tenant, wait_for
+from _tenants import SHIM, needs_root, python_tenant, wait_for
 
 from governor import Limits, Supervisor
 
@@ -29,19 +29,6 @@ level=${1:-4}
 if [ "$level" -eq 0 ]; then sleep 0.2; echo leaf; exit 0; fi
 out=$(bash "$0" $((level - 1)) | cat)
 echo "$level:$out"
-'''
-
-# A version manager's shim, as pyenv's: a bash script that works out the
-# version with nested substitutions, then execs the real program.
-SHIM = r'''#!/bin/bash
-set -e
-program="${0##*/}"
-root="$(cd "$(dirname "$0")" && pwd)"
-version="$(cat "$root/version" 2>/dev/null | head -n 1 | tr -d '[:space:]')"
-real="$(PATH="${PATH#"$root":}" command -v "$version")"
-prefix="$(dirname "$(dirname "$real")")"
-[ -n "$(printf '%s' "$prefix" | sed -e 's/x/y/')" ]
-exec "$real" "$@"
 '''
 
 FORK_AND_REAP = r'''
