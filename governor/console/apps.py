@@ -45,12 +45,8 @@ def capture_request(cat, packages, form: dict) -> dict:
         raise CatalogueError(f"arguments: {e}", key="args") from None
     if args and not program:
         raise CatalogueError("arguments need a program to run", key="args")
-    try:
-        duration = float(form.get("duration") or DEFAULT_DURATION)
-        headroom = float(form.get("headroom") or 50) / 100
-    except (TypeError, ValueError):
-        bad = "duration" if not _is_number(form.get("duration")) else "headroom"
-        raise CatalogueError(f"{bad}: {form.get(bad)!r} is not a number", key=bad) from None
+    duration = _number(form, "duration", DEFAULT_DURATION)
+    headroom = _number(form, "headroom", 50) / 100
     if not 1 <= duration <= MAX_DURATION:
         raise CatalogueError(f"duration: {duration:g} s is not between 1 and "
                              f"{MAX_DURATION:.0f} s", key="duration")
@@ -63,12 +59,11 @@ def capture_request(cat, packages, form: dict) -> dict:
             str(form.get("workdir") or "/").strip(), "headroom": headroom, "duration": duration}
 
 
-def _is_number(text) -> bool:
+def _number(form: dict, key: str, default: float) -> float:
     try:
-        float(text or 0)
-        return True
+        return float(form.get(key) or default)
     except (TypeError, ValueError):
-        return False
+        raise CatalogueError(f"{key}: {form.get(key)!r} is not a number", key=key) from None
 
 
 def start_capture(jobs, req: dict):
@@ -190,8 +185,10 @@ def routes(console) -> list[Route]:
         return await api_call(lambda cat: cat.app(name))
 
     async def api_packages(request):
-        found, total = packages.search(request.query_params.get("q", ""),
-                                       int(request.query_params.get("limit", "50") or 50))
+        limit = request.query_params.get("limit", "50")
+        if not limit.isdigit():
+            raise HTTPException(400, f"limit: {limit!r} is not a whole number")
+        found, total = packages.search(request.query_params.get("q", ""), int(limit))
         return JSONResponse({"total": total, "packages": data(found)})
 
     async def api_capture(request):

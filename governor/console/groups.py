@@ -21,6 +21,17 @@ ACTIONS = {"install": install, "uninstall": uninstall, "start": start, "stop": s
            "remove": lambda cat, name: cat.remove_group(name) or []}
 
 
+# What the forms of a group's page do: (catalogue, group, form) -> ...
+CHANGES = {
+    "allocation": lambda cat, name, form: cat.set_allocation(name, *allocation_fields(form),
+                                                             replace=True),
+    "assign": lambda cat, name, form: cat.assign(name, form.get("app", "")),
+    "unassign": lambda cat, name, form: cat.unassign(name, form.get("app", "")),
+    **{what: (lambda act: lambda cat, name, form: act(cat, name))(act)
+       for what, act in ACTIONS.items()},
+}
+
+
 def group_view(cat, name: str) -> dict:
     g = cat.group(name)
     return {"group": g, "installed": cat.installed(name), "running": running(cat, name),
@@ -69,19 +80,10 @@ def routes(console) -> list[Route]:
         """The forms of a group's page: allocation, assign, unassign, actions."""
         form = await read_form(request)
         name, what = request.path_params["name"], request.path_params["what"]
-        if what == "allocation":
-            limits, guarantees = allocation_fields(form)
-            work = lambda cat: cat.set_allocation(name, limits, guarantees, replace=True)  # noqa: E731
-        elif what == "assign":
-            work = lambda cat: cat.assign(name, form.get("app", ""))  # noqa: E731
-        elif what == "unassign":
-            work = lambda cat: cat.unassign(name, form.get("app", ""))  # noqa: E731
-        elif what in ACTIONS:
-            work = lambda cat: ACTIONS[what](cat, name)  # noqa: E731
-        else:
+        if what not in CHANGES:
             raise HTTPException(404, f"no action {what!r}")
         try:
-            await with_catalogue(work)
+            await with_catalogue(CHANGES[what], name, form)
         except (GovernorError, OSError) as e:
             admission = getattr(e, "admission", None)
             return await group_page(request, 400, e, form if what == "allocation" else None,

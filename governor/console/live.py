@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from ..monitor.state import read_states
 from ..monitor.view import COLUMNS, row, size, sort_states
 from .plots import WINDOW, plot
 
+log = logging.getLogger(__name__)
 TICK = 1.0
 KEEP = int(WINDOW / TICK) + 5
 
@@ -136,8 +138,12 @@ class Live:
 
     async def run(self) -> None:
         while True:
-            states = await anyio.to_thread.run_sync(read_states)
-            self.update(states)
+            try:
+                self.update(await anyio.to_thread.run_sync(read_states))
+            except (OSError, KeyError, TypeError, ValueError):
+                # A state file of another shape (another governor's version):
+                # the next second is another try; the pages keep the last.
+                log.exception("cannot read the state files")
             await asyncio.sleep(TICK)
 
     def update(self, states: list[dict]) -> None:
