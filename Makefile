@@ -8,7 +8,7 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat bench screenshots clean
+.PHONY: setup demo test compat bench soak screenshots clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -41,6 +41,10 @@ compat: setup
 
 bench: setup
 	$(PY) benchmarks/report.py
+
+# 100 groups of 10 churning tasks for 10 minutes: the supervisor must not grow.
+soak: setup
+	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
 
 # The console's screenshots in README.md, taken by its browser tests.
 screenshots: setup

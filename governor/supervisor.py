@@ -253,9 +253,10 @@ class Process:
 class Group:
     """Processes that share one allocation. Create with Supervisor.group()."""
 
-    def __init__(self, sup: "Supervisor", name: str, limits: Limits, gid: int,
+    def __init__(self, sup: "Supervisor", name: str, limits: Limits, shard: int, gid: int,
                  container: Container | None, bpf: bytes):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
+        self._shard, self._engine = shard, sup._engines[shard]  # the engine that answers it
         self.container = container
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
         self._filter = bpf
@@ -335,7 +336,7 @@ class Group:
         if rc < 0:
             raise SpawnError(-rc, argv[0])
         sup = self.supervisor
-        check(lib.gov_group_add_init(sup._engine, self.id, res.init_pid), "add init")
+        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._start(proc, res, trace=bool(req.trace), tracer=tracer)
@@ -355,10 +356,10 @@ class Group:
         sup = self.supervisor
         try:
             if trace:
-                check(lib.gov_group_add_tracee(sup._engine, self.id, res.cmd_pid),
+                check(lib.gov_group_add_tracee(self._engine, self.id, res.cmd_pid),
                       "attach tracer")
             else:
-                check(lib.gov_group_add_listener(sup._engine, self.id, res.listener),
+                check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                       "add listener")
             if self.container and (ifname := self.container.start_network(proc.init_pid)):
                 self.attach_interface(ifname)
@@ -378,7 +379,7 @@ class Group:
     def _forget_init(self, init_pid: int) -> None:
         if init_pid in self._inits:
             self._inits.discard(init_pid)
-            lib.gov_group_drop_init(self.supervisor._engine, self.id, init_pid)
+            lib.gov_group_drop_init(self._engine, self.id, init_pid)
             if self.container:
                 # Its namespace died, and its veth with it: nothing left to
                 # settle against (the last settlement is at most 50 ms old).
@@ -405,7 +406,7 @@ class Group:
             index = int(Path(f"/sys/class/net/{host_ifname}/ifindex").read_text())
         except (OSError, ValueError):
             raise GovernorError(f"attach_interface: no interface {host_ifname!r}") from None
-        check(lib.gov_group_attach_net(self.supervisor._engine, self.id), "attach interface")
+        check(lib.gov_group_attach_net(self._engine, self.id), "attach interface")
         self._interface = (host_ifname, index)
         self._settle_net()
 
@@ -419,7 +420,7 @@ class Group:
         totals = _interface_totals(*iface) if iface else None
         if totals is None:
             return
-        rc = lib.gov_group_settle_net(self.supervisor._engine, self.id, *totals)
+        rc = lib.gov_group_settle_net(self._engine, self.id, *totals)
         if rc == -errno.EINVAL:
             # Counters that went back: a veth's include its peer's, which go
             # with the peer's namespace. The interface is being torn down.
@@ -469,7 +470,7 @@ class Group:
 
     def usage(self) -> Usage:
         u = ffi.new("struct gov_usage *")
-        check(lib.gov_group_usage(self.supervisor._engine, self.id, u), "usage")
+        check(lib.gov_group_usage(self._engine, self.id, u), "usage")
         res = {}
         for i, key in enumerate(RESOURCES):
             r = u.r[i]
@@ -528,24 +529,40 @@ class Supervisor:
     exit every group's processes are killed and every fd is closed."""
 
     def __init__(self, backend: str = "seccomp", publish_state: bool = True,
-                 sync_wakeup: bool = True):
+                 sync_wakeup: bool = True, engines: int | None = None):
         """backend: how calls reach the engine: "seccomp" (user notification),
         "ptrace" (seccomp RET_TRACE: only governed calls stop) or
         "ptrace-syscall" (PTRACE_SYSCALL: every call stops; slow).
         publish_state: write per-group state files for `governor ps`
         (into $GOVERNOR_RUN_DIR or /run/governor). sync_wakeup=False: do
         without SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP even where the kernel has
-        it (only to measure what it saves)."""
+        it (only to measure what it saves). engines: how many engine threads
+        share the groups (each group lives on one; default: one per CPU this
+        process may run on)."""
         if backend not in BACKENDS:
             raise GovernorError(f"backend {backend!r} is not available "
                                 f"(available: {', '.join(BACKENDS)})")
+        if engines is None:
+            engines = len(os.sched_getaffinity(0))
+        if isinstance(engines, bool) or not isinstance(engines, int) or not 1 <= engines <= 1024:
+            raise GovernorError(f"engines: expected 1 to 1024 engine threads, got {engines!r}")
         self.backend = backend
-        p = ffi.new("struct gov_engine **")
-        check(lib.gov_engine_new(p), "engine")
-        self._engine = p[0]
-        lib.gov_engine_set_sync_wakeup(self._engine, int(sync_wakeup))
+        self._engines = []
+        try:
+            for _ in range(engines):
+                p = ffi.new("struct gov_engine **")
+                check(lib.gov_engine_new(p), "engine")
+                self._engines.append(p[0])
+                lib.gov_engine_set_sync_wakeup(p[0], int(sync_wakeup))
+                if len(self._engines) > 1:
+                    check(lib.gov_engine_share_event_fd(p[0], self._engines[0]), "engine events")
+        except GovernorError:
+            for e in self._engines:
+                lib.gov_engine_free(e)
+            raise
+        self._load = [0] * engines   # groups per engine
         self._groups: dict[str, Group] = {}
-        self._names: dict[int, str] = {}
+        self._names: dict[tuple, str] = {}   # (engine index, group id) -> name
         self._stop = threading.Event()
         self._py_events: list[Event] = []   # events raised in Python (resident kills)
         self._py_events_lock = threading.Lock()
@@ -565,8 +582,13 @@ class Supervisor:
     def sync_wakeup(self) -> bool | None:
         """Whether the listeners use SYNC_WAKE_UP: False when the kernel lacks
         it or sync_wakeup=False was asked (None until a group ran)."""
-        v = lib.gov_engine_sync_wakeup(self._engine)
+        v = max(lib.gov_engine_sync_wakeup(e) for e in self._engines)
         return None if v < 0 else bool(v)
+
+    @property
+    def engines(self) -> int:
+        """How many engine threads share the groups."""
+        return len(self._engines)
 
     def group(self, name: str, limits: Limits | None = None,
               container: Container | None = None,
@@ -588,25 +610,27 @@ class Supervisor:
         bpf = _build_filter(limits, container is not None, self.backend, rules, default_action)
         if container:
             container.claim(name)
+        shard = self._load.index(min(self._load))   # the engine with the fewest groups
+        engine = self._engines[shard]
         try:
-            gid = check(lib.gov_group_new(self._engine, _c_limits(limits, container is not None),
+            gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None),
                                              BACKENDS[self.backend]), "new group")
             if limits.disk_space is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
-                rc = lib.gov_group_disk_area(self._engine, gid, ffi.new("char *[]", keep),
-                                             len(keep))
+                rc = lib.gov_group_disk_area(engine, gid, ffi.new("char *[]", keep), len(keep))
                 if rc < 0:
-                    lib.gov_group_remove(self._engine, gid)
+                    lib.gov_group_remove(engine, gid)
                     check(rc, f"group {name!r}: disk area")
         except GovernorError:
             if container:
                 container.release()
             raise
-        g = Group(self, name, limits, gid, container, bpf)
+        g = Group(self, name, limits, shard, gid, container, bpf)
+        self._load[shard] += 1
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
             self._cpu = CpuController(self)
-        self._names[gid] = name
+        self._names[(shard, gid)] = name
         return g
 
     def _forget(self, group: Group) -> None:
@@ -616,13 +640,14 @@ class Supervisor:
             self._cpu.forget(group)
         if self._groups.get(group.name) is group:
             del self._groups[group.name]
-            del self._names[group.id]
-            check(lib.gov_group_remove(self._engine, group.id), "remove group")
+            del self._names[(group._shard, group.id)]
+            self._load[group._shard] -= 1
+            check(lib.gov_group_remove(group._engine, group.id), "remove group")
 
     @property
     def event_fd(self) -> int:
         """Readable when events() has something; for select/poll loops."""
-        return lib.gov_engine_event_fd(self._engine)
+        return lib.gov_engine_event_fd(self._engines[0])
 
     def _post(self, event: Event) -> None:
         with self._py_events_lock:
@@ -633,12 +658,14 @@ class Supervisor:
         buf = ffi.new("struct gov_event[]", 256)
         with self._py_events_lock:
             out, self._py_events = self._py_events, []
-        while (n := lib.gov_engine_events(self._engine, buf, 256)) > 0:
-            for e in buf[0:n]:
-                res = RESOURCES[e.resource] if 0 <= e.resource < len(RESOURCES) else None
-                out.append(Event(_EVENTS.get(e.type, str(e.type)), self._names.get(e.group, "?"),
-                                 res, int(e.pid), int(e.value),
-                                 call_name(int(e.nr), e.type == lib.GOV_EV_COMPAT)))
+        for shard, engine in enumerate(self._engines):
+            while (n := lib.gov_engine_events(engine, buf, 256)) > 0:
+                for e in buf[0:n]:
+                    res = RESOURCES[e.resource] if 0 <= e.resource < len(RESOURCES) else None
+                    out.append(Event(_EVENTS.get(e.type, str(e.type)),
+                                     self._names.get((shard, e.group), "?"), res, int(e.pid),
+                                     int(e.value),
+                                     call_name(int(e.nr), e.type == lib.GOV_EV_COMPAT)))
         return out
 
     @property
@@ -660,7 +687,7 @@ class Supervisor:
                     pass  # closed meanwhile
 
     def close(self) -> None:
-        if self._engine is None:
+        if not self._engines:
             return
         self._stop.set()
         self._sampler.join()
@@ -672,5 +699,6 @@ class Supervisor:
                 self._publisher.remove(g)
             if g.container:
                 g.container.release()
-        lib.gov_engine_free(self._engine)
-        self._engine = None
+        for engine in self._engines:
+            lib.gov_engine_free(engine)
+        self._engines = []

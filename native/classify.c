@@ -7,6 +7,7 @@
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,26 @@ void gov_pidfds_clear(struct gov_pidfds *c)
         if (c->fd[i] >= 0)
             close(c->fd[i]);
     gov_pidfds_init(c);
+}
+
+void gov_pidfds_sweep(struct gov_pidfds *c)
+{
+    static struct pollfd pfd[GOV_PIDFD_SLOTS];
+    static int slot[GOV_PIDFD_SLOTS];
+    nfds_t n = 0;
+    for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
+        if (c->fd[i] >= 0) {
+            pfd[n] = (struct pollfd){.fd = c->fd[i], .events = POLLIN};
+            slot[n++] = i;
+        }
+    if (n == 0 || poll(pfd, n, 0) <= 0)
+        return;
+    for (nfds_t k = 0; k < n; k++)
+        if (pfd[k].revents) { /* readable: its task has exited */
+            close(c->fd[slot[k]]);
+            c->fd[slot[k]] = -1;
+            c->tid[slot[k]] = 0;
+        }
 }
 
 static int slot_open(struct gov_pidfds *c, int tid)

@@ -29,6 +29,9 @@ struct gov_pidfds {
 
 void gov_pidfds_init(struct gov_pidfds *c);
 void gov_pidfds_clear(struct gov_pidfds *c);
+/* Closes the pidfds of tasks that have exited: the supervisor's fds follow
+ * the tenants' live tasks, not every task they ever had. */
+void gov_pidfds_sweep(struct gov_pidfds *c);
 
 /* What kind of file a tenant's fd is, remembered per group, so that a write
  * to a file or a pipe costs no pidfd_getfd. Every call that can make an fd

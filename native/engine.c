@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -44,6 +45,7 @@
 #define ERESTARTNOINTR 513
 #define NR_SYSCALLS 512
 #define STALL_NS 200000000LL      /* cap holds this old: is the group stuck? */
+#define PIDFD_SWEEP_NS 1000000000LL /* pidfds of exited tasks closed this often */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -129,6 +131,7 @@ struct gov_engine {
     int ring_head, ring_len, overflowed;
     int procs[MAX_PROCS];
     int64_t last_sweep;
+    int64_t last_pidfd_sweep;
     int64_t timer_at;         /* 0: disarmed */
     struct gov_tracer *tracer; /* with the first ptrace group */
 };
@@ -1068,6 +1071,11 @@ static void *engine_main(void *arg)
         }
         if (timer)
             run_holds(e);
+        int64_t now = now_ns();
+        if (now - e->last_pidfd_sweep >= PIDFD_SWEEP_NS) {
+            gov_pidfds_sweep(&e->pidfds);
+            e->last_pidfd_sweep = now;
+        }
         pthread_mutex_unlock(&e->mu);
     }
 }
@@ -1398,6 +1406,18 @@ int gov_group_settle_net(struct gov_engine *e, int id, uint64_t sent_total,
 int gov_engine_event_fd(struct gov_engine *e)
 {
     return e->evfd;
+}
+
+int gov_engine_share_event_fd(struct gov_engine *e, struct gov_engine *with)
+{
+    int fd = fcntl(with->evfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    pthread_mutex_lock(&e->mu);
+    close(e->evfd);
+    e->evfd = fd;
+    pthread_mutex_unlock(&e->mu);
+    return 0;
 }
 
 int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max)

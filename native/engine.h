@@ -57,6 +57,9 @@ int gov_group_remove(struct gov_engine *e, int group);
 
 /* An eventfd that is readable when events are waiting. */
 int gov_engine_event_fd(struct gov_engine *e);
+/* From now on e signals its events on `with`'s eventfd: the engines of one
+ * supervisor (one per core) share one fd to wait on. 0 or -errno. */
+int gov_engine_share_event_fd(struct gov_engine *e, struct gov_engine *with);
 /* Moves up to max events into out; returns how many. */
 int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max);
 

@@ -271,12 +271,12 @@ def test_taken_address_is_refused_and_auto_skips_it(net):
 def test_settle_net_counts_interface_bytes_and_refuses_counters_going_back(sup):
     from governor._native import lib
     group = sup.group("settled")
-    assert lib.gov_group_settle_net(sup._engine, group.id, 1000, 300) == 0
-    assert lib.gov_group_settle_net(sup._engine, group.id, 1500, 300) == 0
+    assert lib.gov_group_settle_net(group._engine, group.id, 1000, 300) == 0
+    assert lib.gov_group_settle_net(group._engine, group.id, 1500, 300) == 0
     used = group.usage().resources
     assert (used["net_send"].used, used["net_recv"].used) == (1500, 300)
-    assert lib.gov_group_settle_net(sup._engine, group.id, 1400, 300) == -errno.EINVAL
-    assert lib.gov_group_settle_net(sup._engine, 4095, 0, 0) == -errno.ENOENT
+    assert lib.gov_group_settle_net(group._engine, group.id, 1400, 300) == -errno.EINVAL
+    assert lib.gov_group_settle_net(group._engine, 4095, 0, 0) == -errno.ENOENT
     assert group.usage().resources["net_send"].used == 1500
 
 
