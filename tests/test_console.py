@@ -404,10 +404,10 @@ def test_state_files_carry_recent_events():
                 "resident_kills": kills, "compat_denied": 0}
 
     events = counter_events(usage(), usage(held=3, seconds=0.5, denied=2, kills=1),
-                            {"disk_write": "hold", "processes": "deny"}, 100.0)
+                            {"disk_write": "deny", "processes": "hold"}, 100.0)
     kinds = {(e["kind"], e["resource"], e["count"]) for e in events}
     assert kinds == {("held", "disk_write", 3), ("held", "processes", 3),
-                     ("stalled", "disk_write", 2), ("denied", "processes", 2),
+                     ("denied", "disk_write", 2), ("stalled", "processes", 2),
                      ("resident_killed", "memory_resident", 1)}
     assert counter_events(usage(held=3), usage(held=3), {}, 101.0) == []
 

@@ -112,8 +112,9 @@ def counter_events(before: dict | None, after: dict, modes: dict, when: float) -
     """What a group's counters say happened since the last publish (usage
     dicts; before None: since the group started), one event per kind and
     resource: {"time", "kind", "resource", "count"} and "seconds" for holds.
-    A call denied on a cap whose mode is hold was failed by the engine's
-    stall check (no task of the group could free the cap): "stalled"."""
+    A call denied on a resource whose mode is hold can only be one that the
+    engine's stall check failed (a cap no task of the group could free):
+    "stalled"."""
     before = before or {"resources": {}}
     out = []
     for key, r in after["resources"].items():
