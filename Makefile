@@ -3,13 +3,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit strace proot \
           openssh-server openssh-client umoci \
-          libpython3.11-testsuite git libnftables1 \
+          libpython3.11-testsuite git libnftables1 chromium \
           podman conmon netavark iptables containerd runc golang-go
 # tests/compat builds Lua 5.4 from the sources bundled in lupa's sdist (PyPI).
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat fuzz bench soak oci-validation clean
+.PHONY: setup demo test compat fuzz bench soak oci-validation screenshots clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -51,9 +51,16 @@ bench: setup
 soak: setup
 	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
 
+<<<<<<< HEAD
 # The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
 oci-validation: setup
 	$(PY) benchmarks/oci_validation.py
+=======
+# The console's screenshots in README.md, taken by its browser tests.
+screenshots: setup
+	GOVERNOR_TEST_ARTIFACTS=docs $(PY) -m pytest -q -p no:cacheprovider tests/test_console.py \
+	  -k "create_group or live_plot"
+>>>>>>> console
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c

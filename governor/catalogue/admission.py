@@ -87,7 +87,8 @@ class Admission:
 def admit(catalogue: Catalogue, spec: dict, host: str | None = None) -> Admission:
     """Admission of spec (Catalogue.spec(): the group and its apps) on the
     host whose catalogue this is. Containers of the same group installed
-    here already are left out: they would be replaced."""
+    here already are left out: they would be replaced. A spec without apps
+    gives the host's resources as they stand (no hardware to check)."""
     group, apps = spec["group"], spec["apps"]
     alloc = resolve(group, [a["proposal"] for a in apps])
     state = Path(catalogue.state_dir)
@@ -112,7 +113,8 @@ def admit(catalogue: Catalogue, spec: dict, host: str | None = None) -> Admissio
         note = ("" if fits else "guarantees exceed capacity" if used + asked > avail
                 else "limits exceed capacity x overcommit")
         result.rows.append(Row(key, avail, used, asked, backed, fits, note))
-    result.rows += hardware_rows(apps, facts(state, cfg))
+    if apps:
+        result.rows += hardware_rows(apps, facts(state, cfg))
     return result
 
 

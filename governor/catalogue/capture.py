@@ -236,12 +236,15 @@ def capture(catalogue, name: str, argv: list[str] | None = None, *,
             packages: list[str] = (), data: list[str] = (), env: dict | None = None,
             workdir: str = "/", entrypoint: list[str] | None = None,
             headroom: float = DEFAULT_HEADROOM, duration: float | None = None,
-            stop: threading.Event | None = None, stdout=None, stderr=None) -> CaptureResult:
+            stop: threading.Event | None = None, stdout=None, stderr=None,
+            progress=None) -> CaptureResult:
     """Captures application `name` into the catalogue's store and records
     it. argv: the command to trace (None: packages only); packages: Debian
     packages taken whole with their dependency closure; data: HOSTDIR[:PATH]
     directories kept apart as volumes. Every argument is checked before
-    anything runs; nothing is recorded if the capture fails."""
+    anything runs; nothing is recorded if the capture fails. progress, if
+    given, is called with each step's name as it begins (a console shows it)."""
+    progress = progress or (lambda step: None)
     check_app_name(name)
     if catalogue.app_exists(name):
         raise CatalogueError(f"application {name!r} exists already "
@@ -275,6 +278,7 @@ def capture(catalogue, name: str, argv: list[str] | None = None, *,
                  + (str(catalogue.state_dir),))
     measured, executed = None, set()
     if argv:
+        progress("running the command")
         trace, measured = run_traced(argv, run_env, workdir, duration, stop or threading.Event(),
                                      stdout, stderr)
         if measured.exit_status == 127 and not trace.paths:
@@ -283,6 +287,7 @@ def capture(catalogue, name: str, argv: list[str] | None = None, *,
             real = fs.add(path)
             if "exec" in how and real:
                 executed.add(real)
+    progress("resolving files and packages")
     fs.add(workdir)
     closure = add_packages(fs, dpkg, list(packages)) if packages else []
     missing = add_loader_needs(fs, Resolver(), executed)
@@ -293,6 +298,7 @@ def capture(catalogue, name: str, argv: list[str] | None = None, *,
     full = dpkg.closure(owners) if owners else []
     pkg_info = {"owners": owners, "closure": full, "closure_size": dpkg.installed_size(full),
                 "taken_whole": closure}
+    progress("writing the image")
     store = catalogue.store
     store.ensure()
     layer, diff_id, size = write_layer(store, fs.ordered())

@@ -16,6 +16,7 @@ from .allocation import Allocation, load_class, resolve, values
 from .db import Database, dumps, loads
 from .host import ADMITTED
 from .oci import Store
+from . import show
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -229,8 +230,8 @@ class Catalogue:
         gua = values(guarantees, "--guarantee")
         for key, value in gua.items():
             if key in lim and value > lim[key]:
-                raise PolicyError("--guarantee", key, f"{value:g} is above the limit "
-                                  f"{lim[key]:g}")
+                raise PolicyError("--guarantee", key, f"{show.value(key, value)} is above the "
+                                  f"limit {show.value(key, lim[key])}")
         return lim, gua
 
     def create_group(self, name: str, cls: str = "gold", limits: dict | None = None,
@@ -253,16 +254,20 @@ class Catalogue:
         return self.group(name)
 
     def set_allocation(self, name: str, limits: dict | None = None,
-                       guarantees: dict | None = None, unset: list[str] = ()) -> Group:
+                       guarantees: dict | None = None, unset: list[str] = (),
+                       replace: bool = False) -> Group:
         """Changes a group's limits and guarantees key by key; `unset` keys
-        go back to the apps' proposals. Refused while it is installed."""
+        go back to the apps' proposals. replace: limits and guarantees are
+        the whole of what the group sets (a form that shows every key).
+        Refused while it is installed."""
         g = self.group(name)
         if g.installed:
             raise CatalogueError(f"group {name!r} is installed: uninstall it to change its "
                                  "allocation", key="group")
         lim, gua = self._check_allocation(limits or {}, guarantees or {})
-        new_lim = {k: v for k, v in {**g.limits, **lim}.items() if k not in unset}
-        new_gua = {k: v for k, v in {**g.guarantees, **gua}.items() if k not in unset}
+        old_lim, old_gua = ({}, {}) if replace else (g.limits, g.guarantees)
+        new_lim = {k: v for k, v in {**old_lim, **lim}.items() if k not in unset}
+        new_gua = {k: v for k, v in {**old_gua, **gua}.items() if k not in unset}
         self._check_allocation(new_lim, new_gua)
         resolve({**g.row(), "limits": new_lim, "guarantees": new_gua},
                 [self.app(a).proposal for a in g.apps])

@@ -24,6 +24,7 @@ class Package:
     depends: list[list[str]] = field(default_factory=list)   # alternatives per dependency
     provides: list[str] = field(default_factory=list)
     conffiles: list[str] = field(default_factory=list)
+    description: str = ""        # its first line
 
 
 def _parse_deps(text: str) -> list[list[str]]:
@@ -66,7 +67,8 @@ class Dpkg:
                           [m.group(1) for p in fields.get("Provides", "").split(",")
                            if (m := _DEP.match(p))],
                           [c.split()[0] for c in fields.get("Conffiles", "").splitlines()
-                           if c.strip()])
+                           if c.strip()],
+                          fields.get("Description", "").split("\n")[0])
             out[pkg.name] = pkg
             out[f"{pkg.name}:{pkg.arch}"] = pkg
         return out

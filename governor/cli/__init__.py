@@ -15,7 +15,7 @@ COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench",
             "capture": "capture", "apps": "apps", "groups": "groups", "classes": "groups",
             "admit": "admit", "install": "install", "uninstall": "install",
             "installed": "install", "start": "start", "stop": "start", "export": "export",
-            "hosts": "export", "store": "store"}
+            "hosts": "export", "store": "store", "console": "console"}
 
 
 def configure_logging(verbose: int) -> None:

@@ -5,6 +5,15 @@ Each supervisor writes one JSON file per group into the state directory
 (``$GOVERNOR_RUN_DIR`` or ``/run/governor``) about once a second, replacing
 it atomically, and removes it when the group ends. A file whose supervisor
 is gone (it was killed) is stale: readers skip and delete it.
+
+The file also carries the group's recent events (`events`: calls held,
+calls denied, held calls failed by a stall, processes killed for
+memory_resident, governed calls refused through the i386/x32 entries), so
+that a reader in another process (`governor console`) can show them. They
+are derived from the engine's counters at each publish, once a second,
+never from the engine's event ring: that ring is drained by the program
+that runs the group (`governor run` logs it), and reading counters costs
+the engine nothing more than the usage it already reports.
 """
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import psutil
@@ -20,6 +30,7 @@ from ..limits import RATE_KEYS
 
 log = logging.getLogger(__name__)
 VERSION = 1
+EVENTS_KEPT = 20    # per kind, in each state file
 
 
 def state_dir() -> Path:
@@ -37,6 +48,8 @@ class Publisher:
         self.dir = directory or state_dir()
         self._start = _self_start()
         self._last: dict[str, tuple[float, dict]] = {}
+        self._usage: dict[str, dict] = {}        # group -> usage at the last publish
+        self._events: dict[str, dict[str, deque]] = {}
         self.enabled = True
         try:
             self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -60,6 +73,12 @@ class Publisher:
         dt = max(now - prev_t, 1e-3)
         rates = {k: max(v - prev.get(k, 0), 0) / dt for k, v in counters.items()}
         self._last[group.name] = (now, counters)
+        current = usage.as_dict()
+        kept = self._events.setdefault(group.name, {})
+        for ev in counter_events(self._usage.get(group.name), current,
+                                 group.limits.as_dict()["on_exhausted"], now):
+            kept.setdefault(ev["kind"], deque(maxlen=EVENTS_KEPT)).append(ev)
+        self._usage[group.name] = current
         doc = {
             "version": VERSION, "group": group.name, "supervisor_pid": os.getpid(),
             "supervisor_start": self._start, "started": group.started, "updated": now,
@@ -69,6 +88,7 @@ class Publisher:
             "held_calls_per_second": rates["held_calls"],
             "held_seconds_per_second": rates["held_seconds"],
             "cpu_percent": 100 * rates["cpu_seconds"],
+            "events": sorted((e for q in kept.values() for e in q), key=lambda e: e["time"]),
         }
         target = self.path(group)
         tmp = target.with_suffix(".tmp")
@@ -80,10 +100,39 @@ class Publisher:
 
     def remove(self, group) -> None:
         self._last.pop(group.name, None)
+        self._usage.pop(group.name, None)
+        self._events.pop(group.name, None)
         try:
             self.path(group).unlink()
         except FileNotFoundError:
             pass
+
+
+def counter_events(before: dict | None, after: dict, modes: dict, when: float) -> list[dict]:
+    """What a group's counters say happened since the last publish (usage
+    dicts; before None: since the group started), one event per kind and
+    resource: {"time", "kind", "resource", "count"} and "seconds" for holds.
+    A call denied on a resource whose mode is hold can only be one that the
+    engine's stall check failed (a cap no task of the group could free):
+    "stalled"."""
+    before = before or {"resources": {}}
+    out = []
+    for key, r in after["resources"].items():
+        b = before["resources"].get(key, {})
+        held = r["held_calls"] - b.get("held_calls", 0)
+        if held > 0:
+            out.append({"time": when, "kind": "held", "resource": key, "count": held,
+                        "seconds": round(r["held_seconds"] - b.get("held_seconds", 0.0), 3)})
+        denied = r["denied_calls"] - b.get("denied_calls", 0)
+        if denied > 0:
+            out.append({"time": when, "kind": "stalled" if modes.get(key) == "hold" else "denied",
+                        "resource": key, "count": denied})
+    for kind, counter, resource in (("resident_killed", "resident_kills", "memory_resident"),
+                                    ("compat_denied", "compat_denied", None)):
+        n = after[counter] - before.get(counter, 0)
+        if n > 0:
+            out.append({"time": when, "kind": kind, "resource": resource, "count": n})
+    return out
 
 
 def _alive(pid: int, start: float) -> bool:
