@@ -51,16 +51,14 @@ bench: setup
 soak: setup
 	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
 
-<<<<<<< HEAD
 # The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
 oci-validation: setup
 	$(PY) benchmarks/oci_validation.py
-=======
+
 # The console's screenshots in README.md, taken by its browser tests.
 screenshots: setup
 	GOVERNOR_TEST_ARTIFACTS=docs $(PY) -m pytest -q -p no:cacheprovider tests/test_console.py \
 	  -k "create_group or live_plot"
->>>>>>> console
 
 clean:
 	rm -rf $(VENV) build *.egg-info governor/_native*.so governor/_native.c
