@@ -114,10 +114,27 @@ def governed_calls(limits: Limits) -> list[str]:
     return [_X86_64_CALLS.get(nr, str(nr)) for nr in range(_NR_SYSCALLS) if table[nr]]
 
 
-def _c_limits(limits: Limits, container: bool = False):
+def traces_clones(limits: Limits, backend: str) -> bool:
+    """Whether a group's clone calls stop in the engine's tracer instead of
+    notifying (gov.h, trace_clones): under seccomp with a processes cap, so
+    that a signal never fails a fork with EINTR. Not where Yama forbids
+    ptrace (ptrace_scope 3): the clone calls notify then."""
+    return backend == "seccomp" and limits.processes is not None and _ptrace_allowed()
+
+
+def _ptrace_allowed() -> bool:
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return f.read().strip() != "3"
+    except OSError:
+        return True
+
+
+def _c_limits(limits: Limits, container: bool = False, backend: str = "seccomp"):
     c = ffi.new("struct gov_limits *")
     c.fixed_sched = limits.cpu is not None
     c.container = container
+    c.trace_clones = traces_clones(limits, backend)
     for i, key in enumerate(RESOURCES):
         value = getattr(limits, key)
         if value is None:
@@ -153,7 +170,7 @@ def filter_program(limits: Limits, container: bool, backend: str,
     with it too."""
     buf = ffi.new("char[]", _FILTER_MAX)
     extra, _keep = c_rules(rules, default_action) if rules is not None else (ffi.NULL, None)
-    rc = lib.gov_filter_build(_c_limits(limits, container), BACKENDS[backend], extra, buf,
+    rc = lib.gov_filter_build(_c_limits(limits, container, backend), BACKENDS[backend], extra, buf,
                               _FILTER_MAX)
     if rc in (-errno.EOPNOTSUPP, -errno.E2BIG):
         raise PolicyError("seccomp rules", None, "these rules cannot be combined into one "
@@ -336,6 +353,7 @@ class Group:
                  container: Container | None, bpf: bytes):
         self.supervisor, self.name, self.limits, self.id = sup, name, limits, gid
         self._shard, self._engine = shard, sup._engines[shard]  # the engine that answers it
+        self._traces_clones = traces_clones(limits, sup.backend)
         self._lend_seen: dict[str, tuple] = {}   # per shared rate: borrowed, held at the last tick
         self.container = container
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
@@ -376,7 +394,8 @@ class Group:
         # command runs: paused.
         res = gov_spawn(path, argv, env, bpf, cwd=cwd, stdio=(stdin, stdout, stderr),
                         setup=setup, process=ProcessSetup() if box else None,
-                        trace=self.supervisor.backend != "seccomp", paused=bool(box or tracer))
+                        trace=self.supervisor.backend != "seccomp",
+                        paused=bool(box or tracer or self._traces_clones))
         sup = self.supervisor
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
@@ -400,6 +419,9 @@ class Group:
         try:
             check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                   "add listener")
+            if self._traces_clones:
+                check(lib.gov_group_add_tracee(self._engine, self.id, res.cmd_pid),
+                      "attach tracer")
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
         except BaseException:
@@ -419,12 +441,12 @@ class Group:
         command is killed (before it runs, if it was waiting)."""
         sup = self.supervisor
         try:
-            if trace:
-                check(lib.gov_group_add_tracee(self._engine, self.id, res.cmd_pid),
-                      "attach tracer")
-            else:
+            if not trace:
                 check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                       "add listener")
+            if trace or self._traces_clones:
+                check(lib.gov_group_add_tracee(self._engine, self.id, res.cmd_pid),
+                      "attach tracer")
             if self.container and (ifname := self.container.start_network(proc.init_pid)):
                 self.attach_interface(ifname)
             if tracer:
@@ -685,7 +707,8 @@ class Supervisor:
         shard = self._load.index(min(self._load))   # the engine with the fewest groups
         engine = self._engines[shard]
         try:
-            gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None),
+            gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None,
+                                                             self.backend),
                                              BACKENDS[self.backend]), "new group")
             if limits.disk_space is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]

@@ -1250,7 +1250,7 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backen
     struct group *g = id >= 0 ? calloc(1, sizeof *g) : NULL;
     if (id >= 0 && !g)
         id = -ENOMEM;
-    if (g && backend != GOV_BACKEND_SECCOMP && !e->tracer) {
+    if (g && (backend != GOV_BACKEND_SECCOMP || lim->trace_clones) && !e->tracer) {
         int rc = gov_tracer_new(&e->tracer, e, &e->mu);
         if (rc < 0) {
             free(g);
@@ -1307,10 +1307,11 @@ int gov_group_add_tracee(struct gov_engine *e, int id, int pid)
     struct group *g = group_of(e, id);
     if (!g)
         rc = -ENOENT;
-    else if (g->backend == GOV_BACKEND_SECCOMP)
+    else if (g->backend == GOV_BACKEND_SECCOMP && !g->lim.trace_clones)
         rc = -EINVAL;
-    else
-        rc = gov_tracer_attach(e->tracer, pid, id, g->backend);
+    else /* seccomp with traced clones: the tracer sees only RET_TRACE stops */
+        rc = gov_tracer_attach(e->tracer, pid, id,
+                               g->backend == GOV_BACKEND_SECCOMP ? GOV_BACKEND_PTRACE : g->backend);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }

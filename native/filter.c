@@ -148,6 +148,19 @@ static int add_call(void *l, uint32_t action, const char *name)
     return add_named(l, action, name, 0, NULL);
 }
 
+static int is_clone_family(const char *name)
+{
+    return strcmp(name, "clone") == 0 || strcmp(name, "clone3") == 0 ||
+           strcmp(name, "fork") == 0 || strcmp(name, "vfork") == 0;
+}
+
+/* for_governed's callback under seccomp with lim->trace_clones: the clone
+ * family stops in the tracer (RET_TRACE), everything else notifies. */
+static int add_call_or_trace_clone(void *l, uint32_t action, const char *name)
+{
+    return add_call(l, is_clone_family(name) ? SCMP_ACT_TRACE(0) : action, name);
+}
+
 /* Calls f(ctx, arg, name) for every call the limits govern; stops at the
  * first error. */
 static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
@@ -230,14 +243,16 @@ static const char *const exit_calls[] = {"exit", "exit_group", NULL};
 static int governor_rules(const struct gov_limits *lim, int backend, struct rule_list *l)
 {
     int rc = 0;
+    int traced = backend != GOV_BACKEND_SECCOMP || lim->trace_clones;
     if (backend == GOV_BACKEND_SECCOMP)
-        rc = for_governed(lim, l, SCMP_ACT_NOTIFY, add_call);
+        rc = for_governed(lim, l, SCMP_ACT_NOTIFY,
+                          lim->trace_clones ? add_call_or_trace_clone : add_call);
     if (backend == GOV_BACKEND_SECCOMP && (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set))
         for (const char *const *n = exit_calls; rc == 0 && *n; n++)
             rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
-    if (rc < 0 || (backend != GOV_BACKEND_SECCOMP && (rc = add_untraceable(l)) < 0))
+    if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)
         if ((rc = add_call(l, SCMP_ACT_ERRNO(ENOSYS), *n)) < 0)

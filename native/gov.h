@@ -46,6 +46,12 @@ struct gov_limits {
                          TIOCLINUX -> EPERM); binds only its own addresses
                          (setsockopt IP_FREEBIND, IPV6_FREEBIND, IP_TRANSPARENT,
                          IPV6_TRANSPARENT -> EPERM) */
+    int trace_clones; /* seccomp backend with a processes cap: the clone family
+                         stops in the engine's tracer (RET_TRACE) instead of
+                         notifying, and its tasks are traced. A signal that
+                         lands before the engine has received a notification
+                         fails the call with EINTR; a ptrace stop is not
+                         interrupted, so fork keeps its native semantics. */
 };
 
 struct gov_res_usage {
