@@ -452,6 +452,37 @@ def read_kv(path: Path) -> dict[str, str]:
     return dict(part.split("=", 1) for part in line.split() if "=" in part)
 
 
+def group_tasks(init_pid: int) -> dict[int, int]:
+    """Every process below a group's init (the init excluded), read from /proc
+    through /proc/PID/task/TID/children, with its live threads: 0 for a
+    zombie, and its leader not counted once it has exited."""
+    out, stack = {}, [init_pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        live = 0
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            live += not (int(tid) == pid and state in "ZX")
+        if pid != init_pid:
+            out[pid] = live
+    return out
+
+
+def live_tasks(init_pid: int) -> int:
+    """The group's live tasks as /proc shows them (zombies excluded)."""
+    return sum(group_tasks(init_pid).values())
+
+
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (start time), or None if pid is gone."""
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import (compile_tenant, host_pid, needs_root, read_kv, start_time,  # noqa: E402
-                      wait_for)
+from _tenants import (compile_tenant, group_tasks, host_pid, needs_root, read_kv,  # noqa: E402
+                      start_time, wait_for)
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 
@@ -61,33 +61,6 @@ def test_processes_deny(tenant, tmp_path, kind, cap, backend):
 
 # ---- processes, hold ----
 
-def _tree(init_pid: int) -> list[int]:
-    """Descendants of init (not init), by /proc/PID/task/*/children."""
-    out, stack = [], [init_pid]
-    while stack:
-        pid = stack.pop()
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        if pid != init_pid:
-            out.append(pid)
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    stack += [int(c) for c in f.read().split()]
-            except OSError:
-                pass
-    return out
-
-
-def _threads(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return 0
-
-
 def test_fork_bomb_hold_never_exceeds_cap(tenant, backend):
     cap = 8
     seen: dict[int, int] = {}
@@ -98,8 +71,9 @@ def test_fork_bomb_hold_never_exceeds_cap(tenant, backend):
         wait_for(lambda: g.usage().resources["processes"].held_calls > 0, 5, "a held fork")
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and len(samples) < 400:
-            pids = _tree(p.init_pid)
-            samples.append(sum(_threads(x) for x in pids))
+            tasks = group_tasks(p.init_pid)
+            pids = list(tasks)
+            samples.append(sum(tasks.values()))
             for x in pids:
                 st = start_time(x)
                 if st is not None:
@@ -200,7 +174,7 @@ def test_hold_releases_when_a_slot_frees_after_back_to_back_forks(tenant, tmp_pa
                 wait_for(lambda: "Q1" in entries(), 3, "Q's held fork to go")
             except AssertionError:
                 u = g.usage()
-                pytest.fail(f"3 of 4 tasks live ({_tree(p.init_pid)}), yet held_now="
+                pytest.fail(f"3 of 4 tasks live ({list(group_tasks(p.init_pid))}), yet held_now="
                             f"{u.held_now}, tasks={u.tasks}: the held forks never go")
             wait_for(lambda: "P2" in entries(), 3, "P's second fork to go")
             u = g.usage()

@@ -58,6 +58,20 @@ def test_ps_shows_a_running_group_then_forgets_it(run_dir, tmp_path):
                           check=True).stdout.splitlines()[1:] == []
 
 
+def test_every_group_of_a_supervisor_has_its_state_file(run_dir):
+    """Groups on different engine threads have ids of their own engine:
+    their state files must not overwrite each other."""
+    with Supervisor(engines=2) as sup:
+        procs = [sup.group(f"g{i}", Limits(processes=5)).spawn(["/bin/sleep", "30"])
+                 for i in range(4)]
+        try:
+            wait_for(lambda: len(read_states()) == 4, 10, "four state files")
+            assert sorted(d["group"] for d in read_states()) == ["g0", "g1", "g2", "g3"]
+        finally:
+            for p in procs:
+                p.kill()
+
+
 def test_stale_state_file_of_a_dead_supervisor_is_removed(run_dir):
     run_dir.mkdir()
     dead = subprocess.Popen(["true"])

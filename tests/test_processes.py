@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import SHIM, needs_root, python_tenant, wait_for
+from _tenants import SHIM, live_tasks, needs_root, python_tenant, wait_for
 
 from governor import Limits, Supervisor
 
@@ -47,29 +47,6 @@ for p in live:
     os.waitpid(p, 0)
 print("ok")
 '''
-
-
-def live_tasks(init_pid: int) -> int:
-    """The group's live tasks as /proc shows them: threads of every process
-    below the init that has not exited (zombies excluded)."""
-    count, stack = 0, [init_pid]
-    while stack:
-        pid = stack.pop()
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    stack += [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            if pid != init_pid and not (int(tid) == pid and state in "ZX"):
-                count += 1
-    return count
 
 
 class Sampler:

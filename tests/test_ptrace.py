@@ -180,13 +180,14 @@ def test_reads_charged_what_they_returned(sup, ptenant, tmp_path, kind):
                                   test_rates.test_handled_signal_waits_for_a_held_file_write,
                                   test_rates.test_handled_signal_interrupts_a_held_send,
                                   test_rates.test_fatal_signal_during_a_hold_kills_at_once,
-                                  test_rates.test_restarted_call_is_not_charged_twice,
-                                  test_rates.test_sigkill_during_a_hold_kills_at_once],
+                                  test_rates.test_restarted_call_is_not_charged_twice],
                          ids=lambda t: t.__name__)
 def test_core_under_ptrace_syscall(test, tenant, tmp_path):  # noqa: F811
     with Supervisor(backend="ptrace-syscall", publish_state=False) as s:
         if test is test_rates.test_disk_write_rate:
             test(s, tenant, tmp_path, 64 * KiB)
+        elif test is test_rates.test_fatal_signal_during_a_hold_kills_at_once:
+            test(s, tenant, tmp_path, signal.SIGKILL)
         else:
             test(s, tenant, tmp_path)
 

@@ -391,33 +391,22 @@ def test_handled_signal_interrupts_a_held_send(sup, tenant, tmp_path):
     assert used(g, "net_send") == MiB  # the interrupted call was not charged
 
 
-def test_sigkill_during_a_hold_kills_at_once(sup, tenant, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_fatal_signal_during_a_hold_kills_at_once(sup, tenant, tmp_path, sig):
+    """SIGKILL, and SIGTERM without a handler, end a task held in a file
+    write at once, as they end a task blocked natively; the held call was
+    never charged."""
     g = sup.group("kill", TINY)
     run = Run(g, [tenant, "sigwrite", str(tmp_path / "out"), str(MiB), "2", "-", "0"])
     wait_for(lambda: _held(g), 5, "the second write to be held")
     t0 = time.monotonic()
-    run.proc.send_signal(signal.SIGKILL)
+    run.proc.send_signal(sig)
     rc, _ = run.finish()
     elapsed = time.monotonic() - t0
-    print(f"\nSIGKILL: dead after {elapsed * 1000:.1f} ms")
-    assert rc == -signal.SIGKILL
+    print(f"\n{sig.name}: dead after {elapsed * 1000:.1f} ms")
+    assert rc == -sig
     assert elapsed < 1.0
     assert used(g, "disk_write") == MiB
-
-
-def test_fatal_signal_during_a_hold_kills_at_once(sup, tenant, tmp_path):
-    """SIGTERM without a handler ends a task held in a file write, as it
-    would end a task blocked natively."""
-    g = sup.group("term", TINY)
-    run = Run(g, [tenant, "sigwrite", str(tmp_path / "out"), str(MiB), "2", "-", "0"])
-    wait_for(lambda: _held(g), 5, "the second write to be held")
-    t0 = time.monotonic()
-    run.proc.send_signal(signal.SIGTERM)
-    rc, _ = run.finish()
-    elapsed = time.monotonic() - t0
-    print(f"\nSIGTERM: dead after {elapsed * 1000:.1f} ms")
-    assert rc == -signal.SIGTERM
-    assert elapsed < 1.0
 
 
 def test_restarted_call_is_not_charged_twice(sup, tenant, tmp_path):

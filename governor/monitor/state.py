@@ -58,7 +58,7 @@ class Publisher:
             self.enabled = False
 
     def path(self, group) -> Path:
-        return self.dir / f"{os.getpid()}-{group.id}.json"
+        return self.dir / f"{os.getpid()}-{group._shard}-{group.id}.json"  # ids are per engine
 
     def publish(self, group) -> None:
         if not self.enabled:
