@@ -295,6 +295,8 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
+        else:
+            self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
         """Waits for the command; returns its status like subprocess: the
@@ -359,6 +361,9 @@ class Group:
         self._interface: tuple[str, int] | None = None  # host-side veth: name, index
         self._filter = bpf
         self._inits: set[int] = set()
+        # Inits whose command has exec'd: before, it is a fork of this
+        # process, whose memory is not the tenant's (memory_resident).
+        self._running: set[int] = set()
         self._processes: list[Process] = []
         self._peak_tasks = 0
         self._peak_memory = 0
@@ -429,6 +434,7 @@ class Group:
             self.forget_init(res.init_pid)
             raise
         if res.status_fd < 0:
+            self._running.add(res.init_pid)  # it runs at once
             return None   # another process waits for it (governor-oci exec): forget_init then
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._processes.append(proc)
@@ -466,6 +472,7 @@ class Group:
         """init_pid ended: its tree is no longer the group's."""
         if init_pid in self._inits:
             self._inits.discard(init_pid)
+            self._running.discard(init_pid)
             lib.gov_group_drop_init(self._engine, self.id, init_pid)
             if self.container:
                 # Its namespace died, and its veth with it: nothing left to
@@ -473,9 +480,9 @@ class Group:
                 self._interface = None
 
     def pids(self) -> list[int]:
-        """Every live process of the group."""
+        """Every live process of the group (of commands that have exec'd)."""
         pids = []
-        for init in list(self._inits):
+        for init in list(self._running):
             try:
                 pids += [p.pid for p in psutil.Process(init).children(recursive=True)]
             except psutil.Error:

@@ -342,3 +342,17 @@ def test_seccomp_profile_in_the_same_filter(oci, tmp_path):
     (b / "config.json").write_text(json.dumps(spec))
     done = oci("run", "--bundle", str(b), "s2")
     assert done.stdout.splitlines()[:2] == ["getcwd ok", "pwrite64 ok"], done.stdout
+
+
+def test_a_created_container_is_not_measured_before_it_runs(oci, tmp_path):
+    """Between create and start the command waits before exec, a fork of the
+    caller: its resident memory is not the container's. A memory limit below
+    it must not kill the container while it waits."""
+    b = bundle(tmp_path, ["sh", "-c", "exit 7"], linux__resources__memory__limit=8 << 20)
+    done = oci("create", "--bundle", str(b), "c1")
+    assert done.returncode == 0, done.stderr
+    time.sleep(1.0)   # five rounds of the supervisor's resident-memory sampling
+    assert state(oci, "c1")["status"] == "created"
+    assert oci("start", "c1").returncode == 0
+    wait_for(lambda: state(oci, "c1")["status"] == "stopped", 10, "stopped")
+    assert oci("delete", "c1").returncode == 0
