@@ -437,11 +437,7 @@ static int sleeper(int pid, int tid, const struct pipes *p)
     switch (nr) {
     case SYS_wait4:
     case SYS_waitid:
-    case SYS_pause:
-    case SYS_rt_sigsuspend:
         return STUCK;
-    case SYS_rt_sigtimedwait:
-        return a[2] ? FREE : STUCK;
     case SYS_futex: {
         int op = (int)(a[1] & FUTEX_CMD_MASK);
         int waits = op == FUTEX_WAIT || op == FUTEX_WAIT_BITSET || op == FUTEX_LOCK_PI ||

@@ -59,10 +59,11 @@ int gov_tasks_count(const int *roots, int nroots, struct gov_clones *pending, in
  * task of the group does. `held`: the tasks the engine holds on a cap
  * (processes, memory), which only the group can free; `free_held`: those it
  * holds on something time or the outside releases (rates, data). A task is
- * stuck when it is held on a cap, waits for its children (wait4, waitid), for
- * a signal, for a futex without a timeout, or for pipes whose other end only
- * the group holds; anything else (running, stopped, sleeping with a timeout,
- * waiting on a socket, a terminal, a file) can make progress. 1: stuck,
+ * stuck when it is held on a cap, waits for its children (wait4, waitid),
+ * for a futex without a timeout, or for pipes whose other end only the group
+ * holds; anything else (running, stopped, sleeping with a timeout, waiting
+ * for a signal, which may come from outside, on a socket, a terminal, a
+ * file) can make progress. 1: stuck,
  * 0: not, -errno. *cpu_ns: the live tasks' CPU time, to tell two stuck
  * looks apart from a group that ran in between. */
 int gov_tasks_stuck(const int *roots, int nroots, const int *held, int nheld,
