@@ -506,6 +506,13 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
     } else if (h->call.kind == GOV_CALL_MEMORY) {
         res = GOV_MEMORY;
         fits = memory_fits(e, g, h, fresh);
+        /* More than the whole cap never fits: fail it at once, as the
+         * kernel fails a mapping larger than memory (a program probing how
+         * much it may allocate must not wait for ever). */
+        if (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap) {
+            *why = res;
+            return DENY;
+        }
     } else if (!disk_fits(e, g, h, fresh)) {
         res = GOV_DISK_SPACE; /* deny only: a full area does not free itself */
         fits = 0;

@@ -312,3 +312,19 @@ def test_memory_counts_shared_anonymous_mappings(tmp_path, size_mib, rounds, wan
             p = g.spawn([sys.executable, "-c", SHARED, str(size_mib), str(rounds)], stdout=f)
             assert p.wait(20) == want, out.read_text()
     assert out.read_text().startswith("ENOMEM" if want else "ok")
+
+
+def test_memory_call_larger_than_the_cap_fails_at_once(tmp_path, backend):
+    """A mapping larger than the whole cap can never fit: held, it would wait
+    for ever (CPython's test_io probes with sys.maxsize); it gets ENOMEM."""
+    with Supervisor(backend=backend) as sup:
+        g = sup.group("big", Limits(memory="256MiB"))
+        r, w = os.pipe()
+        p = g.spawn([PYTHON, "-c", "import mmap, sys\ntry:\n    mmap.mmap(-1, 1 << 40)\n"
+                     "except OSError as e:\n    print(e.errno)"], stdout=w)
+        os.close(w)
+        assert p.wait(10) == 0
+        with os.fdopen(r) as f:
+            assert f.read().strip() == str(errno.ENOMEM)
+        u = g.usage().resources["memory"]
+        assert u.denied_calls >= 1 and u.held_calls == 0
