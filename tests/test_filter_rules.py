@@ -19,7 +19,7 @@ from _tenants import compile_c, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor.rules import ALLOW, Action, Arg, Rule  # noqa: E402
-from governor.supervisor import filter_program, governed_calls  # noqa: E402
+from governor.supervisor import filter_program, governed_calls, traces_clones  # noqa: E402
 
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 CLONE_UNTRACED = 0x00800000
@@ -47,8 +47,11 @@ def governor_rules(limits: Limits, backend: str, container: bool) -> list[tuple[
     """The governor's own rules, as filter.h and README describe them:
     (call, return value, [(arg, op, a, b)])."""
     action = _bpf.RET_USER_NOTIF if backend == "seccomp" else _bpf.RET_TRACE
-    rules = [(name, action, []) for name in governed_calls(limits)]
-    if backend == "ptrace":
+    traced = backend == "ptrace" or traces_clones(limits, backend)
+    clone_family = ("clone", "clone3", "fork", "vfork")
+    rules = [(name, _bpf.RET_TRACE if traced and name in clone_family else action, [])
+             for name in governed_calls(limits)]
+    if traced:
         rules += [("ptrace", _bpf.RET_ERRNO | errno.EPERM, []),
                   ("clone3", _bpf.RET_ERRNO | errno.ENOSYS, []),
                   ("clone", _bpf.RET_ERRNO | errno.EPERM,
