@@ -261,12 +261,32 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
     return res
 
 
+def spawn_command(argv: Sequence[str], program: bytes, *, container: Container | None = None,
+                  name: str = "", env: Mapping[str, str] | None = None, cwd: str | None = None,
+                  stdio=(None, None, None), trace: bool = False, paused: bool = False):
+    """gov_spawn() of argv as a group's command, looked up in its PATH (a
+    container's inside the rootfs; env defaults to the container's or
+    ours): the init shim and the command, filter installed, listener
+    taken. A container's command starts paused, for its network."""
+    if container:
+        env = dict(container.default_env() if env is None else env)
+        path = container.find_command(argv[0], env)
+    else:
+        env = dict(os.environ if env is None else env)
+        path = _find_command(argv[0], env)
+    return gov_spawn(path, argv, env, program, cwd=cwd, stdio=stdio,
+                     setup=container.setup(name) if container else None,
+                     process=ProcessSetup() if container else None, trace=trace,
+                     paused=paused or container is not None)
+
+
 class Process:
     """The root command of a spawn. Its exit ends its namespace: every task it
-    left behind is killed by the kernel."""
+    left behind is killed by the kernel. group: None when the process that
+    spawned it hands its calls to a supervisor elsewhere (governor/daemon)."""
 
-    def __init__(self, group: "Group", pid: int, init_pid: int, status_fd: int, exec_fd: int,
-                 argv: Sequence[str]):
+    def __init__(self, group: "Group | None", pid: int, init_pid: int, status_fd: int,
+                 exec_fd: int, argv: Sequence[str]):
         self.group, self.pid, self.init_pid, self.argv = group, pid, init_pid, list(argv)
         self._status_fd, self._exec_fd = status_fd, exec_fd
         self.returncode: int | None = None
@@ -284,8 +304,10 @@ class Process:
         exit code, or -N when signal N killed it. TimeoutError on timeout."""
         if self.returncode is not None:
             return self.returncode
-        ready, _, _ = select.select([self._status_fd], [], [], timeout)
-        if not ready:
+        # poll, not select: a keeper of many groups has fds past FD_SETSIZE.
+        poller = select.poll()
+        poller.register(self._status_fd, select.POLLIN)
+        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))):
             raise TimeoutError(f"{self.argv[0]} (pid {self.pid}) still running after {timeout}s")
         data = os.read(self._status_fd, 4)
         os.close(self._status_fd)
@@ -294,7 +316,8 @@ class Process:
             os.waitpid(self.init_pid, 0)  # the namespace is gone with it
         except ChildProcessError:
             pass  # a detached init (governor-oci): its parent reaps it
-        self.group.forget_init(self.init_pid)
+        if self.group:
+            self.group.forget_init(self.init_pid)
         if len(data) < 4:  # the init was killed from outside
             self.returncode = -signal.SIGKILL
         else:
@@ -342,6 +365,7 @@ class Group:
         self._filter = bpf
         self._inits: set[int] = set()
         self._processes: list[Process] = []
+        self._foreign: dict[int, list[str]] = {}   # init -> argv, of commands others wait for
         self._peak_tasks = 0
         self._peak_memory = 0
         self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0, "pss": 0}
@@ -364,20 +388,11 @@ class Group:
         box = self.container
         if box and any(p.returncode is None for p in self._processes):
             raise GovernorError(f"spawn: container {self.name!r} runs a command already")
-        if box:
-            env = dict(box.default_env() if env is None else env)
-            path = box.find_command(argv[0], env)
-        else:
-            env = dict(os.environ if env is None else env)
-            path = _find_command(argv[0], env)
-        setup = box.setup(self.name) if box else None
         bpf = (tracer.filter if tracer else b"") + self._filter
-        # A container's network, and a tracer's attach, come before the
-        # command runs: paused.
-        res = gov_spawn(path, argv, env, bpf, cwd=cwd, stdio=(stdin, stdout, stderr),
-                        setup=setup, process=ProcessSetup() if box else None,
-                        trace=self.supervisor.backend != "seccomp", paused=bool(box or tracer))
-        sup = self.supervisor
+        # A tracer's attach comes before the command runs: paused.
+        res = spawn_command(argv, bpf, container=box, name=self.name, env=env, cwd=cwd,
+                            stdio=(stdin, stdout, stderr),
+                            trace=self.supervisor.backend != "seccomp", paused=tracer is not None)
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
@@ -390,16 +405,23 @@ class Group:
             raise SpawnError(proc.exec_errno, argv[0])
         return proc
 
-    def adopt(self, res, argv: Sequence[str]) -> Process | None:
+    def adopt(self, res, argv: Sequence[str], resume: bool = False) -> Process | None:
         """Takes over a command that gov_spawn() started paused (and perhaps
         detached, from another process): the engine gets its listener, its
         init roots the group's tasks. It runs once gov_spawn_go(res, 1);
-        Process.read_exec_result() then says whether its exec worked."""
+        Process.read_exec_result() then says whether its exec worked.
+        resume: the command runs, and a dead supervisor had its listener:
+        the calls in the group's record file (keep()) that still wait are
+        taken over (res.resumed: how many)."""
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         try:
-            check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
-                  "add listener")
+            if resume:
+                res.resumed = check(lib.gov_group_resume(self._engine, self.id, res.listener),
+                                    "resume")
+            else:
+                check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
+                      "add listener")
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
         except BaseException:
@@ -407,7 +429,10 @@ class Group:
             self.forget_init(res.init_pid)
             raise
         if res.status_fd < 0:
-            return None   # another process waits for it (governor-oci exec): forget_init then
+            # Another process waits for it (governor-oci exec, a daemon's
+            # keeper): forget_init then.
+            self._foreign[res.init_pid] = list(argv)
+            return None
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._processes.append(proc)
         return proc
@@ -440,8 +465,23 @@ class Group:
             os.close(res.exec_fd)
             raise
 
+    def keep(self, path: str, resume: bool = False) -> bool:
+        """Keeps the group's received calls and usage in a record file at
+        path (native/keep.h), so that a supervisor started after this one
+        dies can take the group over; resume: the file is a dead
+        supervisor's (usage starts from it; then adopt(resume=True)).
+        Whether something was resumed."""
+        return check(lib.gov_group_keep(self._engine, self.id, os.fsencode(path), int(resume)),
+                     f"record file {path}") == 1
+
+    def commands(self) -> list[list[str]]:
+        """The argv of each running command of the group."""
+        return [p.argv for p in self._processes if p.returncode is None] + \
+            list(self._foreign.values())
+
     def forget_init(self, init_pid: int) -> None:
         """init_pid ended: its tree is no longer the group's."""
+        self._foreign.pop(init_pid, None)
         if init_pid in self._inits:
             self._inits.discard(init_pid)
             lib.gov_group_drop_init(self._engine, self.id, init_pid)

@@ -82,7 +82,7 @@ class Publisher:
         doc = {
             "version": VERSION, "group": group.name, "supervisor_pid": os.getpid(),
             "supervisor_start": self._start, "started": group.started, "updated": now,
-            "commands": [p.argv for p in group._processes if p.returncode is None],
+            "commands": group.commands(),
             **group.limits.as_dict(), "usage": usage.as_dict(),
             "rates": {k: rates[k] for k in RATE_KEYS},
             "held_calls_per_second": rates["held_calls"],
