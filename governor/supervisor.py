@@ -43,8 +43,13 @@ _NR_SYSCALLS = 512  # above every x86_64 system call number
 BACKENDS = dict(zip(backends.NAMES, (lib.GOV_BACKEND_SECCOMP, lib.GOV_BACKEND_PTRACE,
                                      lib.GOV_BACKEND_PTRACE_SYSCALL)))
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
-_SAMPLE_EVERY = 4     # ticks: psutil samples every 0.2 s
-_PUBLISH_EVERY = 20   # ticks: state files are rewritten about once a second
+_SAMPLE_SECONDS = 0.2   # a group's psutil sample, at most this often
+_PUBLISH_SECONDS = 1.0  # its state file, at most this often
+# Samples and state files take turns within this share of one CPU: with many
+# groups each one's come less often (a thousand: every few seconds), rather
+# than the sampler eating a core.
+_SAMPLER_SHARE = 0.1
+_LEND_MEMBERS = 100   # lending runs every tick for classes of up to this many groups in all
 
 
 @dataclass
@@ -191,6 +196,27 @@ def _pss(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """pid's descendant processes, from /proc/PID/task/TID/children: the
+    group's own tree (psutil's children() reads every process of the host)."""
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
 
 
 def _find_command(command: str, env: Mapping[str, str]) -> str:
@@ -371,6 +397,7 @@ class Group:
         self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0, "pss": 0}
         self._peak_resident = 0
         self._resident_kills = 0
+        self._due = {"sample": 0.0, "publish": 0.0}   # when the sampler looks at it next
         self.started = time.time()
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -492,13 +519,7 @@ class Group:
 
     def pids(self) -> list[int]:
         """Every live process of the group."""
-        pids = []
-        for init in list(self._inits):
-            try:
-                pids += [p.pid for p in psutil.Process(init).children(recursive=True)]
-            except psutil.Error:
-                pass
-        return pids
+        return [pid for init in list(self._inits) for pid in _descendants(init)]
 
     def attach_interface(self, host_ifname: str) -> None:
         """Charges net_send and net_recv from what crosses the group's own
@@ -800,12 +821,14 @@ class Supervisor:
         by weight. Spare: its rate less the guarantees in use (of groups
         that used any of theirs in the last tick); a group borrows if it
         borrowed in the last tick or waits."""
+        u = ffi.new("struct gov_usage *")
         for cls, members in [(c, list(m)) for c, m in self._members.items()]:
             for key in cls.rates:
                 seen = []
                 for g in members:
-                    r = g.usage().resources[key]
-                    now = (r.used - r.borrowed, r.borrowed, r.held_seconds)
+                    check(lib.gov_group_usage(g._engine, g.id, u), "usage")
+                    r = u.r[RESOURCES.index(key)]
+                    now = (int(r.used) - int(r.borrowed), int(r.borrowed), int(r.held_ns))
                     last = g._lend_seen.get(key, now)
                     g._lend_seen[key] = now
                     seen.append((g, now[0] != last[0], now[1:] != last[1:]))
@@ -861,23 +884,46 @@ class Supervisor:
         return list(self._groups.values())
 
     def _sample_loop(self) -> None:
-        tick = 0
+        tick, turn = 0, 0
         while not self._stop.wait(_TICK_SECONDS):
             tick += 1
-            if self._members:
+            members = sum(map(len, self._members.values()))
+            if members and tick % max(1, members // _LEND_MEMBERS) == 0:
                 try:
                     self._lend()
                 except GovernorError:
                     pass  # a group closed meanwhile
-            for g in self.groups:
-                try:
-                    g._settle_net()
-                    if tick % _SAMPLE_EVERY == 0:
-                        g._sample()
-                    if self._publisher and tick % _PUBLISH_EVERY == 0:
-                        self._publisher.publish(g)
-                except GovernorError:
-                    pass  # closed meanwhile
+            groups = self.groups
+            for g in groups:
+                if g._interface:
+                    try:
+                        g._settle_net()
+                    except GovernorError:
+                        pass  # closed meanwhile
+            turn = self._take_turns(groups, turn,
+                                    time.monotonic() + _SAMPLER_SHARE * _TICK_SECONDS)
+
+    def _take_turns(self, groups: list[Group], turn: int, until: float) -> int:
+        """Samples and publishes the groups that are due, round robin from
+        `turn`, until `until`; where the next tick goes on. Groups with a
+        memory_resident limit first: their sample enforces it."""
+        urgent = [g for g in groups if g.limits.memory_resident is not None]
+        n = len(groups)
+        for i, g in [(-1, g) for g in urgent] + [((turn + k) % n, groups[(turn + k) % n])
+                                                 for k in range(n)]:
+            now = time.monotonic()
+            if now >= until:
+                return turn if i < 0 else i
+            try:
+                if now >= g._due["sample"]:
+                    g._due["sample"] = now + _SAMPLE_SECONDS
+                    g._sample()
+                if self._publisher and now >= g._due["publish"]:
+                    g._due["publish"] = now + _PUBLISH_SECONDS
+                    self._publisher.publish(g)
+            except GovernorError:
+                pass  # closed meanwhile
+        return turn
 
     def close(self) -> None:
         if not self._engines:

@@ -16,7 +16,8 @@ struct gov_keep_head {
     uint32_t head_size, rec_size, usage_size, nslots;
     uint64_t seq;              /* arrival order of the last call recorded */
     uint32_t top;              /* slots [0, top) have been used */
-    uint32_t pad;
+    uint32_t has_id;           /* last_id is known */
+    uint64_t last_id;          /* the id of the last call recorded */
     struct gov_usage usage;    /* the group's usage at the last record change */
 };
 
@@ -142,6 +143,9 @@ int gov_keep_note(struct gov_keep *k, uint64_t id, int pid, int nr, uint32_t arc
     memcpy(r->args, args, sizeof r->args);
     gov_keep_usage(k, u);
     __atomic_store_n(&r->state, GOV_KEEP_RECEIVED, __ATOMIC_RELEASE);
+    /* After the record: a kill in between leaves the record, found anyway. */
+    k->head->last_id = id;
+    __atomic_store_n(&k->head->has_id, 1, __ATOMIC_RELEASE);
     return slot;
 }
 
@@ -174,6 +178,12 @@ int gov_keep_pending(struct gov_keep *k, int *slots, int max)
             slots[n++] = i;
     qsort_r(slots, (size_t)n, sizeof *slots, by_seq, k->rec);
     return n;
+}
+
+int gov_keep_last_id(struct gov_keep *k, uint64_t *id)
+{
+    *id = k->head->last_id;
+    return (int)k->head->has_id;
 }
 
 const struct gov_keep_rec *gov_keep_rec(struct gov_keep *k, int slot)

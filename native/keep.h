@@ -14,6 +14,10 @@
  * are counted once across a restart. A new supervisor re-adopts every
  * record whose id is still valid (SECCOMP_IOCTL_NOTIF_ID_VALID): a
  * received one as a new call, a charged one by letting it go uncharged.
+ * A call received in the instant between the receive and its record is
+ * found too: a listener's ids follow each other in the order calls arrive,
+ * so it is a valid id just past the last one recorded (it is let go,
+ * uncharged: its task, number and arguments died with the supervisor).
  *
  * One file per group, sparse: GOV_KEEP_SLOTS records of which only the
  * pages in use take memory. */
@@ -62,5 +66,7 @@ void gov_keep_clear(struct gov_keep *k, int slot, const struct gov_usage *u);
  * how many. */
 int gov_keep_pending(struct gov_keep *k, int *slots, int max);
 const struct gov_keep_rec *gov_keep_rec(struct gov_keep *k, int slot);
+/* The id of the last call recorded, in *id: 1, or 0 if none was. */
+int gov_keep_last_id(struct gov_keep *k, uint64_t *id);
 
 #endif

@@ -4,16 +4,19 @@
  *   held_tenant writers FILE THREADS CHUNKS SIZE
  *       THREADS threads each append CHUNKS writes of SIZE bytes to FILE;
  *       prints the bytes the writes returned, in all.
- *   held_tenant fifo FILE N
+ *   held_tenant fifo FILE N [GATE]
  *       N threads, each appending one 4096-byte record that holds its index;
  *       thread i+1 starts once thread i waits in its write (or is done), so
  *       the records' order in FILE is the order the writes were released.
- *       Prints the number of records written.
+ *       GATE: first write GATE bytes to FILE.gate, which leaves the group's
+ *       bucket in debt, so that every record waits. Prints the number of
+ *       records written.
  *   held_tenant pair FILE SIZE
  *       Two tasks (this thread and another); the other waits for one byte
  *       on stdin, then appends two writes of SIZE bytes to FILE (the first
  *       empties the group's bucket, the second is held) and prints what
- *       they returned. */
+ *       they returned, and the times (CLOCK_MONOTONIC, seconds) the second
+ *       began and ended. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -131,12 +134,39 @@ static int fifo(int n)
     return 0;
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void *pair_writer(void *arg)
 {
     char c;
     while (read(0, &c, 1) < 0 && errno == EINTR)
         ;
-    return writer(arg);
+    char *buf = calloc(1, (size_t)size_g);
+    long got = write_all(buf, size_g);
+    double t0 = now();
+    got += write_all(buf, size_g);
+    printf("%ld %.6f %.6f\n", got, t0, now());
+    free(buf);
+    return arg;
+}
+
+static void gate(const char *file, long bytes)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s.gate", file);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char *buf = calloc(1, (size_t)bytes);
+    if (fd < 0 || !buf || write(fd, buf, (size_t)bytes) != bytes) {
+        perror(path);
+        exit(1);
+    }
+    close(fd);
+    free(buf);
 }
 
 int main(int argc, char **argv)
@@ -153,14 +183,14 @@ int main(int argc, char **argv)
         size_g = atol(argv[5]);
         return writers(atoi(argv[3]));
     }
-    if (!strcmp(argv[1], "fifo") && argc == 4)
+    if (!strcmp(argv[1], "fifo") && (argc == 4 || argc == 5)) {
+        if (argc == 5)
+            gate(argv[2], atol(argv[4]));
         return fifo(atoi(argv[3]));
+    }
     if (!strcmp(argv[1], "pair") && argc == 4) {
-        chunks_g = 2;
         size_g = atol(argv[3]);
-        long got = 0;
-        pthread_join(start(pair_writer, &got), NULL);
-        printf("%ld\n", got);
+        pthread_join(start(pair_writer, NULL), NULL);
         return 0;
     }
     return 64;

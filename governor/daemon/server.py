@@ -100,9 +100,14 @@ class Daemon:
         try:
             self.waiting = self._sweep()
             _raise_fd_limit()
-            self.server = self._listen()
             self.sup = Supervisor(engines=engines)
         except BaseException:
+            self._lock.close()
+            raise
+        try:
+            self.server = self._listen()
+        except BaseException:
+            self.sup.close()
             self._lock.close()
             raise
         self.sel = selectors.DefaultSelector()
