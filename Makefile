@@ -9,7 +9,7 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat fuzz bench soak oci-validation screenshots clean
+.PHONY: setup demo test compat fuzz bench soak daemon-scale oci-validation screenshots clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -50,6 +50,11 @@ bench: setup
 # 100 groups of 10 churning tasks for 10 minutes: the supervisor must not grow.
 soak: setup
 	$(PY) benchmarks/soak.py --groups 100 --tasks 10 --seconds 600
+
+# 1,000 groups of 2 tasks under one governor daemon: start, RSS, fds, per-call
+# cost against 1 group, governor ps, held calls (README, A thousand tenants).
+daemon-scale: setup
+	$(PY) -m pytest -q -s -p no:cacheprovider benchmarks/test_daemon_scale.py --benchmark-only
 
 # The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
 oci-validation: setup

@@ -26,6 +26,7 @@ PATHS = {
     "native_pwrite": "1-byte pwrite64, no filter",
     "floor_notify_pwrite": "1-byte pwrite64, floor_notify (minimal C supervisor)",
     "engine_pwrite": "1-byte pwrite64, governed by the engine",
+    "engine_pwrite_kept": "1-byte pwrite64, engine, calls recorded in a record file",
     "floor_notify_write": "1-byte write, floor_notify (minimal C supervisor)",
     "engine_write": "1-byte write, governed by the engine (fd classified)",
     "engine_write_disk_space": "1-byte write, engine group with a disk_space quota",
@@ -36,6 +37,8 @@ PATHS = {
     "engine_dupclose": "dup + close, engine group with a write limit (close notified)",
     "engine_pwrite_1group": "1-byte pwrite64, engine, 1 group alive",
     "engine_pwrite_100groups": "1-byte pwrite64, engine, 100 more idle groups alive",
+    "daemon_pwrite_1group": "1-byte pwrite64, governor daemon, 1 group",
+    "daemon_pwrite_many_groups": "1-byte pwrite64, governor daemon, 1,000 groups (2 tasks each)",
 }
 
 # The rows of `governor bench`, measured by test_mechanisms.py.
@@ -48,6 +51,7 @@ for _m in mechanisms():
 COMPARISONS = [
     ("floor_notify_pwrite", "native_pwrite", None),
     ("engine_pwrite", "floor_notify_pwrite", 1.15),
+    ("engine_pwrite_kept", "engine_pwrite", 1.05),
     ("floor_notify_write", "native_pwrite", None),
     ("engine_write", "floor_notify_write", 1.15),
     ("engine_write_disk_space", "engine_write", None),
@@ -55,6 +59,7 @@ COMPARISONS = [
     ("engine_getpid", "floor_allow_getpid", 1.05),
     ("engine_getpid", "native_getpid", None),
     ("engine_pwrite_100groups", "engine_pwrite_1group", 1.05),
+    ("daemon_pwrite_many_groups", "daemon_pwrite_1group", 1.05),
     ("engine_dupclose", "native_dupclose", None),
     ("mech_notify_engine_nosync_pwrite", "mech_notify_engine_pwrite", None),
     ("mech_notify_engine_pwrite", "mech_notify_python_pwrite", 0.1),

@@ -93,6 +93,17 @@ def test_engine_pwrite(benchmark, bins, results, engine, tmp_path):
     assert group.usage().resources["disk_write"].used >= N_NOTIFY
 
 
+def test_engine_pwrite_kept(benchmark, bins, results, engine, tmp_path):
+    """The same with the group's calls recorded in a record file, as the
+    daemon's are (native/keep.h)."""
+    sup, _ = engine
+    group = sup.group("kept", NEVER_BINDS)
+    group.keep(str(tmp_path / "kept.keep"))
+    measure(benchmark, results, "engine_pwrite_kept", N_NOTIFY,
+            lambda: run_engine(group, bins, "pwrite", N_NOTIFY, tmp_path / "out"))
+    group.close()
+
+
 def test_floor_notify_write(benchmark, bins, results):
     measure(benchmark, results, "floor_notify_write", N_NOTIFY,
             lambda: bench.run_direct([bins["floor_notify"], bins["tenant_loop"], "write",

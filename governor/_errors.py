@@ -50,6 +50,17 @@ class AdmissionRefused(GovernorError):
                          + ", ".join(r.resource for r in admission.refused))
 
 
+class DaemonError(GovernorError):
+    """The host's daemon (`governor daemon`) is not there, refused this
+    process, or refused a request. `status` is the exit status a command
+    should give for it: 2 when the request itself was wrong (a policy, a
+    name in use), 125 otherwise."""
+
+    def __init__(self, message: str, status: int = 125):
+        self.status = status
+        super().__init__(message)
+
+
 class EngineError(GovernorError, OSError):
     """The engine refused an operation."""
 

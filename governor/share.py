@@ -56,6 +56,7 @@ class Class:
         if parent is not None and not isinstance(parent, Class):
             raise PolicyError(source, "parent", f"expected a Class, got {type(parent).__name__}")
         self.name, self.parent, self.source = name, parent, source
+        self.file: str | None = None   # the class file it was read from (load_class)
         self.rates = _rates(rates, source, "rates")
         if not self.rates:
             raise PolicyError(source, "rates", "a class shares at least one rate, "
@@ -98,12 +99,18 @@ class Class:
         return f"Class({self.name!r}, rates={self.rates})"
 
 
-def load_class(path: str | Path, _seen: tuple[Path, ...] = ()) -> Class:
-    """A class file, with its parents; PolicyError names the file and key."""
+def load_class(path: str | Path, _seen: tuple[Path, ...] = (),
+               cache: dict[str, Class] | None = None) -> Class:
+    """A class file, with its parents; PolicyError names the file and key.
+    cache (resolved path -> Class): files read before are not read again,
+    so that groups (and classes) naming one file share one class (the
+    daemon's)."""
     path = Path(path)
     source = str(path)
     if path.resolve() in _seen:
         raise PolicyError(source, "parent", "classes form a loop")
+    if cache is not None and str(path.resolve()) in cache:
+        return cache[str(path.resolve())]
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -121,6 +128,10 @@ def load_class(path: str | Path, _seen: tuple[Path, ...] = ()) -> Class:
             raise PolicyError(source, key, "must be a string")
     parent = None
     if "parent" in data:
-        parent = load_class(path.parent / data["parent"], _seen + (path.resolve(),))
-    return Class(data.get("name", path.stem), parent=parent, ceiling=data.get("ceilings"),
-                 burst=data.get("burst"), source=source, **data.get("rates", {}))
+        parent = load_class(path.parent / data["parent"], _seen + (path.resolve(),), cache)
+    cls = Class(data.get("name", path.stem), parent=parent, ceiling=data.get("ceilings"),
+                burst=data.get("burst"), source=source, **data.get("rates", {}))
+    cls.file = str(path.resolve())
+    if cache is not None:
+        cache[cls.file] = cls
+    return cls

@@ -43,8 +43,13 @@ _NR_SYSCALLS = 512  # above every x86_64 system call number
 BACKENDS = dict(zip(backends.NAMES, (lib.GOV_BACKEND_SECCOMP, lib.GOV_BACKEND_PTRACE,
                                      lib.GOV_BACKEND_PTRACE_SYSCALL)))
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
-_SAMPLE_EVERY = 4     # ticks: psutil samples every 0.2 s
-_PUBLISH_EVERY = 20   # ticks: state files are rewritten about once a second
+_SAMPLE_SECONDS = 0.2   # a group's psutil sample, at most this often
+_PUBLISH_SECONDS = 1.0  # its state file, at most this often
+# Samples and state files take turns within this share of one CPU: with many
+# groups each one's come less often (a thousand: every few seconds), rather
+# than the sampler eating a core.
+_SAMPLER_SHARE = 0.1
+_LEND_MEMBERS = 100   # lending runs every tick for classes of up to this many groups in all
 
 
 @dataclass
@@ -210,6 +215,27 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """pid's descendant processes, from /proc/PID/task/TID/children: the
+    group's own tree (psutil's children() reads every process of the host)."""
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
 def _find_command(command: str, env: Mapping[str, str]) -> str:
     path = shutil.which(command, path=env.get("PATH", os.defpath)) if "/" not in command else command
     if path is None or not os.path.exists(path):
@@ -278,12 +304,32 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
     return res
 
 
+def spawn_command(argv: Sequence[str], program: bytes, *, container: Container | None = None,
+                  name: str = "", env: Mapping[str, str] | None = None, cwd: str | None = None,
+                  stdio=(None, None, None), trace: bool = False, paused: bool = False):
+    """gov_spawn() of argv as a group's command, looked up in its PATH (a
+    container's inside the rootfs; env defaults to the container's or
+    ours): the init shim and the command, filter installed, listener
+    taken. A container's command starts paused, for its network."""
+    if container:
+        env = dict(container.default_env() if env is None else env)
+        path = container.find_command(argv[0], env)
+    else:
+        env = dict(os.environ if env is None else env)
+        path = _find_command(argv[0], env)
+    return gov_spawn(path, argv, env, program, cwd=cwd, stdio=stdio,
+                     setup=container.setup(name) if container else None,
+                     process=ProcessSetup() if container else None, trace=trace,
+                     paused=paused or container is not None)
+
+
 class Process:
     """The root command of a spawn. Its exit ends its namespace: every task it
-    left behind is killed by the kernel."""
+    left behind is killed by the kernel. group: None when the process that
+    spawned it hands its calls to a supervisor elsewhere (governor/daemon)."""
 
-    def __init__(self, group: "Group", pid: int, init_pid: int, status_fd: int, exec_fd: int,
-                 argv: Sequence[str]):
+    def __init__(self, group: "Group | None", pid: int, init_pid: int, status_fd: int,
+                 exec_fd: int, argv: Sequence[str]):
         self.group, self.pid, self.init_pid, self.argv = group, pid, init_pid, list(argv)
         self._status_fd, self._exec_fd = status_fd, exec_fd
         self.returncode: int | None = None
@@ -303,8 +349,10 @@ class Process:
         exit code, or -N when signal N killed it. TimeoutError on timeout."""
         if self.returncode is not None:
             return self.returncode
-        ready, _, _ = select.select([self._status_fd], [], [], timeout)
-        if not ready:
+        # poll, not select: a keeper of many groups has fds past FD_SETSIZE.
+        poller = select.poll()
+        poller.register(self._status_fd, select.POLLIN)
+        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))):
             raise TimeoutError(f"{self.argv[0]} (pid {self.pid}) still running after {timeout}s")
         data = os.read(self._status_fd, 4)
         os.close(self._status_fd)
@@ -313,7 +361,8 @@ class Process:
             os.waitpid(self.init_pid, 0)  # the namespace is gone with it
         except ChildProcessError:
             pass  # a detached init (governor-oci): its parent reaps it
-        self.group.forget_init(self.init_pid)
+        if self.group:
+            self.group.forget_init(self.init_pid)
         if len(data) < 4:  # the init was killed from outside
             self.returncode = -signal.SIGKILL
         else:
@@ -365,11 +414,13 @@ class Group:
         # process, whose memory is not the tenant's (memory_resident).
         self._running: set[int] = set()
         self._processes: list[Process] = []
+        self._foreign: dict[int, list[str]] = {}   # init -> argv, of commands others wait for
         self._peak_tasks = 0
         self._peak_memory = 0
         self._sampled = {"tasks": 0, "memory": 0, "resident": 0, "cpu": 0.0, "pss": 0}
         self._peak_resident = 0
         self._resident_kills = 0
+        self._due = {"sample": 0.0, "publish": 0.0}   # when the sampler looks at it next
         self.started = time.time()
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
@@ -387,21 +438,12 @@ class Group:
         box = self.container
         if box and any(p.returncode is None for p in self._processes):
             raise GovernorError(f"spawn: container {self.name!r} runs a command already")
-        if box:
-            env = dict(box.default_env() if env is None else env)
-            path = box.find_command(argv[0], env)
-        else:
-            env = dict(os.environ if env is None else env)
-            path = _find_command(argv[0], env)
-        setup = box.setup(self.name) if box else None
         bpf = (tracer.filter if tracer else b"") + self._filter
-        # A container's network, and a tracer's attach, come before the
-        # command runs: paused.
-        res = gov_spawn(path, argv, env, bpf, cwd=cwd, stdio=(stdin, stdout, stderr),
-                        setup=setup, process=ProcessSetup() if box else None,
-                        trace=self.supervisor.backend != "seccomp",
-                        paused=bool(box or tracer or self._traces_clones))
-        sup = self.supervisor
+        # A tracer's attach comes before the command runs: paused.
+        res = spawn_command(argv, bpf, container=box, name=self.name, env=env, cwd=cwd,
+                            stdio=(stdin, stdout, stderr),
+                            trace=self.supervisor.backend != "seccomp",
+                            paused=bool(tracer or self._traces_clones))
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
@@ -414,16 +456,23 @@ class Group:
             raise SpawnError(proc.exec_errno, argv[0])
         return proc
 
-    def adopt(self, res, argv: Sequence[str]) -> Process | None:
+    def adopt(self, res, argv: Sequence[str], resume: bool = False) -> Process | None:
         """Takes over a command that gov_spawn() started paused (and perhaps
         detached, from another process): the engine gets its listener, its
         init roots the group's tasks. It runs once gov_spawn_go(res, 1);
-        Process.read_exec_result() then says whether its exec worked."""
+        Process.read_exec_result() then says whether its exec worked.
+        resume: the command runs, and a dead supervisor had its listener:
+        the calls in the group's record file (keep()) that still wait are
+        taken over (res.resumed: how many)."""
         check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
         self._inits.add(res.init_pid)
         try:
-            check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
-                  "add listener")
+            if resume:
+                res.resumed = check(lib.gov_group_resume(self._engine, self.id, res.listener),
+                                    "resume")
+            else:
+                check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
+                      "add listener")
             if self._traces_clones:
                 check(lib.gov_group_add_tracee(self._engine, self.id, res.cmd_pid),
                       "attach tracer")
@@ -434,8 +483,11 @@ class Group:
             self.forget_init(res.init_pid)
             raise
         if res.status_fd < 0:
-            self._running.add(res.init_pid)  # it runs at once
-            return None   # another process waits for it (governor-oci exec): forget_init then
+            # Another process waits for it (governor-oci exec, a daemon's
+            # keeper): forget_init then. It runs at once.
+            self._running.add(res.init_pid)
+            self._foreign[res.init_pid] = list(argv)
+            return None
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._processes.append(proc)
         return proc
@@ -468,8 +520,23 @@ class Group:
             os.close(res.exec_fd)
             raise
 
+    def keep(self, path: str, resume: bool = False) -> bool:
+        """Keeps the group's received calls and usage in a record file at
+        path (native/keep.h), so that a supervisor started after this one
+        dies can take the group over; resume: the file is a dead
+        supervisor's (usage starts from it; then adopt(resume=True)).
+        Whether something was resumed."""
+        return check(lib.gov_group_keep(self._engine, self.id, os.fsencode(path), int(resume)),
+                     f"record file {path}") == 1
+
+    def commands(self) -> list[list[str]]:
+        """The argv of each running command of the group."""
+        return [p.argv for p in self._processes if p.returncode is None] + \
+            list(self._foreign.values())
+
     def forget_init(self, init_pid: int) -> None:
         """init_pid ended: its tree is no longer the group's."""
+        self._foreign.pop(init_pid, None)
         if init_pid in self._inits:
             self._inits.discard(init_pid)
             self._running.discard(init_pid)
@@ -481,13 +548,7 @@ class Group:
 
     def pids(self) -> list[int]:
         """Every live process of the group (of commands that have exec'd)."""
-        pids = []
-        for init in list(self._running):
-            try:
-                pids += [p.pid for p in psutil.Process(init).children(recursive=True)]
-            except psutil.Error:
-                pass
-        return pids
+        return [pid for init in list(self._running) for pid in _descendants(init)]
 
     def attach_interface(self, host_ifname: str) -> None:
         """Charges net_send and net_recv from what crosses the group's own
@@ -790,12 +851,14 @@ class Supervisor:
         by weight. Spare: its rate less the guarantees in use (of groups
         that used any of theirs in the last tick); a group borrows if it
         borrowed in the last tick or waits."""
+        u = ffi.new("struct gov_usage *")
         for cls, members in [(c, list(m)) for c, m in self._members.items()]:
             for key in cls.rates:
                 seen = []
                 for g in members:
-                    r = g.usage().resources[key]
-                    now = (r.used - r.borrowed, r.borrowed, r.held_seconds)
+                    check(lib.gov_group_usage(g._engine, g.id, u), "usage")
+                    r = u.r[RESOURCES.index(key)]
+                    now = (int(r.used) - int(r.borrowed), int(r.borrowed), int(r.held_ns))
                     last = g._lend_seen.get(key, now)
                     g._lend_seen[key] = now
                     seen.append((g, now[0] != last[0], now[1:] != last[1:]))
@@ -851,23 +914,46 @@ class Supervisor:
         return list(self._groups.values())
 
     def _sample_loop(self) -> None:
-        tick = 0
+        tick, turn = 0, 0
         while not self._stop.wait(_TICK_SECONDS):
             tick += 1
-            if self._members:
+            members = sum(map(len, self._members.values()))
+            if members and tick % max(1, members // _LEND_MEMBERS) == 0:
                 try:
                     self._lend()
                 except GovernorError:
                     pass  # a group closed meanwhile
-            for g in self.groups:
-                try:
-                    g._settle_net()
-                    if tick % _SAMPLE_EVERY == 0:
-                        g._sample()
-                    if self._publisher and tick % _PUBLISH_EVERY == 0:
-                        self._publisher.publish(g)
-                except GovernorError:
-                    pass  # closed meanwhile
+            groups = self.groups
+            for g in groups:
+                if g._interface:
+                    try:
+                        g._settle_net()
+                    except GovernorError:
+                        pass  # closed meanwhile
+            turn = self._take_turns(groups, turn,
+                                    time.monotonic() + _SAMPLER_SHARE * _TICK_SECONDS)
+
+    def _take_turns(self, groups: list[Group], turn: int, until: float) -> int:
+        """Samples and publishes the groups that are due, round robin from
+        `turn`, until `until`; where the next tick goes on. Groups with a
+        memory_resident limit first: their sample enforces it."""
+        urgent = [g for g in groups if g.limits.memory_resident is not None]
+        n = len(groups)
+        for i, g in [(-1, g) for g in urgent] + [((turn + k) % n, groups[(turn + k) % n])
+                                                 for k in range(n)]:
+            now = time.monotonic()
+            if now >= until:
+                return turn if i < 0 else i
+            try:
+                if now >= g._due["sample"]:
+                    g._due["sample"] = now + _SAMPLE_SECONDS
+                    g._sample()
+                if self._publisher and now >= g._due["publish"]:
+                    g._due["publish"] = now + _PUBLISH_SECONDS
+                    self._publisher.publish(g)
+            except GovernorError:
+                pass  # closed meanwhile
+        return turn
 
     def close(self) -> None:
         if not self._engines:

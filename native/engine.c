@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "filter.h"
 #include "iowrite.h"
+#include "keep.h"
 #include "procfs.h"
 #include "share.h"
 #include "tasks.h"
@@ -48,6 +49,7 @@
 #define NR_SYSCALLS 512
 #define STALL_NS 200000000LL      /* cap holds this old: is the group stuck? */
 #define PIDFD_SWEEP_NS 1000000000LL /* pidfds of exited tasks closed this often */
+#define KEEP_ID_PROBE 256           /* ids past the last recorded one, looked at on resume */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -75,6 +77,7 @@ struct hold {
     signed char route[GOV_NRES];  /* shared rates: how it fits its class (share.h) */
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
+    int rec;                  /* its slot in the group's record file (keep.h), -1: none */
 };
 
 struct memproc {
@@ -117,6 +120,7 @@ struct group {
      * its totals and the group's usage at the last settlement. */
     uint64_t if_seen[2];
     uint64_t used_seen[2];
+    struct gov_keep *keep;    /* the hold-record file (keep.h), or NULL */
 };
 
 struct gov_engine {
@@ -168,6 +172,29 @@ static void emit(struct gov_engine *e, int type, int group, int res, int pid, in
     (void)n;
 }
 
+/* ---- the hold-record file (keep.h): received calls outlive a restart ---- */
+
+static void keep_received(struct hold *h, uint32_t arch)
+{
+    struct group *g = h->g;
+    if (g->keep)
+        h->rec = gov_keep_note(g->keep, h->id, h->pid, h->nr, arch, h->args, &g->u);
+}
+
+static void keep_charged(struct hold *h)
+{
+    if (h->rec >= 0)
+        gov_keep_charged(h->g->keep, h->rec, &h->g->u);
+}
+
+/* h's call is answered, or no longer waits. */
+static void keep_done(struct hold *h)
+{
+    if (h->rec >= 0)
+        gov_keep_clear(h->g->keep, h->rec, &h->g->u);
+    h->rec = -1;
+}
+
 /* ---- answering the kernel ---- */
 
 /* 0, or -errno (-ENOENT: the task was interrupted or died meanwhile). */
@@ -211,8 +238,11 @@ static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, 
 {
     if (h->l && cont && h->call.moves && gov_iowrite_is(h->nr))
         gov_iowrite_note(&h->g->iowrites, h->pid, h->nr, &h->call); /* before it runs */
-    if (h->l)
-        return respond(e, h->l, h->id, val, error, cont);
+    if (h->l) {
+        int rc = respond(e, h->l, h->id, val, error, cont);
+        keep_done(h);
+        return rc;
+    }
     struct gov_tracee *t = unhold(h);
     if (!t)
         return -ENOENT;
@@ -259,8 +289,10 @@ static int watch_signals(const struct hold *h)
  * reach a thread without a signal to handle). */
 static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
 {
-    if (h->l && sweep && ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) != 0)
+    if (h->l && sweep && ioctl(h->l->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &h->id) != 0) {
+        keep_done(h);
         return 0;
+    }
     if (!h->l && !h->t)
         return 0;
     if (!watch_signals(h))
@@ -277,9 +309,10 @@ static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
         code = ERESTARTNOINTR; /* it dies on its way out */
     else
         return 1;
-    if (h->l)
+    if (h->l) {
         respond(e, h->l, h->id, 0, -code, 0);
-    else
+        keep_done(h);
+    } else
         gov_tracer_answer(e->tracer, unhold(h), GOV_TR_INTERRUPT, code);
     return 0;
 }
@@ -612,8 +645,12 @@ static void charge(struct group *g, struct hold *h, int sign)
 static void let_go(struct gov_engine *e, struct group *g, struct hold *h)
 {
     charge(g, h, 1);
-    if (answer(e, h, 0, 0, 1) == -ENOENT)
+    keep_charged(h);
+    if (answer(e, h, 0, 0, 1) == -ENOENT) {
         charge(g, h, -1);
+        if (g->keep)
+            gov_keep_usage(g->keep, &g->u);
+    }
     /* Tasks and memory keep no per-call charge in u.r[].used: they report
      * the current level. */
     g->u.r[GOV_PROCESSES].used = (uint64_t)(g->u.tasks + g->clones.n);
@@ -953,6 +990,7 @@ static struct hold *new_hold(struct group *g)
     if (h) {
         h->g = g;
         h->call.wait_fd = -1;
+        h->rec = -1;
     }
     return h;
 }
@@ -1008,6 +1046,7 @@ static void on_notification(struct gov_engine *e, struct listener *l)
     h->pid = (int)e->req->pid;
     h->nr = e->req->data.nr;
     memcpy(h->args, e->req->data.args, sizeof h->args);
+    keep_received(h, e->req->data.arch);
     on_call(e, h, e->req->data.arch);
 }
 
@@ -1192,6 +1231,7 @@ static void free_group(struct gov_engine *e, struct group *g)
     free(g->mem);
     if (g->disk)
         gov_disk_free(g->disk);
+    gov_keep_close(g->keep);
     free(g);
 }
 
@@ -1323,11 +1363,11 @@ int gov_group_add_tracee(struct gov_engine *e, int id, int pid)
     return rc;
 }
 
-int gov_group_add_listener(struct gov_engine *e, int id, int fd)
+/* Adds listener fd to g, the engine's mutex held; fd is the engine's
+ * (closed on error too). 0 or -errno; the listener in *out. */
+static int listener_add(struct gov_engine *e, struct group *g, int fd, struct listener **out)
 {
-    pthread_mutex_lock(&e->mu);
     int rc = 0;
-    struct group *g = group_of(e, id);
     struct listener *l = g ? calloc(1, sizeof *l) : NULL;
     if (!l) {
         rc = g ? -ENOMEM : -ENOENT;
@@ -1349,7 +1389,16 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
         goto out;
     }
     g->listeners = l;
+    *out = l;
 out:
+    return rc;
+}
+
+int gov_group_add_listener(struct gov_engine *e, int id, int fd)
+{
+    struct listener *l;
+    pthread_mutex_lock(&e->mu);
+    int rc = listener_add(e, group_of(e, id), fd, &l);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }
@@ -1509,4 +1558,73 @@ int gov_engine_events(struct gov_engine *e, struct gov_event *out, int max)
     }
     pthread_mutex_unlock(&e->mu);
     return n;
+}
+
+/* ---- a group kept across restarts (keep.h) ---- */
+
+int gov_group_keep(struct gov_engine *e, int id, const char *path, int resume)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    int rc = !g ? -ENOENT : g->keep ? -EEXIST : 0;
+    if (rc == 0)
+        rc = gov_keep_open(path, resume, &g->u, &g->keep);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int gov_group_resume(struct gov_engine *e, int id, int fd)
+{
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    struct listener *l = NULL;
+    int rc = !g ? -ENOENT : !g->keep ? -EINVAL : 0;
+    if (rc < 0)
+        close(fd);
+    else
+        rc = listener_add(e, g, fd, &l);
+    int *slots = rc == 0 ? malloc(GOV_KEEP_SLOTS * sizeof *slots) : NULL;
+    if (rc == 0 && !slots)
+        rc = -ENOMEM;
+    /* Under the mutex, so that no call received from now on overtakes them. */
+    int n = slots ? gov_keep_pending(g->keep, slots, GOV_KEEP_SLOTS) : 0;
+    for (int i = 0; i < n; i++) {
+        const struct gov_keep_rec *r = gov_keep_rec(g->keep, slots[i]);
+        uint64_t nid = r->id;
+        struct hold *h = NULL;
+        if (ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &nid) == 0 && !(h = new_hold(g)))
+            respond(e, l, nid, 0, -ENOMEM, 0);
+        if (!h) { /* answered or gone before the restart */
+            gov_keep_clear(g->keep, slots[i], &g->u);
+            continue;
+        }
+        h->l = l;
+        h->id = r->id;
+        h->pid = r->pid;
+        h->nr = r->nr;
+        memcpy(h->args, r->args, sizeof h->args);
+        h->rec = slots[i];
+        rc++;
+        if (r->state == GOV_KEEP_CHARGED) {
+            answer(e, h, 0, 0, 1); /* its charge is in the usage kept */
+            free_hold(e, h);
+        } else {
+            g->u.notifications--; /* counted when first received */
+            on_call(e, h, r->arch);
+        }
+    }
+    /* A call received just before its record could be written. */
+    uint64_t last;
+    for (int d = 1; rc >= 0 && d <= KEEP_ID_PROBE && gov_keep_last_id(g->keep, &last); d++) {
+        uint64_t nid = last + (uint64_t)d;
+        int recorded = 0;
+        for (int i = 0; i < n && !recorded; i++)
+            recorded = gov_keep_rec(g->keep, slots[i])->id == nid;
+        if (!recorded && ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &nid) == 0 &&
+            respond(e, l, nid, 0, 0, 1) == 0)
+            rc++;
+    }
+    free(slots);
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }

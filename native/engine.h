@@ -60,6 +60,18 @@ int gov_group_set_class(struct gov_engine *e, int group, int res, struct gov_cla
 /* How fast the group may borrow rate `res` of its class now (its weight's
  * share of what the class has spare; 0: as fast as the class lends). */
 int gov_group_set_borrow(struct gov_engine *e, int group, int res, double rate, double burst);
+/* Keeps the group's received calls and usage in the record file at path
+ * (keep.h), so that a supervisor started after this one dies can take the
+ * group over. resume: the file is a dead supervisor's: the group's usage
+ * starts from it, and gov_group_resume() re-adopts its calls. 0, 1 when
+ * something was resumed, or -errno. */
+int gov_group_keep(struct gov_engine *e, int group, const char *path, int resume);
+/* Adds listener fd (a duplicate of the dead supervisor's, from its keeper)
+ * and re-adopts the calls recorded in the group's file that still wait, in
+ * the order they arrived: a received call is decided anew (held, let go or
+ * denied), a charged one goes without being charged again. How many, or
+ * -errno. */
+int gov_group_resume(struct gov_engine *e, int group, int fd);
 /* Forgets the group: its listeners are closed (so pending calls fail). */
 int gov_group_remove(struct gov_engine *e, int group);
 

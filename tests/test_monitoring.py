@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -184,3 +185,24 @@ def test_stats_json_into_a_missing_directory_fails_before_anything_starts(tmp_pa
                                      "--", "touch", str(marker)], capture_output=True, text=True)
     assert res.returncode == 2 and "--stats-json" in res.stderr, res.stderr
     assert not marker.exists()
+
+
+def test_many_groups_are_sampled_within_the_samplers_budget(run_dir):
+    """200 groups of one process each: every group gets its state file (and
+    two engines' groups with equal ids get two), while the sampler thread
+    uses a small share of a CPU (every group every 0.2 s did not fit in one)."""
+    with Supervisor() as sup:
+        procs = [sup.group(f"g{i}", Limits(disk_write="1MiB/s")).spawn(["sleep", "60"])
+                 for i in range(200)]
+        wait_for(lambda: len(list(run_dir.glob("*.json"))) == 200, 60, "200 state files", 0.1)
+        sampler = next(t for t in psutil.Process().threads()
+                       if t.id == sup._sampler.native_id)
+        t0, cpu0 = time.monotonic(), sampler.user_time + sampler.system_time
+        time.sleep(3)
+        sampler = next(t for t in psutil.Process().threads() if t.id == sampler.id)
+        share = (sampler.user_time + sampler.system_time - cpu0) / (time.monotonic() - t0)
+        print(f"\nsampler thread: {100 * share:.1f}% of one CPU for 200 groups")
+        assert share < 0.25
+        assert all(p.poll() is None for p in procs)
+        sampled = sum(d["usage"]["tasks"] == 1 for d in read_states(run_dir))
+        assert sampled == 200

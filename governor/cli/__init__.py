@@ -15,7 +15,8 @@ COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench",
             "capture": "capture", "apps": "apps", "groups": "groups", "classes": "groups",
             "admit": "admit", "install": "install", "uninstall": "install",
             "installed": "install", "start": "start", "stop": "start", "export": "export",
-            "hosts": "export", "store": "store", "console": "console"}
+            "hosts": "export", "store": "store", "console": "console",
+            "daemon": "daemon"}
 
 
 def configure_logging(verbose: int) -> None:

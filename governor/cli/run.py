@@ -61,6 +61,19 @@ def add_parser(sub) -> None:
     run.add_argument("--stop-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                      help="after a SIGTERM, which is passed on to the command, kill the whole "
                           "group if the command is still running this much later (default 10)")
+    host = run.add_argument_group(
+        "daemon", "with --daemon the host's daemon (`governor daemon`) supervises the group: "
+        "classes of service are shared with every group of the host, and `governor ps` comes "
+        "from the daemon; this command stays the command's parent and keeps its group")
+    host.add_argument("--daemon", action="store_true",
+                      help="hand the group to the host's daemon (seccomp backend only)")
+    host.add_argument("--daemon-socket", metavar="PATH",
+                      help="the daemon's socket (implies --daemon; default: "
+                           "$GOVERNOR_RUN_DIR/daemon.sock, /run/governor/daemon.sock)")
+    host.add_argument("--daemon-wait", type=_seconds, default=60.0, metavar="SECONDS",
+                      help="if the daemon goes away, wait this long for it to come back (the "
+                           "group's governed calls wait meanwhile), then kill the group "
+                           "(default 60)")
     box = run.add_argument_group(
         "container", "with --rootfs the group runs in a container: its own root file system, "
         "pid, mount, uts, ipc, net and user namespaces, and uid range (needs --name)")
@@ -144,6 +157,18 @@ def _container(args, policy: Policy) -> Container | None:
                      publish=args.publish)
 
 
+def _check_daemon_options(args) -> None:
+    if not (args.daemon or args.daemon_socket):
+        return
+    if args.backend != "seccomp":
+        raise PolicyError("--backend", args.backend, "--daemon takes the seccomp backend only: "
+                          "a ptrace group's tasks die with their tracer, so they could not "
+                          "outlive a restart of the daemon")
+    if args.metrics:
+        raise PolicyError("--metrics", None, "with --daemon the daemon serves the metrics of "
+                                             "every group: governor daemon --metrics ADDRESS:PORT")
+
+
 def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:
     if e.step:
         print(f"governor: {e}", file=sys.stderr)
@@ -165,6 +190,7 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     try:
+        _check_daemon_options(args)
         policy = _policy(args)
         limits = policy.limits
         # Bad addresses and paths fail before anything starts.
@@ -184,6 +210,8 @@ def main(args) -> int:
     structlog.contextvars.bind_contextvars(group=name)
     log = structlog.get_logger("governor")
     started = time.monotonic()
+    if args.daemon or args.daemon_socket:
+        return _run_under_daemon(args, cmd, name, limits, container, log, started)
     with Supervisor(backend=args.backend) as sup:
         try:
             group = sup.group(name, limits, container=container)
@@ -201,21 +229,57 @@ def main(args) -> int:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
             stop = _forward_signals(proc)
-            _wait(sup, proc, log, stop, args.stop_timeout)
+            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log))
         finally:
             if metrics:
                 metrics.shutdown()
                 metrics.server_close()
         status = _exit_status(proc.returncode)
-        usage = group.usage()
-        log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
-        if args.stats_json:
-            report = {"group": name, "command": cmd, "exit_status": status,
-                      "seconds": time.monotonic() - started, **group.limits.as_dict(),
-                      "usage": usage.as_dict()}
-            with open(args.stats_json, "w") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
+        _finish(args, log, name, cmd, status, started, group.limits, group.usage().as_dict())
+    return status
+
+
+def _finish(args, log, name: str, cmd: list[str], status: int, started: float, limits,
+            usage: dict | None) -> None:
+    log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
+    if args.stats_json:
+        report = {"group": name, "command": cmd, "exit_status": status,
+                  "seconds": time.monotonic() - started, **limits.as_dict(), "usage": usage}
+        with open(args.stats_json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+
+def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
+                      started: float) -> int:
+    """The group is the daemon's to supervise; this process spawns it, stays
+    its parent and keeps a duplicate of its listener (governor/daemon)."""
+    from .._errors import DaemonError
+    from ..daemon.keeper import KeptGroup
+
+    try:
+        kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container)
+        proc = kept.spawn(cmd)
+    except PolicyError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return 2
+    except SpawnError as e:
+        return _spawn_failed(e, cmd[0], container)
+    except DaemonError as e:
+        print(f"governor: {e}", file=sys.stderr)
+        return e.status
+    try:
+        structlog.contextvars.bind_contextvars(pid=proc.pid)
+        log.info("started", argv=cmd, limits=dict(limits.items()), daemon=kept.daemon_pid)
+        stop = _forward_signals(proc)
+        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait))
+        status = _exit_status(proc.returncode)
+        usage = kept.usage()
+        if usage is None and args.stats_json:
+            log.warning("the daemon is gone: --stats-json has no usage")
+    finally:
+        kept.close()
+    _finish(args, log, name, cmd, status, started, kept.limits, usage)
     return status
 
 
@@ -238,8 +302,85 @@ def _forward_signals(proc) -> list[float]:
     return stops
 
 
-def _wait(sup: Supervisor, proc, log, stops: list[float], stop_timeout: float) -> None:
-    """Waits for the command, logging engine events as they come (no polling)."""
+class _EngineEvents:
+    """What the wait watches besides the command: the engine's events,
+    logged as they come."""
+
+    def __init__(self, sup: Supervisor, log):
+        self.sup, self.log = sup, log
+
+    def fds(self) -> list[int]:
+        return [self.sup.event_fd]
+
+    def timeout(self) -> float | None:
+        return None
+
+    def handle(self, ready: list) -> None:
+        if self.sup.event_fd not in ready:
+            return
+        log = self.log
+        for ev in self.sup.events():
+            if ev.kind == "denied":
+                log.info("denied", resource=ev.resource, call=ev.call, pid=ev.pid,
+                         errno=errno.errorcode.get(ev.value, ev.value))
+            elif ev.kind == "resident_killed":
+                log.warning("killed the group's largest process: resident memory over "
+                            "memory_resident", pid=ev.pid, rss=ev.value)
+            elif ev.kind == "stalled":
+                log.warning("calls held on a cap failed: no task of the group could free it "
+                            "(every one was held or waited for the others)",
+                            resource=ev.resource, used=ev.value,
+                            limit=getattr(self.sup.groups[0].limits, ev.resource, None))
+            elif ev.kind == "compat_denied":
+                log.warning("refused a governed call through the i386/x32 entry",
+                            call=ev.call, pid=ev.pid)
+            elif ev.kind in ("held", "released"):
+                log.debug(ev.kind, resource=ev.resource, call=ev.call, pid=ev.pid,
+                          value=ev.value)
+
+
+class _DaemonWatch:
+    """What the wait watches under --daemon: the connection, whose end says
+    the daemon went away; then a new daemon is tried every RETRY seconds,
+    and after `wait` seconds without one the group is killed (its governed
+    calls cannot go on without a supervisor)."""
+
+    RETRY = 0.1
+
+    def __init__(self, kept, proc, log, wait: float):
+        self.kept, self.proc, self.log, self.wait = kept, proc, log, wait
+
+    def fds(self) -> list[int]:
+        return [self.kept.fileno()] if self.kept.conn else []
+
+    def timeout(self) -> float | None:
+        return None if self.kept.conn else self.RETRY
+
+    def handle(self, ready: list) -> None:
+        from .._errors import DaemonError
+
+        kept = self.kept
+        if kept.conn and kept.fileno() in ready and not kept.check():
+            self.log.warning("the daemon went away: the group's governed calls wait for the "
+                             "next one", wait=self.wait)
+        if kept.conn:
+            return
+        try:
+            resumed = kept.reconnect()
+        except DaemonError as e:
+            self.log.error("the new daemon refused the group: killing it", error=str(e))
+            self.proc.kill()
+            return
+        if resumed is not None:
+            self.log.warning("the group is back under a daemon", daemon=kept.daemon_pid,
+                             calls_taken_over=resumed)
+        elif time.monotonic() - kept.lost_at > self.wait:
+            self.log.error("no daemon came back: killing the group", waited=self.wait)
+            self.proc.kill()
+
+
+def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
+    """Waits for the command and what `watch` watches (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # select return so that its handler (which forwards it) runs at once.
     wake_r, wake_w = socket.socketpair()
@@ -247,15 +388,14 @@ def _wait(sup: Supervisor, proc, log, stops: list[float], stop_timeout: float) -
     wake_w.setblocking(False)
     old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
-        _wait_loop(sup, proc, log, wake_r, stops, stop_timeout)
+        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch)
     finally:
         signal.set_wakeup_fd(old)
         wake_r.close()
         wake_w.close()
 
 
-def _wait_loop(sup: Supervisor, proc, log, wake_r, stops: list[float],
-               stop_timeout: float) -> None:
+def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch) -> None:
     while proc.returncode is None:
         # As `docker stop`: SIGTERM, then the whole group is killed if the
         # command is still there (it may block or ignore SIGTERM).
@@ -265,30 +405,15 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r, stops: list[float],
                         stop_timeout=stop_timeout)
             proc.kill()
             break
-        ready, _, _ = select.select([proc.status_fd, sup.event_fd, wake_r], [], [], left)
+        timeout = watch.timeout()
+        if left is not None:
+            timeout = left if timeout is None else min(left, timeout)
+        ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
         if wake_r in ready:
             try:
                 wake_r.recv(64)
             except BlockingIOError:
                 pass
-        if sup.event_fd in ready:
-            for ev in sup.events():
-                if ev.kind == "denied":
-                    log.info("denied", resource=ev.resource, call=ev.call, pid=ev.pid,
-                             errno=errno.errorcode.get(ev.value, ev.value))
-                elif ev.kind == "resident_killed":
-                    log.warning("killed the group's largest process: resident memory over "
-                                "memory_resident", pid=ev.pid, rss=ev.value)
-                elif ev.kind == "stalled":
-                    log.warning("calls held on a cap failed: no task of the group could free it "
-                                "(every one was held or waited for the others)",
-                                resource=ev.resource, used=ev.value,
-                                limit=getattr(sup.groups[0].limits, ev.resource, None))
-                elif ev.kind == "compat_denied":
-                    log.warning("refused a governed call through the i386/x32 entry",
-                                call=ev.call, pid=ev.pid)
-                elif ev.kind in ("held", "released"):
-                    log.debug(ev.kind, resource=ev.resource, call=ev.call, pid=ev.pid,
-                              value=ev.value)
+        watch.handle(ready)
         if proc.status_fd in ready:
             proc.wait()

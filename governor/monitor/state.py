@@ -58,7 +58,8 @@ class Publisher:
             self.enabled = False
 
     def path(self, group) -> Path:
-        return self.dir / f"{os.getpid()}-{group._shard}-{group.id}.json"  # ids are per engine
+        # Group ids are per engine: the engine's index makes the name unique.
+        return self.dir / f"{os.getpid()}-{group._shard}-{group.id}.json"
 
     def publish(self, group) -> None:
         if not self.enabled:
@@ -82,7 +83,7 @@ class Publisher:
         doc = {
             "version": VERSION, "group": group.name, "supervisor_pid": os.getpid(),
             "supervisor_start": self._start, "started": group.started, "updated": now,
-            "commands": [p.argv for p in group._processes if p.returncode is None],
+            "commands": group.commands(),
             **group.limits.as_dict(), "usage": usage.as_dict(),
             "rates": {k: rates[k] for k in RATE_KEYS},
             "held_calls_per_second": rates["held_calls"],
@@ -146,6 +147,7 @@ def read_states(directory: Path | None = None) -> list[dict]:
     """The state of every live group on the host; stale files are removed."""
     directory = directory or state_dir()
     out = []
+    alive: dict[tuple, bool] = {}   # a daemon's thousand files name one supervisor
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
             doc = json.loads(path.read_text())
@@ -153,7 +155,10 @@ def read_states(directory: Path | None = None) -> list[dict]:
             continue  # being replaced, or not ours
         if doc.get("version") != VERSION:
             continue
-        if not _alive(doc["supervisor_pid"], doc["supervisor_start"]):
+        who = (doc["supervisor_pid"], doc["supervisor_start"])
+        if who not in alive:
+            alive[who] = _alive(*who)
+        if not alive[who]:
             log.info("removing stale state file %s (supervisor %d is gone)", path,
                      doc["supervisor_pid"])
             path.unlink(missing_ok=True)
