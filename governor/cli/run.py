@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
-import structlog
-
 from .._errors import PolicyError, SpawnError
 from ..backends import NAMES as BACKENDS
-from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
-from ..monitor.metrics import parse_address, serve_metrics
-from ..policy import Policy, read_policy
-from ..share import load_class
-from ..supervisor import Supervisor
+from . import Log
+
+# A plain group imports neither the container modules, nor policy files',
+# nor metrics': a short run spends less on its command than on imports.
 
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -101,18 +96,30 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _policy(args) -> Policy:
-    """The policy file's, with the command line's limits and exceptions on top."""
-    base = read_policy(args.policy) if args.policy else Policy(Limits())
-    if args.weight is not None and not args.class_file and base.limits.parent is None:
+def _policy(args) -> tuple[Limits, tuple[str, ...]]:
+    """The policy file's limits and system call exceptions, with the command
+    line's on top."""
+    if args.policy:
+        from ..policy import read_policy
+
+        base = read_policy(args.policy)
+        limits, allow = base.limits, base.allow_syscalls
+    else:
+        limits, allow = Limits(), ()
+    if args.weight is not None and not args.class_file and limits.parent is None:
         raise PolicyError("--weight", None, "needs a class (--class FILE)")
+    if args.class_file:
+        from ..share import load_class
+
+        parent = load_class(args.class_file)
+    else:
+        parent = limits.parent
     override = Limits(burst=parse_assignments(args.burst, "--burst"),
                       on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
                       guarantee=parse_assignments(args.guarantee, "--guarantee"),
-                      weight=args.weight,
-                      parent=load_class(args.class_file) if args.class_file else base.limits.parent,
+                      weight=args.weight, parent=parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
+    return limits.merged(override), allow + tuple(args.allow_syscall)
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:
@@ -122,7 +129,7 @@ def check_writable(path: str, source: str, key: str | None) -> None:
         raise PolicyError(source, key, f"cannot write into {where}")
 
 
-def _container(args, policy: Policy) -> Container | None:
+def _container(args, allow_syscalls: tuple[str, ...]):
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
@@ -130,21 +137,23 @@ def _container(args, policy: Policy) -> Container | None:
                             ("--publish", args.publish), ("--no-nat", args.no_nat)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
-        if policy.allow_syscalls:
+        if allow_syscalls:
             where = ("--allow-syscall", None) if args.allow_syscall else (args.policy,
                                                                           "security.allow")
             raise PolicyError(*where, "needs --rootfs: only containers have a seccomp profile")
         return None
     if not args.name:
         raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
+    from ..container import Container, check_name
+
     check_name(args.name)
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
-                     allow_syscalls=policy.allow_syscalls, nat=not args.no_nat,
+                     allow_syscalls=allow_syscalls, nat=not args.no_nat,
                      publish=args.publish)
 
 
-def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:
+def _spawn_failed(e: SpawnError, command: str, container) -> int:
     if e.step:
         print(f"governor: {e}", file=sys.stderr)
         return 125
@@ -165,14 +174,15 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        policy = _policy(args)
-        limits = policy.limits
+        limits, allow_syscalls = _policy(args)
         # Bad addresses and paths fail before anything starts.
         if args.metrics:
+            from ..monitor.metrics import parse_address
+
             parse_address(args.metrics)
         if args.stats_json:
             check_writable(args.stats_json, "--stats-json", None)
-        container = _container(args, policy)
+        container = _container(args, allow_syscalls)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
     except PolicyError as e:
@@ -181,22 +191,28 @@ def main(args) -> int:
     except SpawnError as e:
         return _spawn_failed(e, cmd[0], container)
     name = args.name or os.path.basename(cmd[0]) or "group"
-    structlog.contextvars.bind_contextvars(group=name)
-    log = structlog.get_logger("governor")
+    from ..supervisor import Supervisor
+
+    log = Log("governor")
+    log.bind(group=name)
     started = time.monotonic()
-    with Supervisor(backend=args.backend) as sup:
+    with Supervisor(backend=args.backend, engines=1) as sup:   # one group: one engine thread
         try:
             group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
             print(f"governor: {e}", file=sys.stderr)
             return 2
-        metrics = serve_metrics(sup, args.metrics) if args.metrics else None
+        metrics = None
+        if args.metrics:
+            from ..monitor.metrics import serve_metrics
+
+            metrics = serve_metrics(sup, args.metrics)
         try:
             try:
                 proc = group.spawn(cmd)
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
-            structlog.contextvars.bind_contextvars(pid=proc.pid)
+            log.bind(pid=proc.pid)
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
@@ -213,6 +229,8 @@ def main(args) -> int:
             report = {"group": name, "command": cmd, "exit_status": status,
                       "seconds": time.monotonic() - started, **group.limits.as_dict(),
                       "usage": usage.as_dict()}
+            import json
+
             with open(args.stats_json, "w") as f:
                 json.dump(report, f, indent=2)
                 f.write("\n")
@@ -238,23 +256,21 @@ def _forward_signals(proc) -> list[float]:
     return stops
 
 
-def _wait(sup: Supervisor, proc, log, stops: list[float], stop_timeout: float) -> None:
+def _wait(sup, proc, log, stops: list[float], stop_timeout: float) -> None:
     """Waits for the command, logging engine events as they come (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # select return so that its handler (which forwards it) runs at once.
-    wake_r, wake_w = socket.socketpair()
-    wake_r.setblocking(False)
-    wake_w.setblocking(False)
-    old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
         _wait_loop(sup, proc, log, wake_r, stops, stop_timeout)
     finally:
         signal.set_wakeup_fd(old)
-        wake_r.close()
-        wake_w.close()
+        os.close(wake_r)
+        os.close(wake_w)
 
 
-def _wait_loop(sup: Supervisor, proc, log, wake_r, stops: list[float],
+def _wait_loop(sup, proc, log, wake_r, stops: list[float],
                stop_timeout: float) -> None:
     while proc.returncode is None:
         # As `docker stop`: SIGTERM, then the whole group is killed if the
@@ -268,7 +284,7 @@ def _wait_loop(sup: Supervisor, proc, log, wake_r, stops: list[float],
         ready, _, _ = select.select([proc.status_fd, sup.event_fd, wake_r], [], [], left)
         if wake_r in ready:
             try:
-                wake_r.recv(64)
+                os.read(wake_r, 64)
             except BlockingIOError:
                 pass
         if sup.event_fd in ready:
