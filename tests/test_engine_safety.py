@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import wait_for
+from _tenants import compile_c, wait_for
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -41,3 +41,50 @@ def test_a_tracee_whose_group_is_gone_is_killed(tmp_path):
         sup._forget(g)   # the engine forgets the group; its command still runs
         assert p.wait(20) == -signal.SIGKILL
         assert len(out.read_text().split()) < 300
+
+
+SPAWN_ONCE = """
+import os, signal, sys
+signal.alarm(20)
+os.closerange(3, 4096)
+from governor import Limits, Supervisor
+from governor._errors import GovernorError
+with Supervisor(publish_state=False, engines=1) as sup:
+    g = sup.group("fault", Limits(disk_write="1MiB/s"))
+    before = sorted(os.listdir("/proc/self/fd"))
+    try:
+        g.spawn(["/bin/true"])
+    except GovernorError as e:
+        print("error:", e)
+    assert sorted(os.listdir("/proc/self/fd")) == before, os.listdir("/proc/self/fd")
+    me = os.getpid()
+    assert not any(open(f"/proc/{me}/task/{t}/children").read().split()
+                   for t in os.listdir(f"/proc/{me}/task"))
+"""
+
+
+@pytest.fixture(scope="module")
+def fault_shim(tmp_path_factory) -> Path:
+    return compile_c(HERE / "fault_shim.c", tmp_path_factory.mktemp("shim"),
+                     ("-shared", "-fPIC", "-ldl"))
+
+
+@pytest.mark.parametrize("call", ["pidfd_open", "pidfd_getfd"])
+def test_spawn_fails_without_hanging_when_the_listener_cannot_be_taken(fault_shim, call):
+    """The supervisor used to block reading the exec pipe while the command
+    waited for "go": the spawn never returned."""
+    nr = {"pidfd_open": 434, "pidfd_getfd": 438}[call]
+    env = dict(os.environ, LD_PRELOAD=str(fault_shim), GOV_FAULT_SYSCALL=str(nr))
+    out = subprocess.run([sys.executable, "-c", SPAWN_ONCE], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "error: [Errno 1]" in out.stdout
+
+
+def test_spawn_under_every_fd_limit_leaks_nothing():
+    """Each step of a spawn runs out of fds in turn (RLIMIT_NOFILE): it
+    fails or works, and leaves no fd and no process behind."""
+    out = subprocess.run([sys.executable, str(HERE / "_fdlimit_spawn.py")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok ")
