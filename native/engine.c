@@ -526,18 +526,21 @@ static double brk_growth(struct memproc *m, uint64_t addr)
     return addr > (uint64_t)m->last_brk ? (double)(addr - (uint64_t)m->last_brk) : 0;
 }
 
-/* The memory call of h: sets its cost; 1 if it fits, 0 if not. `fresh`: do
- * the slow, exact recount before saying no. */
+/* The memory call of h: sets its cost; 1 if it fits, 0 if not, -1 if the
+ * engine cannot tell (out of memory or fds: the call fails, closed).
+ * `fresh`: do the slow, exact recount before saying no. */
 static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     int tgid;
     int64_t bytes = gov_task_committed(h->pid, &tgid);
-    if (bytes < 0)
+    if (bytes == -ENOENT || bytes == -ESRCH)
         return 1; /* gone: the call will not run */
+    if (bytes < 0)
+        return -1;
     h->tgid = tgid;
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
-        return 1;
+        return -1;
     m->bytes = bytes;
     if (h->call.brk) {
         h->call.nch = 0;
@@ -614,7 +617,8 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
         /* More than the whole cap never fits: fail it at once, as the
          * kernel fails a mapping larger than memory (a program probing how
          * much it may allocate must not wait for ever). */
-        if (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap) {
+        if (fits < 0 ||
+            (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap)) {
             *why = res;
             return DENY;
         }

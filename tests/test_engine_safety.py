@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _tenants import compile_c, wait_for
-from governor import Limits, Supervisor
+from governor import GovernorError, Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
 HERE = Path(__file__).resolve().parent
@@ -47,7 +47,7 @@ SPAWN_ONCE = """
 import os, signal, sys
 signal.alarm(20)
 os.closerange(3, 4096)
-from governor import Limits, Supervisor
+from governor import GovernorError, Limits, Supervisor
 from governor._errors import GovernorError
 with Supervisor(publish_state=False, engines=1) as sup:
     g = sup.group("fault", Limits(disk_write="1MiB/s"))
@@ -88,3 +88,37 @@ def test_spawn_under_every_fd_limit_leaks_nothing():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok ")
+
+
+def test_a_memory_call_the_engine_cannot_measure_fails_with_enomem():
+    """With the supervisor out of fds the engine cannot read the caller's
+    /proc status: a mapping of 200 MiB under a 64 MiB cap used to go
+    through; it fails with ENOMEM."""
+    out = subprocess.run([sys.executable, str(HERE / "_map_out_of_fds.py")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["errno", "12", "0"]
+
+
+def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
+    """gov_group_add_init fails past 64 roots (ENOSPC): the spawned command,
+    its init and its fds used to stay."""
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    with Supervisor(publish_state=False, engines=1) as sup:
+        g = sup.group("roots", Limits(disk_write="1MiB/s"))
+        procs = [g.spawn(["/bin/sleep", "60"]) for _ in range(64)]
+        before, kids = fds(), set(_children())
+        with pytest.raises(GovernorError, match="add init"):
+            g.spawn(["/bin/sleep", "60"])
+        assert fds() == before
+        assert set(_children()) == kids
+        for p in procs:
+            p.kill()
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    return [int(pid) for t in os.listdir(f"/proc/{me}/task")
+            for pid in open(f"/proc/{me}/task/{t}/children").read().split()]
