@@ -122,3 +122,86 @@ def _children() -> list[int]:
     me = os.getpid()
     return [int(pid) for t in os.listdir(f"/proc/{me}/task")
             for pid in open(f"/proc/{me}/task/{t}/children").read().split()]
+
+
+PIPE_AND_SOCKET = r"""
+import os, socket, threading
+a, b = socket.socketpair()
+b.sendall(b"x" * 40000)
+def receive():
+    got = 0
+    while got < 40000:   # the first goes (the bucket is full), then ~20 s of debt
+        got += len(a.recv(20000))
+    os.write(1, b"received\n")
+threading.Thread(target=receive, daemon=True).start()
+os.write(1, b"started\n")
+os.read(0, 1)   # in the pipe already when the receive is held
+os.read(0, 1)   # made while it is held
+os.write(1, b"piped\n")
+"""
+
+
+def test_a_pipe_read_does_not_wait_behind_a_held_socket_receive(backend):
+    """A call that charges nothing used to be filed under net_recv, behind
+    a receive held for ~20 s."""
+    with Supervisor(backend=backend, publish_state=False, engines=1) as sup:
+        g = sup.group("queues", Limits(net_recv="1KiB/s"))
+        r0, w0 = os.pipe()
+        r1, w1 = os.pipe()
+        p = g.spawn([sys.executable, "-c", PIPE_AND_SOCKET], stdin=r0, stdout=w1)
+        os.close(r0)
+        os.close(w1)
+        try:
+            assert _line(r1, 20) == b"started"
+            wait_for(lambda: g.usage().resources["net_recv"].held_calls >= 1, 20, "the receive to be held")
+            os.write(w0, b"ab")
+            assert _line(r1, 10) == b"piped"
+            assert g.usage().held_now == 1   # the receive still waits
+        finally:
+            p.kill()
+            os.close(r1)
+            os.close(w0)
+
+
+def _line(fd: int, timeout: float) -> bytes:
+    import selectors
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no line from the tenant within {timeout}s (got {buf!r})")
+            data = os.read(fd, 1)
+            if not data:
+                raise AssertionError(f"tenant closed stdout after {buf!r}")
+            buf += data
+    return buf[:-1]
+
+
+SENDFILE = r"""
+import os, socket, sys
+a, b = socket.socketpair()
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"z" * 20000)
+fd = os.open(path, os.O_RDONLY)
+for _ in range(2):   # the first goes (the bucket is full), the second is held
+    os.sendfile(b.fileno(), fd, 0, 20000)
+    a.recv(20000)
+"""
+
+
+def test_a_held_call_is_filed_under_the_resource_that_refused_it(tmp_path):
+    """sendfile from a file to a socket charges disk_read, then net_send:
+    held on net_send, it used to be filed (and counted) under disk_read."""
+    with Supervisor(publish_state=False, engines=1) as sup:
+        g = sup.group("filed", Limits(net_send="1KiB/s"))
+        p = g.spawn([sys.executable, "-c", SENDFILE, str(tmp_path / "f")])
+        try:
+            wait_for(lambda: g.usage().held_now == 1, 20, "the second sendfile to be held")
+            held = {k: v.held_calls for k, v in g.usage().resources.items() if v.held_calls}
+            assert held == {"net_send": 1}
+        finally:
+            p.kill()
