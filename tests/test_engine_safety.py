@@ -205,3 +205,35 @@ def test_a_held_call_is_filed_under_the_resource_that_refused_it(tmp_path):
             assert held == {"net_send": 1}
         finally:
             p.kill()
+
+
+def test_the_engine_keeps_its_pidfds_within_the_fd_limit(tmp_path):
+    """300 live threads that made a governed write held 300 pidfds, past an
+    RLIMIT_NOFILE of 256: the supervisor could open nothing more (EMFILE).
+    The cache now keeps an eighth of the limit, least recently used out."""
+    out = subprocess.run([sys.executable, str(HERE / "_many_threads.py"), str(tmp_path / "f")],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split("\n")
+    assert int(lines[0].split()[1]) < 256 // 8 + 40
+    assert lines[1] == "spawned"
+
+
+RUN_WITH_HIGH_FDS = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+from governor.cli import main
+sys.exit(main(["run", "--limit", "disk_write=1MiB/s", "--", "/bin/true"]))
+"""
+
+
+def test_governor_run_waits_on_fds_past_1024():
+    """select() raised ValueError for the command's status fd at 1100."""
+    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("the hard RLIMIT_NOFILE is below 1200")
+    out = subprocess.run([sys.executable, "-c", RUN_WITH_HIGH_FDS], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
