@@ -237,3 +237,20 @@ def test_governor_run_waits_on_fds_past_1024():
     out = subprocess.run([sys.executable, "-c", RUN_WITH_HIGH_FDS], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_governor_run_v_logs_the_librarys_spawned_line():
+    """-v configured structlog only; the library's `spawned` (stdlib logging)
+    never printed."""
+    import json
+    out = subprocess.run([sys.executable, "-m", "governor", "run", "-v", "--limit",
+                          "disk_write=1MiB/s", "--", "/bin/true"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    spawned = [x for x in lines if x["event"] == "spawned"]
+    assert len(spawned) == 1 and spawned[0]["argv"] == ["/bin/true"] and spawned[0]["pid"] > 0
+    quiet = subprocess.run([sys.executable, "-m", "governor", "run", "--limit",
+                            "disk_write=1MiB/s", "--", "/bin/true"], capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.returncode == 0 and "spawned" not in quiet.stderr
