@@ -874,7 +874,13 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
             arm_before(e, now + SIGNAL_SWEEP_NS);
             return;
         }
-        reclassify(e, h); /* cannot wait: charge what is there */
+        /* Cannot watch it (out of memory): the receive fails rather than
+         * wait in the kernel for data that nobody would charge. */
+        answer(e, h, 0, -ENOMEM, 0);
+        g->u.r[GOV_NET_RECV].denied++;
+        emit(e, GOV_EV_DENIED, g->id, GOV_NET_RECV, h->pid, h->nr, ENOMEM);
+        free_hold(e, h);
+        return;
     }
     int64_t wait = 0;
     int why = queued_behind(g, h);

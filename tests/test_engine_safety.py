@@ -40,11 +40,11 @@ def test_a_tracee_whose_group_is_gone_is_killed(tmp_path):
         wait_for(lambda: g.usage().notifications > 5, 10, "governed writes")
         sup._forget(g)   # the engine forgets the group; its command still runs
         assert p.wait(20) == -signal.SIGKILL
-        assert len(out.read_text().split()) < 300
+        assert len(out.read_text().split() if out.exists() else []) < 300
 
 
 SPAWN_ONCE = """
-import os, signal, sys
+import os, signal, sys, time
 signal.alarm(20)
 os.closerange(3, 4096)
 from governor import GovernorError, Limits, Supervisor
@@ -56,6 +56,10 @@ with Supervisor(publish_state=False, engines=1) as sup:
         g.spawn(["/bin/true"])
     except GovernorError as e:
         print("error:", e)
+    for _ in range(100):   # the sampler thread may have a /proc file open
+        if sorted(os.listdir("/proc/self/fd")) == before:
+            break
+        time.sleep(0.01)
     assert sorted(os.listdir("/proc/self/fd")) == before, os.listdir("/proc/self/fd")
     me = os.getpid()
     assert not any(open(f"/proc/{me}/task/{t}/children").read().split()
@@ -74,7 +78,8 @@ def test_spawn_fails_without_hanging_when_the_listener_cannot_be_taken(fault_shi
     """The supervisor used to block reading the exec pipe while the command
     waited for "go": the spawn never returned."""
     nr = {"pidfd_open": 434, "pidfd_getfd": 438}[call]
-    env = dict(os.environ, LD_PRELOAD=str(fault_shim), GOV_FAULT_SYSCALL=str(nr))
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(fault_shim)]))
+    env = dict(os.environ, LD_PRELOAD=preload, GOV_FAULT_SYSCALL=str(nr))
     out = subprocess.run([sys.executable, "-c", SPAWN_ONCE], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -112,7 +117,7 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
         before, kids = fds(), set(_children())
         with pytest.raises(GovernorError, match="add init"):
             g.spawn(["/bin/sleep", "60"])
-        assert fds() == before
+        wait_for(lambda: fds() == before, 5, "the fds of before")   # not the sampler's
         assert set(_children()) == kids
         for p in procs:
             p.kill()
@@ -247,7 +252,7 @@ def test_governor_run_v_logs_the_librarys_spawned_line():
                           "disk_write=1MiB/s", "--", "/bin/true"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     spawned = [x for x in lines if x["event"] == "spawned"]
     assert len(spawned) == 1 and spawned[0]["argv"] == ["/bin/true"] and spawned[0]["pid"] > 0
     quiet = subprocess.run([sys.executable, "-m", "governor", "run", "--limit",
