@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import struct
@@ -237,6 +238,19 @@ def _which(command: str, search: str) -> str | None:
     return None
 
 
+def _raise_nofile() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one: a supervisor holds an fd
+    per listener, spawn and cached pidfd (each engine's pidfd cache takes an
+    eighth of the limit it finds, native/classify.h). Its commands inherit
+    it, as a container's processes get a high nofile from docker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass   # an infinite hard limit above the kernel's nr_open: keep it
+
+
 def _find_command(command: str, env: Mapping[str, str]) -> str:
     path = _which(command, env.get("PATH", os.defpath)) if "/" not in command else command
     if path is None or not os.path.exists(path):
@@ -452,8 +466,6 @@ class Group:
                             stdio=(stdin, stdout, stderr),
                             trace=self.supervisor.backend != "seccomp",
                             paused=bool(tracer or self._traces_clones))
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
@@ -473,9 +485,11 @@ class Group:
         resume: the command runs, and a dead supervisor had its listener:
         the calls in the group's record file (keep()) that still wait are
         taken over (res.resumed: how many)."""
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
+        listener = res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
+            listener = -1
             if resume:
                 res.resumed = check(lib.gov_group_resume(self._engine, self.id, res.listener),
                                     "resume")
@@ -488,6 +502,8 @@ class Group:
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
         except BaseException:
+            if listener >= 0:
+                os.close(listener)
             os.kill(res.init_pid, signal.SIGKILL)
             self.forget_init(res.init_pid)
             raise
@@ -508,8 +524,12 @@ class Group:
         CPU reservation, then lets a waiting command exec. On failure the
         command is killed (before it runs, if it was waiting)."""
         sup = self.supervisor
+        listener = -1 if trace else res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
             if not trace:
+                listener = -1
                 check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                       "add listener")
             if trace or self._traces_clones:
@@ -526,6 +546,8 @@ class Group:
         except BaseException:
             if res.go_fd >= 0:
                 lib.gov_spawn_go(res, 0)  # it exits without running
+            if listener >= 0:
+                os.close(listener)
             proc.kill()
             os.close(res.exec_fd)
             raise
@@ -718,6 +740,7 @@ class Supervisor:
         if isinstance(engines, bool) or not isinstance(engines, int) or not 1 <= engines <= 1024:
             raise GovernorError(f"engines: expected 1 to 1024 engine threads, got {engines!r}")
         self.backend = backend
+        _raise_nofile()   # before the engines size their pidfd caches
         self._engines = []
         try:
             for _ in range(engines):

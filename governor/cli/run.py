@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import select
 import signal
 import sys
 import time
 
 from .._errors import PolicyError, SpawnError
+from .._readable import readable
 from ..backends import NAMES as BACKENDS
 from ..limits import KEYS, Limits, parse_assignments
 from . import Log
@@ -400,7 +400,7 @@ class _DaemonWatch:
 def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
     """Waits for the command and what `watch` watches (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
-    # select return so that its handler (which forwards it) runs at once.
+    # the wait return so that its handler (which forwards it) runs at once.
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
@@ -424,7 +424,7 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         timeout = watch.timeout()
         if left is not None:
             timeout = left if timeout is None else min(left, timeout)
-        ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
+        ready = readable([proc.status_fd, wake_r, *watch.fds()], timeout)
         if wake_r in ready:
             try:
                 os.read(wake_r, 64)
