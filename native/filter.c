@@ -8,9 +8,11 @@
 #include <netinet/in.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
 
 #include "argcond.h"
 #include "filter.h"
+#include "shmem.h"
 
 _Static_assert(GOV_CMP_NE == (int)SCMP_CMP_NE && GOV_CMP_LT == (int)SCMP_CMP_LT &&
                    GOV_CMP_LE == (int)SCMP_CMP_LE && GOV_CMP_EQ == (int)SCMP_CMP_EQ &&
@@ -30,7 +32,13 @@ static const char *const disk_read_calls[] = {
     "read", "readv", "pread64", "preadv", "preadv2", "sendfile", "splice",
     "copy_file_range", NULL};
 static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
-static const char *const memory_calls[] = {"mmap", "mremap", "brk", "mprotect", NULL};
+/* Memory grows by mappings, SysV segments, files in memory (memfd, tmpfs)
+ * growing (writes and resizes are looked at for those), new pipes and unix
+ * sockets and larger send buffers (shmem.h). */
+static const char *const memory_calls[] = {
+    "mmap", "mremap", "brk", "mprotect", "shmget", "write", "writev", "pwrite64", "pwritev",
+    "pwritev2", "sendfile", "splice", "copy_file_range", "ftruncate", "truncate", "fallocate",
+    "pipe", "pipe2", "socketpair", "socket", "accept", "accept4", "setsockopt", NULL};
 /* Calls that may grow what a group stores (charged), or give space back
  * (they mark the count dirty). */
 static const char *const disk_space_calls[] = {
@@ -174,7 +182,8 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
+        lim->r[GOV_MEMORY].set)
         for (const char *const *n = fd_table_calls; *n; n++)
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
@@ -236,6 +245,19 @@ static int add_container_rules(struct rule_list *l)
     return rc;
 }
 
+/* A memory-limited group keeps pipes at their default size: F_SETPIPE_SZ
+ * above 64 KiB gets EPERM, as an unprivileged process over
+ * fs.pipe-max-size does (shmem.h counts a pipe as 64 KiB). Compared on the
+ * registers: no pointer to race. */
+static int add_pipe_rule(struct rule_list *l)
+{
+    struct gov_arg_cmp pipe_sz[2] = {
+        {1, GOV_CMP_EQ, F_SETPIPE_SZ, 0},
+        {2, GOV_CMP_GT, GOV_PIPE_BYTES, 0},
+    };
+    return add_named(l, SCMP_ACT_ERRNO(EPERM), "fcntl", 2, pipe_sz);
+}
+
 /* Under seccomp, iovec writes are settled when their thread next calls in
  * (iowrite.h): its exit is such a call too. */
 static const char *const exit_calls[] = {"exit", "exit_group", NULL};
@@ -260,6 +282,8 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_call(l, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             return rc;
+    if (lim->r[GOV_MEMORY].set && (rc = add_pipe_rule(l)) < 0)
+        return rc;
     return lim->container ? add_container_rules(l) : 0;
 }
 
