@@ -339,8 +339,8 @@ static int64_t write_at(int dup, const struct stat *st, int64_t pos)
 
 /* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
 static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const struct gov_disk *d,
-                            struct gov_shmem *sh, int pid, int in_fd, uint64_t in_off, int out_fd, uint64_t out_off,
-                            double len)
+                            struct gov_shmem *sh, int pid, int in_fd, uint64_t in_off,
+                            int out_fd, uint64_t out_off, double len)
 {
     struct stat st_in, st_out;
     int in = tenant_fd(c, pid, in_fd);

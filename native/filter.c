@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 
 #include "argcond.h"
@@ -34,11 +35,22 @@ static const char *const disk_read_calls[] = {
 static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
 /* Memory grows by mappings, SysV segments, files in memory (memfd, tmpfs)
  * growing (writes and resizes are looked at for those), new pipes and unix
- * sockets and larger send buffers (shmem.h). */
+ * sockets, and larger send buffers (shmem.h). */
 static const char *const memory_calls[] = {
     "mmap", "mremap", "brk", "mprotect", "shmget", "write", "writev", "pwrite64", "pwritev",
     "pwritev2", "sendfile", "splice", "copy_file_range", "ftruncate", "truncate", "fallocate",
-    "pipe", "pipe2", "socketpair", "socket", "accept", "accept4", "setsockopt", NULL};
+    "pipe", "pipe2", "socketpair", "accept", "accept4", NULL};
+/* And, compared on the registers (a container's profile has its own rules
+ * on socket; whole, the two would not combine): */
+static const struct {
+    const char *name;
+    int ncmp;
+    struct gov_arg_cmp cmp[2];
+} memory_arg_calls[] = {
+    {"socket", 1, {{0, GOV_CMP_EQ, AF_UNIX, 0}}},
+    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUF, 0}}},
+    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUFFORCE, 0}}},
+};
 /* Calls that may grow what a group stores (charged), or give space back
  * (they mark the count dirty). */
 static const char *const disk_space_calls[] = {
@@ -202,6 +214,19 @@ void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int s
 {
     memset(map, 0, (size_t)size);
     for_governed(lim, map, (uint32_t)size, set_governed);
+    size_t n = lim->r[GOV_MEMORY].set ? sizeof memory_arg_calls / sizeof memory_arg_calls[0] : 0;
+    for (size_t i = 0; i < n; i++)
+        set_governed(map, (uint32_t)size, memory_arg_calls[i].name);
+}
+
+/* memory_arg_calls, for the seccomp and ptrace backends. */
+static int add_memory_arg_calls(struct rule_list *l, uint32_t action)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof memory_arg_calls / sizeof memory_arg_calls[0]; i++)
+        rc = add_named(l, action, memory_arg_calls[i].name, memory_arg_calls[i].ncmp,
+                       memory_arg_calls[i].cmp);
+    return rc;
 }
 
 /* What keeps a tracee traced (see filter.h). The traced clone without
@@ -282,6 +307,10 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_call(l, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             return rc;
+    if (lim->r[GOV_MEMORY].set && backend != GOV_BACKEND_PTRACE_SYSCALL &&
+        (rc = add_memory_arg_calls(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY
+                                                                     : SCMP_ACT_TRACE(0))) < 0)
+        return rc;
     if (lim->r[GOV_MEMORY].set && (rc = add_pipe_rule(l)) < 0)
         return rc;
     return lim->container ? add_container_rules(l) : 0;

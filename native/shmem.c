@@ -253,8 +253,10 @@ static int64_t sysctl_bytes(int max)
     static int64_t cached[2];
     if (!cached[max]) {
         char buf[32];
-        int n = gov_read_small(max ? "/proc/sys/net/core/wmem_max" : "/proc/sys/net/core/wmem_default",
-                               buf, sizeof buf);
+        const char *key = max ? "wmem_max" : "wmem_default";
+        char path[64];
+        snprintf(path, sizeof path, "/proc/sys/net/core/%s", key);
+        int n = gov_read_small(path, buf, sizeof buf);
         cached[max] = n > 0 ? atoll(buf) : 212992;
     }
     return cached[max];

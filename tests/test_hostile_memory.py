@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import compile_c, needs_root, wait_for  # noqa: E402
+from _tenants import compile_c, make_rootfs, needs_root, wait_for  # noqa: E402
 
 from governor import Limits, Supervisor  # noqa: E402
+from governor.container import Container  # noqa: E402
 
 pytestmark = [needs_root, pytest.mark.timeout(60)]
 
@@ -30,10 +32,17 @@ STEP_MIB = 4
 SLACK = 1 * MiB
 
 
+SOURCE = Path(__file__).resolve().parent / "hostile" / "mempin_tenant.c"
+
+
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    src = Path(__file__).resolve().parent / "hostile" / "mempin_tenant.c"
-    return str(compile_c(src, tmp_path_factory.mktemp("mempin")))
+    return str(compile_c(SOURCE, tmp_path_factory.mktemp("mempin")))
+
+
+@pytest.fixture(scope="module")
+def static_tenant(tmp_path_factory) -> Path:
+    return compile_c(SOURCE, tmp_path_factory.mktemp("mempin-static"), ("-static",))
 
 
 def _shmem() -> int:
@@ -76,23 +85,27 @@ HOST_VIEW = {"memfd-write": _memfd_bytes, "memfd-mmap": _memfd_bytes, "devshm": 
              "sysv": _sysv_bytes, "memfd-inflight": None}
 
 
-def _attack(tenant, tmp_path, backend, mode, limits, total=ATTACK_MIB, step=STEP_MIB):
+def _attack(tenant, tmp_path, backend, mode, limits, total=ATTACK_MIB, step=STEP_MIB,
+            container=None):
     """Runs the tenant until it has pinned what it could; returns its report,
     the host's view of what it holds (bytes), the Shmem delta, the usage."""
     out = tmp_path / "out"
     before = _shmem()
+    argv = [tenant, mode, str(total), str(step)]
+    if container:  # its files in its own /tmp, a tmpfs
+        argv = ["sh", "-c", 'MEMPIN_DIR=/tmp exec "$@"', "sh", *argv]
     with Supervisor(backend=backend) as sup:
-        g = sup.group("pin", limits)
+        g = sup.group("pin", limits, container=container)
         r, w = os.pipe()
         with open(out, "w") as f:
-            p = g.spawn([tenant, mode, str(total), str(step)], stdin=r, stdout=f)
+            p = g.spawn(argv, stdin=r, stdout=f)
         os.close(r)
         try:
             wait_for(lambda: "held=" in out.read_text() or p.poll() is not None, 30,
                      f"{mode}: the tenant's report")
             assert "held=" in out.read_text(), f"{mode}: exited {p.poll()}: {out.read_text()}"
             kv = dict(kv.split("=", 1) for kv in out.read_text().split())
-            view = HOST_VIEW.get(mode)
+            view = None if container else HOST_VIEW.get(mode)
             held_host = view(set(g.pids()), int(kv["pid"])) if view else None
             shmem = _shmem() - before
             u = g.usage()
@@ -178,3 +191,25 @@ def test_memory_resident_sees_memfds(tenant, tmp_path, backend):
     assert status == -signal.SIGKILL, f"not killed: {out.read_text()}"
     assert u.resident_kills == 1
     assert _shmem() - before < 64 * MiB  # its memfds went with it
+
+
+@pytest.mark.parametrize("mode, total, step, held", [
+    ("sysv", ATTACK_MIB, STEP_MIB, None), ("devshm", ATTACK_MIB, STEP_MIB, None),
+    ("sysv-churn", 256, 16, 256 * MiB), ("devshm-churn", 256, 16, 256 * MiB)])
+def test_container_ipc_namespace_and_tmp(static_tenant, tmp_path, backend, mode, total, step,
+                                         held):
+    """In a container, SysV segments live in its own IPC namespace (counted
+    there) and its /tmp is a tmpfs of its own: both count against memory and
+    come back when removed."""
+    rootfs = make_rootfs(tmp_path / "root")
+    shutil.copy(static_tenant, rootfs / "bin" / "mempin")
+    box = Container(rootfs=str(rootfs), state_dir=str(tmp_path / "state"))
+    kv, _, shmem, u = _attack("/bin/mempin", tmp_path, backend, mode,
+                              Limits(memory=LIMIT, on_exhausted={"memory": "deny"}), total, step,
+                              container=box)
+    if held is None:
+        assert int(kv["errno"]) == errno.ENOMEM, kv
+        assert LIMIT // 2 <= int(kv["held"]) <= LIMIT, kv
+        assert shmem <= LIMIT + 8 * MiB, f"{mode}: Shmem grew {shmem / MiB:.1f} MiB"
+    else:
+        assert (int(kv["held"]), int(kv["errno"])) == (held, 0), kv

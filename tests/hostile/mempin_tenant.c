@@ -3,7 +3,8 @@
  *
  *   memfd-write    memfd_create + write
  *   memfd-mmap     memfd_create + ftruncate + mmap, every page touched
- *   devshm         files in /dev/shm (POSIX shm), written and closed
+ *   devshm         files in /dev/shm (POSIX shm), written and closed (in
+ *                  $MEMPIN_DIR instead if set: a container's /tmp)
  *   memfd-inflight memfd + write, the fd sent to itself over a unix socket
  *                  (SCM_RIGHTS) and closed: only the message keeps it
  *   sysv           shmget segments, never attached
@@ -114,7 +115,8 @@ int main(int argc, char **argv)
         *churn = 0;
     long total = atol(argv[2]) * MiB, step = atol(argv[3]) * MiB, held = 0;
     int err = 0, sv[2] = {-1, -1}, shmids[MAX_OBJ], nshm = 0;
-    char name[64];
+    char name[4200];
+    const char *dir = getenv("MEMPIN_DIR") ? getenv("MEMPIN_DIR") : "/dev/shm";
     memset(chunk, 'p', sizeof chunk);
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) { /* as many fds as it may have */
@@ -141,7 +143,7 @@ int main(int argc, char **argv)
             if (fd >= 0)
                 close(fd);
         } else if (!strcmp(mode, "devshm")) {
-            snprintf(name, sizeof name, "/dev/shm/mempin-%d-%d", getpid(), nfds);
+            snprintf(name, sizeof name, "%s/mempin-%d-%d", dir, getpid(), nfds);
             int fd = open(name, O_CREAT | O_EXCL | O_WRONLY, 0600);
             if (fd < 0) {
                 err = errno;
@@ -203,7 +205,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nshm; i++)
         shmctl(shmids[i], IPC_RMID, NULL);
     for (int i = 0; !strcmp(mode, "devshm") && i < nfds; i++) {
-        snprintf(name, sizeof name, "/dev/shm/mempin-%d-%d", getpid(), i);
+        snprintf(name, sizeof name, "%s/mempin-%d-%d", dir, getpid(), i);
         unlink(name);
     }
     return 0;
