@@ -141,23 +141,6 @@ void gov_shmem_creator(struct gov_shmem *s, int tgid)
         s->creators[s->ncreators++] = tgid;
 }
 
-static void add_obj(struct gov_shm_obj *objs, int *n, int max, uint64_t dev, uint64_t ino,
-                    int64_t size)
-{
-    int i = 0;
-    while (i < *n && !(objs[i].dev == dev && objs[i].ino == ino))
-        i++;
-    if (i == *n) {
-        if (*n == max) {
-            objs[max - 1].size += size; /* no room: counted, perhaps twice */
-            return;
-        }
-        objs[(*n)++] = (struct gov_shm_obj){dev, ino, 0};
-    }
-    if (size > objs[i].size)
-        objs[i].size = size;
-}
-
 /* Looks again at each file: drops those that are gone. */
 static void recount_files(struct gov_shmem *s)
 {
@@ -191,60 +174,70 @@ static int created_here(const struct gov_shmem *s, int cpid)
 }
 
 /* Adds the SysV segments of the current IPC namespace that are the group's
- * (`all`: every one). Their objects are keyed as /proc/PID/maps shows an
- * attached segment: the shm file system's device, the id as inode. */
-static void recount_sysv(const struct gov_shmem *s, int all, struct gov_shm_obj *objs, int *n,
-                         int max)
+ * (`all`: every one); their bytes, or -1 if it could not look. Objects are
+ * keyed as /proc/PID/maps shows an attached segment: the shm file system's
+ * device, the id as inode. */
+static int64_t recount_sysv(const struct gov_shmem *s, int all, struct gov_shm_obj *objs, int *n,
+                            int max)
 {
     struct shm_info info;
     struct stat ast;
     int top = shmctl(0, SHM_INFO, (struct shmid_ds *)&info);
     int anchor = memfd_anchor();
     if (top < 0 || anchor < 0 || fstat(anchor, &ast) < 0)
-        return;
+        return -1;
+    int64_t sum = 0;
     for (int i = 0; i <= top; i++) {
         struct shmid_ds ds;
         int id = shmctl(i, SHM_STAT_ANY, &ds);
-        if (id >= 0 && (all || created_here(s, ds.shm_cpid)))
-            add_obj(objs, n, max, maps_dev(ast.st_dev), (uint64_t)id, (int64_t)ds.shm_segsz);
+        if (id < 0 || !(all || created_here(s, ds.shm_cpid)))
+            continue;
+        gov_shm_obj_add(objs, n, max, maps_dev(ast.st_dev), (uint64_t)id, (int64_t)ds.shm_segsz);
+        sum += (int64_t)ds.shm_segsz;
     }
+    return sum;
 }
 
 /* SysV segments of the IPC namespace of ipc_pid, entered for the count if it
  * is not ours (a container's): all of its segments are the group's. */
-static void recount_ns(const struct gov_shmem *s, int ipc_pid, struct gov_shm_obj *objs, int *n,
-                       int max)
+static int64_t recount_ns(const struct gov_shmem *s, int ipc_pid, struct gov_shm_obj *objs,
+                          int *n, int max)
 {
     char path[64];
     struct stat mine, theirs;
     snprintf(path, sizeof path, "/proc/%d/ns/ipc", ipc_pid);
     if (stat("/proc/thread-self/ns/ipc", &mine) < 0 || stat(path, &theirs) < 0)
-        return;
-    if (mine.st_ino == theirs.st_ino) {
-        if (s->ncreators)
-            recount_sysv(s, s->creators_full, objs, n, max);
-        return;
-    }
+        return -1;
+    if (mine.st_ino == theirs.st_ino)
+        return s->ncreators ? recount_sysv(s, s->creators_full, objs, n, max) : 0;
+    int64_t sum = -1;
     int own = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC);
     int ns = open(path, O_RDONLY | O_CLOEXEC);
     if (own >= 0 && ns >= 0 && setns(ns, CLONE_NEWIPC) == 0) {
-        recount_sysv(s, 1, objs, n, max);
+        sum = recount_sysv(s, 1, objs, n, max);
         setns(own, CLONE_NEWIPC);
     }
     if (own >= 0)
         close(own);
     if (ns >= 0)
         close(ns);
+    return sum;
 }
+
+/* Key of the SysV bytes of the last count, kept when a count cannot look. */
+#define SYSV_KEPT_DEV (1ULL << 60)
 
 void gov_shmem_recount(struct gov_shmem *s, int ipc_pid, struct gov_shm_obj *objs, int *n,
                        int max)
 {
     recount_files(s);
     for (int i = 0; i < s->n; i++)
-        add_obj(objs, n, max, s->f[i].dev, s->f[i].ino, s->f[i].size);
-    if (ipc_pid > 0)
-        recount_ns(s, ipc_pid, objs, n, max);
+        gov_shm_obj_add(objs, n, max, s->f[i].dev, s->f[i].ino, s->f[i].size);
+    int64_t sysv = ipc_pid > 0 ? recount_ns(s, ipc_pid, objs, n, max) : -1;
+    if (sysv >= 0)
+        s->sysv_bytes = sysv;
+    else if (s->sysv_bytes > 0) /* fail closed: what it had at the last look */
+        gov_shm_obj_add(objs, n, max, SYSV_KEPT_DEV, 0, s->sysv_bytes);
 }
 
 /* net.core.wmem_default or wmem_max (bytes), read once. */
@@ -292,7 +285,7 @@ void gov_shmem_buffers(int pid, struct gov_shm_obj *objs, int *n, int max)
             continue;
         link[len] = 0;
         if (sscanf(link, "pipe:[%llu]", &ino) == 1) {
-            add_obj(objs, n, max, PIPE_DEV, ino, GOV_PIPE_BYTES);
+            gov_shm_obj_add(objs, n, max, PIPE_DEV, ino, GOV_PIPE_BYTES);
             continue;
         }
         if (sscanf(link, "socket:[%llu]", &ino) != 1)
@@ -304,7 +297,7 @@ void gov_shmem_buffers(int pid, struct gov_shm_obj *objs, int *n, int max)
         socklen_t l1 = sizeof domain, l2 = sizeof sndbuf;
         if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l1) == 0 &&
             domain == AF_UNIX && getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l2) == 0)
-            add_obj(objs, n, max, SOCKET_DEV, ino, sndbuf);
+            gov_shm_obj_add(objs, n, max, SOCKET_DEV, ino, sndbuf);
         if (fd >= 0)
             close(fd);
     }

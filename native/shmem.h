@@ -48,6 +48,7 @@ struct gov_shmem {
     int creators[GOV_SHMEM_CREATORS];  /* tgids that called shmget(IPC_CREAT) */
     int ncreators;
     int creators_full;          /* more than that: every segment of the namespace counts */
+    int64_t sysv_bytes;         /* the group's segments at the last count */
 };
 
 /* 1 if fd (st: its stat) is a regular file whose pages are memory. */
