@@ -104,11 +104,52 @@ static int anchor_for(struct gov_shmem *s, int tid, int mnt_id, const struct sta
     return s->nanchor++;
 }
 
+/* The files by (dev, ino): open addressing in slot[] (index + 1; 0: free),
+ * twice as many slots as files can be, so a write finds its file at once
+ * however many the group has. */
+static unsigned slot_of(const struct gov_shmem *s, uint64_t dev, uint64_t ino)
+{
+    return (unsigned)(((ino ^ dev) * 0x9E3779B97F4A7C15ULL) >> 32) & (unsigned)(s->nslot - 1);
+}
+
+static void slot_put(struct gov_shmem *s, int i)
+{
+    if (!s->nslot)
+        return; /* no table (out of memory): a file may be noted twice, an overcount */
+    unsigned k = slot_of(s, s->f[i].dev, s->f[i].ino);
+    while (s->slot[k])
+        k = (k + 1) & (unsigned)(s->nslot - 1);
+    s->slot[k] = i + 1;
+}
+
+static int rehash(struct gov_shmem *s, int nslot)
+{
+    int *slot = calloc((size_t)nslot, sizeof *slot);
+    free(s->slot);
+    s->slot = NULL;
+    s->nslot = 0;
+    if (!slot)
+        return -ENOMEM;
+    s->slot = slot;
+    s->nslot = nslot;
+    for (int i = 0; i < s->n; i++)
+        slot_put(s, i);
+    return 0;
+}
+
+static int find_file(const struct gov_shmem *s, uint64_t dev, uint64_t ino)
+{
+    for (unsigned k = s->nslot ? slot_of(s, dev, ino) : 0; s->nslot && s->slot[k];
+         k = (k + 1) & (unsigned)(s->nslot - 1))
+        if (s->f[s->slot[k] - 1].dev == dev && s->f[s->slot[k] - 1].ino == ino)
+            return s->slot[k] - 1;
+    return -1;
+}
+
 int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
 {
-    for (int i = 0; i < s->n; i++)
-        if (s->f[i].ino == (uint64_t)st->st_ino && s->f[i].dev == maps_dev(st->st_dev))
-            return 0;
+    if (find_file(s, maps_dev(st->st_dev), st->st_ino) >= 0)
+        return 0;
     if (s->n == s->cap) {
         int cap = s->cap ? s->cap * 2 : 16;
         struct gov_shmem_file *f = realloc(s->f, sizeof *f * (size_t)cap);
@@ -116,6 +157,7 @@ int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
             return -ENOMEM;
         s->f = f;
         s->cap = cap;
+        rehash(s, 2 * cap);
     }
     struct gov_shmem_file *f = &s->f[s->n];
     *f = (struct gov_shmem_file){maps_dev(st->st_dev), st->st_ino, file_bytes(st), -1, NULL};
@@ -126,7 +168,7 @@ int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
         if (name_to_handle_at(fd, "", f->fh, &mnt_id, AT_EMPTY_PATH) == 0)
             f->anchor = anchor_for(s, tid, mnt_id, st);
     }
-    s->n++; /* without a handle it keeps its size: failing closed */
+    slot_put(s, s->n++); /* without a handle it keeps its size: failing closed */
     return f->anchor >= 0 ? 0 : -ENOENT;
 }
 
@@ -163,6 +205,8 @@ static void recount_files(struct gov_shmem *s)
             s->f[kept++] = *f;
     }
     s->n = kept;
+    if (s->cap)
+        rehash(s, 2 * s->cap);
 }
 
 static int created_here(const struct gov_shmem *s, int cpid)
@@ -311,6 +355,7 @@ void gov_shmem_free(struct gov_shmem *s)
     for (int i = 0; i < s->n; i++)
         free(s->f[i].fh);
     free(s->f);
+    free(s->slot);
     for (int i = 0; i < s->nanchor; i++)
         close(s->anchor[i].fd);
     memset(s, 0, sizeof *s);

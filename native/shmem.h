@@ -38,6 +38,7 @@ struct gov_shmem_file {
 struct gov_shmem {
     struct gov_shmem_file *f;
     int n, cap;
+    int *slot, nslot;           /* f[] by (dev, ino) */
     /* A directory (or our own memfd) on each file system in memory the group
      * wrote: open_by_handle_at needs an fd on the file's file system. */
     struct {
