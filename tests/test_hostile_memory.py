@@ -213,3 +213,34 @@ def test_container_ipc_namespace_and_tmp(static_tenant, tmp_path, backend, mode,
         assert shmem <= LIMIT + 8 * MiB, f"{mode}: Shmem grew {shmem / MiB:.1f} MiB"
     else:
         assert (int(kv["held"]), int(kv["errno"])) == (held, 0), kv
+
+
+def test_held_growth_goes_on_when_memory_comes_back(tenant, tmp_path, backend):
+    """In hold mode a write that would pass the cap waits while another
+    process of the group holds memfds, and goes on once that one exits."""
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    with Supervisor(backend=backend) as sup:
+        g = sup.group("hold", Limits(memory=LIMIT, on_exhausted={"memory": "hold"}))
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        with open(first_out, "w") as f:
+            first = g.spawn([tenant, "memfd-write", "20", "4"], stdin=r1, stdout=f)
+        wait_for(lambda: "held=" in first_out.read_text(), 20, "the first tenant's memfds")
+        with open(second_out, "w") as f:
+            second = g.spawn([tenant, "memfd-write", "20", "4"], stdin=r2, stdout=f)
+        os.close(r1)
+        os.close(r2)
+        try:
+            wait_for(lambda: g.usage().resources["memory"].held_calls >= 1, 20,
+                     "the second tenant's write held")
+            assert "held=" not in second_out.read_text()
+            os.close(w1)  # the first gives its 20 MiB back
+            w1 = None
+            assert first.wait(10) == 0
+            wait_for(lambda: "held=" in second_out.read_text(), 20, "the second tenant done")
+        finally:
+            for w in (w1, w2):
+                if w is not None:
+                    os.close(w)
+        assert second.wait(10) == 0
+    assert "held=20971520 errno=0" in second_out.read_text()
