@@ -39,6 +39,7 @@
 #define MAX_GROUPS 4096
 #define EVENT_RING 4096
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
+#define MEM_RECOUNT_NS 1000000000LL /* memory: a recount at least this often (mem_recount_due) */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
 #define MAX_PROCS 65536
 #define SIGNAL_SWEEP_NS 20000000LL  /* held calls that a signal may interrupt: looked at */
@@ -114,6 +115,7 @@ struct group {
     int nmem, cap_mem;
     int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
     struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
+    int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
@@ -439,13 +441,23 @@ static void mem_refresh_all(struct gov_engine *e, struct group *g)
     int nobjs = 0;
     for (int i = 0; i < n; i++) {
         gov_task_shared_anon(e->procs[i], objs, &nobjs, 4096);
-        gov_shmem_buffers(e->procs[i], objs, &nobjs, 4096);
+        gov_shmem_fds(&g->shmem, e->procs[i], objs, &nobjs, 4096);
     }
     gov_shmem_recount(&g->shmem, n ? e->procs[0] : 0, objs, &nobjs, 4096);
     g->shared_mem = 0;
     for (int i = 0; i < nobjs; i++)
         g->shared_mem += objs[i].size;
     mem_total(g);
+    g->mem_recount_at = now_ns() + MEM_RECOUNT_NS;
+}
+
+/* Memory that grew without a call we charged (a file the group was handed
+ * open, a write whose fd was swapped under it) is found by a recount: at
+ * the group's first memory call and at most once a second after that. */
+static void mem_recount_due(struct gov_engine *e, struct group *g)
+{
+    if (now_ns() >= g->mem_recount_at)
+        mem_refresh_all(e, g);
 }
 
 /* Bytes that brk(addr) would commit for the process; fills its state. */
@@ -468,6 +480,7 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     if (bytes < 0)
         return 1; /* gone: the call will not run */
     h->tgid = tgid;
+    mem_recount_due(e, g);
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
         return 1;
@@ -500,7 +513,10 @@ static int file_memory_fits(struct gov_engine *e, struct group *g, struct hold *
         if (h->call.ch[i].res == GOV_MEMORY)
             cost += h->call.ch[i].cost;
     int64_t cap = g->lim.r[GOV_MEMORY].cap;
-    if (cost == 0 || !g->lim.r[GOV_MEMORY].set || mem_total(g) + cost <= cap)
+    if (cost == 0 || !g->lim.r[GOV_MEMORY].set)
+        return 1;
+    mem_recount_due(e, g);
+    if (mem_total(g) + cost <= cap)
         return 1;
     if (cost > (double)cap)
         return -1;

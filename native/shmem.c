@@ -146,7 +146,8 @@ static int find_file(const struct gov_shmem *s, uint64_t dev, uint64_t ino)
     return -1;
 }
 
-int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
+/* Notes the file `path` relative to fd ("": fd itself). */
+static int note_at(struct gov_shmem *s, int tid, int fd, const char *path, const struct stat *st)
 {
     if (find_file(s, maps_dev(st->st_dev), st->st_ino) >= 0)
         return 0;
@@ -165,11 +166,17 @@ int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
     f->fh = malloc(sizeof *f->fh + HANDLE_BYTES);
     if (f->fh) {
         f->fh->handle_bytes = HANDLE_BYTES;
-        if (name_to_handle_at(fd, "", f->fh, &mnt_id, AT_EMPTY_PATH) == 0)
+        if (name_to_handle_at(fd, path, f->fh, &mnt_id,
+                              path[0] ? AT_SYMLINK_FOLLOW : AT_EMPTY_PATH) == 0)
             f->anchor = anchor_for(s, tid, mnt_id, st);
     }
     slot_put(s, s->n++); /* without a handle it keeps its size: failing closed */
     return f->anchor >= 0 ? 0 : -ENOENT;
+}
+
+int gov_shmem_note(struct gov_shmem *s, int tid, int fd, const struct stat *st)
+{
+    return note_at(s, tid, fd, "", st);
 }
 
 void gov_shmem_creator(struct gov_shmem *s, int tgid)
@@ -312,7 +319,32 @@ int64_t gov_unix_sndbuf(int64_t want)
 #define PIPE_DEV (1ULL << 62)
 #define SOCKET_DEV (1ULL << 61)
 
-void gov_shmem_buffers(int pid, struct gov_shm_obj *objs, int *n, int max)
+/* 1 if fd `fd` of process pid is open for writing (its fdinfo flags). */
+static int writable(int pid, const char *fd)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/fdinfo/%s", pid, fd);
+    if (gov_read_small(path, buf, sizeof buf) < 0)
+        return 0;
+    const char *flags = strstr(buf, "flags:");
+    return flags && (strtol(flags + 6, NULL, 8) & O_ACCMODE) != O_RDONLY;
+}
+
+/* A file in memory open for writing in a process of the group (`path`: its
+ * /proc/PID/fd link) is noted as if the group had grown it: a write that
+ * raced its classification (another thread put the file under the fd
+ * number meanwhile) grew it uncharged, and a file the group was handed to
+ * write holds memory as much. (Files it only reads are not its memory.) */
+static void note_open_file(struct gov_shmem *s, int pid, const char *path, const char *fd)
+{
+    struct statfs fs;
+    struct stat st;
+    if (statfs(path, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == HUGETLBFS_MAGIC) &&
+        stat(path, &st) == 0 && S_ISREG(st.st_mode) && writable(pid, fd))
+        note_at(s, pid, AT_FDCWD, path, &st);
+}
+
+void gov_shmem_fds(struct gov_shmem *s, int pid, struct gov_shm_obj *objs, int *n, int max)
 {
     char path[64], link[64];
     snprintf(path, sizeof path, "/proc/%d/fd", pid);
@@ -328,6 +360,10 @@ void gov_shmem_buffers(int pid, struct gov_shm_obj *objs, int *n, int max)
         if (len <= 0)
             continue;
         link[len] = 0;
+        if (link[0] == '/') {
+            note_open_file(s, pid, path, d->d_name);
+            continue;
+        }
         if (sscanf(link, "pipe:[%llu]", &ino) == 1) {
             gov_shm_obj_add(objs, n, max, PIPE_DEV, ino, GOV_PIPE_BYTES);
             continue;

@@ -74,10 +74,12 @@ void gov_shmem_recount(struct gov_shmem *s, int ipc_pid, struct gov_shm_obj *obj
  * limit may not make one larger: filter.c) and a unix socket's send buffer
  * (what it sent and is queued at its peer, or in flight, counts there).
  * Charged when made (pipe, socketpair, socket, accept) and when a send
- * buffer grows (setsockopt SO_SNDBUF); the recount adds each one found in
- * the fd table of process pid. */
+ * buffer grows (setsockopt SO_SNDBUF).
+ *
+ * The recount adds each one found in the fd table of process pid, and notes
+ * the files in memory open there (then counted by gov_shmem_recount). */
 #define GOV_PIPE_BYTES 65536
-void gov_shmem_buffers(int pid, struct gov_shm_obj *objs, int *n, int max);
+void gov_shmem_fds(struct gov_shmem *s, int pid, struct gov_shm_obj *objs, int *n, int max);
 
 /* The send buffer of a unix socket after SO_SNDBUF `want` (0: a new
  * socket's), as the kernel sets it: doubled, within net.core.wmem_max. */

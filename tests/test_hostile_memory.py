@@ -244,3 +244,23 @@ def test_held_growth_goes_on_when_memory_comes_back(tenant, tmp_path, backend):
                     os.close(w)
         assert second.wait(10) == 0
     assert "held=20971520 errno=0" in second_out.read_text()
+
+
+def test_memfd_handed_to_the_group_counts(tenant, tmp_path, backend):
+    """A memfd the group holds open for writing counts though another
+    process made it (a write that raced its classification, with another
+    thread putting the memfd under the fd number, grew it uncharged): the
+    recount finds it in the fd table. 24 MiB of it leave 8 of 32."""
+    out = tmp_path / "out"
+    memfd = os.memfd_create("handed")
+    os.write(memfd, b"h" * (24 * MiB))
+    os.lseek(memfd, 0, os.SEEK_SET)
+    with Supervisor(backend=backend) as sup:
+        g = sup.group("handed", Limits(memory=LIMIT, on_exhausted={"memory": "deny"}))
+        with open(out, "w") as f:
+            p = g.spawn([tenant, "memfd-write", str(ATTACK_MIB), "2"], stdin=memfd, stdout=f)
+        os.close(memfd)  # the tenant reads it to its end, then exits
+        assert p.wait(20) == 0
+    kv = dict(kv.split("=", 1) for kv in out.read_text().split())
+    assert int(kv["errno"]) == errno.ENOMEM, kv
+    assert int(kv["held"]) <= LIMIT - 24 * MiB, kv

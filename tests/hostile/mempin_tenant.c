@@ -199,8 +199,7 @@ int main(int argc, char **argv)
     }
     printf("held=%ld errno=%d objects=%d pid=%d\n", held, err, nfds + nshm, getpid());
     fflush(stdout);
-    char c;
-    while (read(0, &c, 1) > 0)
+    while (read(0, chunk, sizeof chunk) > 0)
         ;
     for (int i = 0; i < nshm; i++)
         shmctl(shmids[i], IPC_RMID, NULL);
