@@ -273,14 +273,17 @@ static int add_container_rules(struct rule_list *l)
 /* A memory-limited group keeps pipes at their default size: F_SETPIPE_SZ
  * above 64 KiB gets EPERM, as an unprivileged process over
  * fs.pipe-max-size does (shmem.h counts a pipe as 64 KiB). Compared on the
- * registers: no pointer to race. */
-static int add_pipe_rule(struct rule_list *l)
+ * registers: no pointer to race. And it has no secret memory (memfd_secret:
+ * pages no file handle finds again, bounded only by RLIMIT_MEMLOCK, which
+ * root passes): ENOSYS, as from a kernel without it. */
+static int add_memory_refusals(struct rule_list *l)
 {
     struct gov_arg_cmp pipe_sz[2] = {
         {1, GOV_CMP_EQ, F_SETPIPE_SZ, 0},
         {2, GOV_CMP_GT, GOV_PIPE_BYTES, 0},
     };
-    return add_named(l, SCMP_ACT_ERRNO(EPERM), "fcntl", 2, pipe_sz);
+    int rc = add_named(l, SCMP_ACT_ERRNO(EPERM), "fcntl", 2, pipe_sz);
+    return rc < 0 ? rc : add_call(l, SCMP_ACT_ERRNO(ENOSYS), "memfd_secret");
 }
 
 /* Under seccomp, iovec writes are settled when their thread next calls in
@@ -311,7 +314,7 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
         (rc = add_memory_arg_calls(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY
                                                                      : SCMP_ACT_TRACE(0))) < 0)
         return rc;
-    if (lim->r[GOV_MEMORY].set && (rc = add_pipe_rule(l)) < 0)
+    if (lim->r[GOV_MEMORY].set && (rc = add_memory_refusals(l)) < 0)
         return rc;
     return lim->container ? add_container_rules(l) : 0;
 }

@@ -155,6 +155,14 @@ def test_shared_memory_hold_mode_ends_as_stalled(tenant, tmp_path, backend):
     assert u.resources["memory"].held_calls >= 1
 
 
+def test_secret_memory_is_refused(tenant, tmp_path, backend):
+    """memfd_secret's pages are found by no file handle and bounded only by
+    RLIMIT_MEMLOCK, which root passes: a memory-limited group gets ENOSYS."""
+    kv, _, _, _ = _attack(tenant, tmp_path, backend, "memfd-secret",
+                          Limits(memory=LIMIT, on_exhausted={"memory": "deny"}))
+    assert (int(kv["held"]), int(kv["errno"])) == (0, errno.ENOSYS), kv
+
+
 @pytest.mark.parametrize("mode", ["pipes", "unix-dgram"])
 def test_queued_bytes_within_memory(tenant, tmp_path, backend, mode):
     """Pipes and unix sockets filled to the brim: each is charged what it can

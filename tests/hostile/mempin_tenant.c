@@ -8,6 +8,7 @@
  *   memfd-inflight memfd + write, the fd sent to itself over a unix socket
  *                  (SCM_RIGHTS) and closed: only the message keeps it
  *   sysv           shmget segments, never attached
+ *   memfd-secret   memfd_secret + ftruncate + mmap, every page touched
  *   pipes          pipes filled to the brim (F_SETPIPE_SZ 1 MiB first)
  *   unix-dgram     unix datagram socket pairs whose queues are filled
  *
@@ -30,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MiB (1L << 20)
@@ -54,9 +56,9 @@ static int fill(int fd, long len)
 
 /* A memfd of `len` bytes by write (or ftruncate + touched mapping); the
  * fd, or -errno. */
-static int memfd_of(long len, int by_mmap)
+static int memfd_of(long len, int by_mmap, int secret)
 {
-    int fd = memfd_create("pin", 0);
+    int fd = secret ? (int)syscall(SYS_memfd_secret, 0) : memfd_create("pin", 0);
     if (fd < 0)
         return -errno;
     int err;
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
         return 3;
     while (!err && held < total && nfds < MAX_OBJ && nshm < MAX_OBJ) {
         if (!strcmp(mode, "memfd-write") || !strcmp(mode, "memfd-mmap")) {
-            int fd = memfd_of(step, mode[6] == 'm');
+            int fd = memfd_of(step, mode[6] == 'm', 0);
             if (fd < 0)
                 err = -fd;
             else if (churn)
@@ -135,13 +137,19 @@ int main(int argc, char **argv)
             else
                 fds[nfds++] = fd, held += step;
         } else if (!strcmp(mode, "memfd-inflight")) {
-            int fd = memfd_of(step, 0);
+            int fd = memfd_of(step, 0, 0);
             if (fd < 0)
                 err = -fd;
             else if ((err = send_fd(sv[0], fd)) == 0)
                 held += step;
             if (fd >= 0)
                 close(fd);
+        } else if (!strcmp(mode, "memfd-secret")) {
+            int fd = memfd_of(step, 1, 1);
+            if (fd < 0)
+                err = -fd;
+            else
+                fds[nfds++] = fd, held += step;
         } else if (!strcmp(mode, "devshm")) {
             snprintf(name, sizeof name, "%s/mempin-%d-%d", dir, getpid(), nfds);
             int fd = open(name, O_CREAT | O_EXCL | O_WRONLY, 0600);
