@@ -624,7 +624,8 @@ class Group:
         tasks = memory = resident = pss = 0
         cpu = 0.0
         largest = (0, None)
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             try:
                 info = psutil.Process(pid)
                 with info.oneshot():
@@ -638,9 +639,14 @@ class Group:
                 largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
+        cap = self.limits.memory_resident
+        if cap is not None:
+            # memfds held by fd, SysV segments, shared pages: once each
+            # (their reads cost, so only where a limit needs them).
+            from governor.monitor.shmem import shared_resident
+            resident += shared_resident(pids)
         self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu,
                          "pss": pss}
-        cap = self.limits.memory_resident
         if cap is not None and resident > cap and largest[1] is not None:
             self._kill_for_resident(largest[1], largest[0], resident, cap)
         self._peak_tasks = max(self._peak_tasks, tasks)
