@@ -202,11 +202,13 @@ def test_a_symlink_in_the_rootfs_cannot_redirect_a_mount(tmp_path, state):
     rootfs = make_rootfs(tmp_path / "a")
     outside = tmp_path / "outside"
     outside.mkdir()
-    (rootfs / "srv").symlink_to(outside)   # as a tenant could leave it
     data = tmp_path / "data"
     data.mkdir()
     (data / "payload").write_text("x")
     box = Container(rootfs=str(rootfs), volumes=[f"{data}:/srv"], state_dir=str(state))
+    # Checked when the container is made (test_bad_input_fails_cleanly);
+    # a tenant's link made after that check still meets the set-up's.
+    (rootfs / "srv").symlink_to(outside)
     with Supervisor(publish_state=False) as sup:
         g = sup.group("a", container=box)
         with pytest.raises(SpawnError) as err:
@@ -297,16 +299,23 @@ def test_cleanup_after_sigkill_and_stale_lease(tmp_path, state):
     assert registry(state)["leases"] == {}
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "no-command", "volume", "net", "no-name"])
+@pytest.mark.parametrize("case", ["missing", "file", "no-command", "volume", "volume-on-link",
+                                  "volume-on-file", "net", "no-name"])
 def test_bad_input_fails_cleanly(tmp_path, state, case):
     rootfs = make_rootfs(tmp_path / "a")
     (tmp_path / "file").write_text("")
+    (rootfs / "srv").symlink_to("/etc")   # as a tenant could leave it
+    vol = f"{tmp_path}:/srv/www"
     args = {"missing": (["--rootfs", str(tmp_path / "nope")], 2, "--rootfs: ", "no such directory"),
             "file": (["--rootfs", str(tmp_path / "file")], 2, "--rootfs: ", "not a directory"),
             "no-command": (["--rootfs", str(rootfs), "--", "/bin/httpd-missing"], 127,
                            "/bin/httpd-missing: ", "command not found in the rootfs"),
             "volume": (["--rootfs", str(rootfs), "--volume", "/tmp:relative"], 2, "--volume: ",
                        "absolute"),
+            "volume-on-link": (["--rootfs", str(rootfs), "--volume", vol], 2, "--volume: ",
+                               f"{vol}: /srv in the rootfs is a symlink"),
+            "volume-on-file": (["--rootfs", str(rootfs), "--volume", f"{tmp_path}:/etc/passwd"],
+                               2, "--volume: ", "/etc/passwd in the rootfs is not a directory"),
             "net": (["--rootfs", str(rootfs), "--net", "10.88.0.5/40"], 2, "--net: ",
                     "bad prefix /40"),
             "no-name": (["--rootfs", str(rootfs)], 2, "--rootfs: ", "needs --name")}

@@ -125,7 +125,12 @@ def _policy(args) -> Policy:
                       weight=args.weight,
                       parent=load_class(args.class_file) if args.class_file else base.limits.parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
+    limits = base.limits.merged(override)
+    if unset := limits.unset_bursts():   # the policy file's own are checked already
+        key = unset[0]
+        raise PolicyError("--burst", key, f"no limit {key} is set (--limit {key}=RATE or the "
+                                          "policy's [limits])")
+    return Policy(limits, base.allow_syscalls + tuple(args.allow_syscall))
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:

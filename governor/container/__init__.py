@@ -60,6 +60,24 @@ def parse_volume(spec: str | tuple[str, str]) -> tuple[str, str]:
     return _directory(host, "--volume"), inside
 
 
+def _check_mount_point(rootfs: str, host: str, inside: str) -> None:
+    """A volume goes onto a directory of the rootfs, or where one is made:
+    a symlink or a file on its path is refused here (and again by
+    native/container.c, which walks it with O_NOFOLLOW when it mounts)."""
+    at = "/"
+    for part in inside.strip("/").split("/"):
+        at = os.path.join(at, part)
+        try:
+            st = os.lstat(os.path.join(rootfs, at.lstrip("/")))
+        except FileNotFoundError:
+            return   # made by the set-up
+        what = ("a symlink" if stat.S_ISLNK(st.st_mode) else
+                None if stat.S_ISDIR(st.st_mode) else "not a directory")
+        if what:
+            raise PolicyError("--volume", None, f"{host}:{inside}: {at} in the rootfs is {what}; "
+                                                "a volume is mounted onto a directory")
+
+
 def resolve_in_root(root: str, path: str) -> str | None:
     """path inside root with every symlink resolved inside root (an
     absolute link starts again at root, '..' stops at it), or None."""
@@ -149,6 +167,8 @@ class Container:
         inside = [v[1] for v in self.volumes]
         if len(set(inside)) != len(inside):
             raise PolicyError("--volume", None, "two volumes at the same PATH")
+        for host, inside in self.volumes:
+            _check_mount_point(self.rootfs, host, inside)
         self.tmp_size = int(_parse(self.tmp_size, rate=False, source="Container", key="tmp_size"))
         self.registry = Registry(self.state_dir)
         self.network = Network(NetConfig.from_env(self.pool, self.bridge, self.state_dir))
