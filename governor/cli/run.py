@@ -82,6 +82,10 @@ def add_parser(sub) -> None:
                      help="mount the rootfs read-only (its files are left as they are)")
     box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
                      help="bind HOSTDIR at PATH inside, writable (repeatable)")
+    box.add_argument("--allow-host-dir", action="store_true",
+                     help="let --rootfs or --volume be a system directory of the host (/usr, "
+                          "/etc, /var, /home, ...; refused otherwise): unless --read-only, its "
+                          "files are shifted into the container's uid range, i.e. given to it")
     box.add_argument("--net", metavar="none|auto|ADDRESS/PREFIX", default=None,
                      help="none (default): own network namespace, loopback only; auto: the next "
                           "free address of the pool ($GOVERNOR_NET_POOL, default 10.88.0.0/16) "
@@ -145,7 +149,8 @@ def _container(args, policy: Policy) -> Container | None:
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
                             ("--net", args.net), ("--state-dir", args.state_dir),
-                            ("--publish", args.publish), ("--no-nat", args.no_nat)):
+                            ("--publish", args.publish), ("--no-nat", args.no_nat),
+                            ("--allow-host-dir", args.allow_host_dir)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
         if policy.allow_syscalls:
@@ -159,7 +164,7 @@ def _container(args, policy: Policy) -> Container | None:
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
                      allow_syscalls=policy.allow_syscalls, nat=not args.no_nat,
-                     publish=args.publish)
+                     publish=args.publish, allow_host_dir=args.allow_host_dir)
 
 
 def _check_daemon_options(args) -> None:
