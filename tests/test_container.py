@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -538,3 +539,110 @@ def test_bounding_set_is_dockers_and_no_new_privs(tmp_path, state):
     assert fields["CapBnd"] == "00000000a80425fb", out
     assert fields["CapEff"] == "00000000a80425fb", out
     assert fields["NoNewPrivs"] == "1", out
+
+
+# ---- stdio: pipes or a pty of the container's own, relayed by governor run ----
+
+def test_a_tenant_cannot_reach_the_host_file_behind_its_stdout(tmp_path, state):
+    """`governor run ... >> host.log`: the tenant's stdout is a pipe that
+    governor relays into host.log, so its ftruncate, fallocate and reopen
+    through /proc/self/fd/1 reach nothing, and the link names a pipe, not
+    the host's path. The host file keeps its content, size and owner, and
+    gets the tenant's output appended."""
+    rootfs = make_rootfs(tmp_path / "a")
+    prog = compile_c(Path(__file__).parent / "hostile" / "stdio_tenant.c", tmp_path, ("-static",))
+    shutil.copy(prog, rootfs / "bin" / "stdio_tenant")
+    log = tmp_path / "host.log"
+    log.write_text("host data\n")
+    os.chown(log, 0, 0)
+    before = os.stat(log)
+    with open(log, "a") as out:
+        r = subprocess.run(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                       "--rootfs", str(rootfs), "--", "/bin/stdio_tenant"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    line = "ftruncate=EINVAL fallocate=ESPIPE reopen=EACCES link=pipe:\n"
+    assert log.read_text() == "host data\n" + line
+    after = os.stat(log)
+    assert after.st_size == len("host data\n" + line) and after.st_blocks <= 8
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid,
+                                                           before.st_mode)
+
+
+def test_relayed_stdio_behaves_as_native(tmp_path, state):
+    """Input to EOF, stdout and stderr apart, the exit status; with
+    `| head -1` the tenant's writer dies of SIGPIPE, as natively (141)."""
+    rootfs = make_rootfs(tmp_path / "a")
+    argv = GOVERNOR + ["run", "--state-dir", str(state), "--name", "a", "--rootfs", str(rootfs),
+                       "--"]
+    r = subprocess.run(argv + ["/bin/sh", "-c", "cat; echo err >&2; exit 4"], input="one\ntwo",
+                       capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (4, "one\ntwo"), r.stderr
+    assert r.stderr.endswith("err\n"), r.stderr
+    # 2>&1 into one file: one pipe, so the order is kept.
+    out = tmp_path / "both"
+    with open(out, "w") as f:
+        r = subprocess.run(argv + ["/bin/sh", "-c", "for i in 1 2 3; do echo o$i; echo e$i >&2; "
+                                                   "done"],
+                           stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                           timeout=30)
+    assert r.returncode == 0 and out.read_text() == "o1\ne1\no2\ne2\no3\ne3\n"
+    writer = subprocess.Popen(argv + ["/bin/sh", "-c", "while echo y; do :; done"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline() == b"y\n"
+        writer.stdout.close()   # as head does after its line
+        assert writer.wait(30) == 128 + signal.SIGPIPE
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    """What the pty master gives until text has come (or a failure)."""
+    import select
+    import time
+    got, deadline = b"", time.monotonic() + timeout
+    while text not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} from the terminal; got {got!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                got += os.read(fd, 4096)
+            except OSError:   # EIO: every slave closed
+                break
+    return got
+
+
+def test_a_terminal_is_relayed_through_a_pty_of_the_containers_own(tmp_path, state):
+    """With a terminal as stdin, the command gets a pty of its container's
+    /dev/pts (not the host's terminal) of the caller's size, as its
+    controlling terminal; the caller's terminal is raw while it runs and
+    restored when it ends, also after a SIGTERM."""
+    rootfs = make_rootfs(tmp_path / "a")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
+    cooked = termios.tcgetattr(slave)
+    try:
+        gov = subprocess.Popen(
+            GOVERNOR + ["run", "--state-dir", str(state), "--name", "a", "--rootfs", str(rootfs),
+                        "--", "/bin/sh", "-c", "busybox tty; busybox stty size; read line; "
+                                               "echo got:$line; sleep 300"],
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        try:
+            out = read_until(master, b"31 97")
+            assert b"/dev/pts/0\r\n31 97" in out, out
+            assert not termios.tcgetattr(slave)[3] & termios.ICANON   # raw meanwhile
+            os.write(master, b"hello\r")
+            assert b"got:hello" in read_until(master, b"got:hello")
+            gov.send_signal(signal.SIGTERM)   # passed on: sh dies of it
+            assert gov.wait(30) == 128 + signal.SIGTERM
+        finally:
+            gov.kill()
+            gov.wait()
+        assert termios.tcgetattr(slave) == cooked
+    finally:
+        os.close(master)
+        os.close(slave)

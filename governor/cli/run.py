@@ -22,7 +22,11 @@ from ..monitor.metrics import parse_address, serve_metrics
 from ..policy import Policy, read_policy
 from ..share import load_class
 from ..supervisor import Supervisor
+from ._relay import Relay
 
+# After the command's exit, how long what its container wrote is still
+# relayed (its writers die with its namespace: EOF comes at once).
+DRAIN_SECONDS = 5.0
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -229,18 +233,23 @@ def main(args) -> int:
             print(f"governor: {e}", file=sys.stderr)
             return 2
         metrics = serve_metrics(sup, args.metrics) if args.metrics else None
+        relay = Relay.for_caller() if container else None
         try:
             try:
-                proc = group.spawn(cmd)
+                proc = group.spawn(cmd, **(relay.spawn_args() if relay else {}))
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
+            if relay:
+                relay.started()
             structlog.contextvars.bind_contextvars(pid=proc.pid)
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
             stop = _forward_signals(proc)
-            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log))
+            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log), relay)
         finally:
+            if relay:
+                relay.close()
             if metrics:
                 metrics.shutdown()
                 metrics.server_close()
@@ -267,27 +276,32 @@ def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
     from .._errors import DaemonError
     from ..daemon.keeper import KeptGroup
 
+    relay = Relay.for_caller() if container else None
     try:
         kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container)
-        proc = kept.spawn(cmd)
-    except PolicyError as e:
+        proc = kept.spawn(cmd, **(relay.spawn_args() if relay else {}))
+    except (PolicyError, SpawnError, DaemonError) as e:
+        if relay:
+            relay.close()
+        if isinstance(e, SpawnError):
+            return _spawn_failed(e, cmd[0], container)
         print(f"governor: {e}", file=sys.stderr)
-        return 2
-    except SpawnError as e:
-        return _spawn_failed(e, cmd[0], container)
-    except DaemonError as e:
-        print(f"governor: {e}", file=sys.stderr)
-        return e.status
+        return 2 if isinstance(e, PolicyError) else e.status
     try:
+        if relay:
+            relay.started()
         structlog.contextvars.bind_contextvars(pid=proc.pid)
         log.info("started", argv=cmd, limits=dict(limits.items()), daemon=kept.daemon_pid)
         stop = _forward_signals(proc)
-        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait))
+        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait),
+              relay)
         status = _exit_status(proc.returncode)
         usage = kept.usage()
         if usage is None and args.stats_json:
             log.warning("the daemon is gone: --stats-json has no usage")
     finally:
+        if relay:
+            relay.close()
         kept.close()
     _finish(args, log, name, cmd, status, started, kept.limits, usage)
     return status
@@ -389,8 +403,9 @@ class _DaemonWatch:
             self.proc.kill()
 
 
-def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
-    """Waits for the command and what `watch` watches (no polling)."""
+def _wait(proc, log, stops: list[float], stop_timeout: float, watch, relay=None) -> None:
+    """Waits for the command and what `watch` watches (no polling),
+    relaying a container's stdio meanwhile and what is left of it after."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # select return so that its handler (which forwards it) runs at once.
     wake_r, wake_w = socket.socketpair()
@@ -398,14 +413,17 @@ def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
     wake_w.setblocking(False)
     old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
-        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch)
+        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch, relay)
+        if relay:
+            relay.drain(DRAIN_SECONDS)
     finally:
         signal.set_wakeup_fd(old)
         wake_r.close()
         wake_w.close()
 
 
-def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch) -> None:
+def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch,
+               relay) -> None:
     while proc.returncode is None:
         # As `docker stop`: SIGTERM, then the whole group is killed if the
         # command is still there (it may block or ignore SIGTERM).
@@ -418,12 +436,16 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         timeout = watch.timeout()
         if left is not None:
             timeout = left if timeout is None else min(left, timeout)
-        ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
+        ready, writable, _ = select.select(
+            [proc.status_fd, wake_r, *watch.fds(), *(relay.readers() if relay else ())],
+            relay.writers() if relay else [], [], timeout)
         if wake_r in ready:
             try:
                 wake_r.recv(64)
             except BlockingIOError:
                 pass
         watch.handle(ready)
+        if relay:
+            relay.handle(ready, writable)
         if proc.status_fd in ready:
             proc.wait()
