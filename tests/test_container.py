@@ -388,8 +388,9 @@ def test_two_registries_never_hand_out_one_uid_range(tmp_path, own_ledger, monke
     one, two = Registry(tmp_path / "one"), Registry(tmp_path / "two")
     with one.locked() as doc:
         first = one.entry(doc, "web")["uid_base"]
-    with two.locked() as doc:
-        second = two.entry(doc, "web")["uid_base"]
+        # One's claim is in flight: its registry does not record the base yet.
+        with two.locked() as doc2:
+            second = two.entry(doc2, "web")["uid_base"]
     assert (first, second) == (FIRST_BASE, FIRST_BASE + ID_RANGE)
     ledger = json.loads(own_ledger.read_text())["ranges"]
     assert ledger[str(first)] == {"registry": str(one.path), "name": "web"}

@@ -12,7 +12,8 @@ give it away:
 
 An entry whose registry no longer records that name with that base (the
 state directory was deleted, or the claim failed before the registry was
-written) is dropped when a base is next handed out.
+written) is dropped when a base is next handed out, unless that registry
+is locked (a claim in flight has not written its base yet).
 """
 from __future__ import annotations
 
@@ -59,14 +60,23 @@ def _ids_in_use() -> set[int]:
     return ids
 
 
-def _recorded(registry: str, name: str, base: int) -> bool:
-    """Does that registry still give name that base? (Read without its
-    lock: it is replaced atomically.)"""
+def _held(registry: str, name: str, base: int) -> bool:
+    """Does that registry still give name that base? Yes too while its
+    lock is taken: a claim that took the base may not have written it yet."""
     try:
+        lock = os.open(Path(registry).parent / "registry.lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False   # the registry is gone
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         doc = json.loads(Path(registry).read_text())
         return doc["containers"][name]["uid_base"] == base
+    except BlockingIOError:
+        return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    finally:
+        os.close(lock)
 
 
 @contextmanager
@@ -109,7 +119,7 @@ def take(registry: Path, name: str, own: dict[str, int]) -> int:
             if holder.get("registry") == registry:
                 live = own.get(holder.get("name")) == int(base)
             else:
-                live = _recorded(holder.get("registry", ""), holder.get("name", ""), int(base))
+                live = _held(holder.get("registry", ""), holder.get("name", ""), int(base))
             if not live:
                 del ranges[base]
         taken = [(b, b + ID_RANGE) for b in [*own.values(), *map(int, ranges)]]
