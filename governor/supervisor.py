@@ -346,7 +346,7 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
-        else:
+        elif self.group is not None:   # None: a daemon's group (governor/daemon/keeper.py)
             self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
