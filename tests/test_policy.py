@@ -18,9 +18,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="spawning a group need
 MiB = 1 << 20
 
 
-def governor(*args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+def governor(*args: str, timeout: float = 10, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "governor", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 # (policy text, offending key or None, words the reason contains)
@@ -157,6 +157,20 @@ def test_cli_refuses_files_that_are_not_configuration(tmp_path, kind, option):
     assert r.stderr == f"governor: {path}: {SPECIAL_FILES[kind]}" + \
         (": not a configuration file?\n" if kind == "too_large" else "\n")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv,shown", [
+    (["admit", "--spec", "{}"], "governor: --spec: not a group specification: {}: "),
+    (["console", "--listen", "127.0.0.1:0", "--token-file", "{}"], "governor: --token-file: {}: "),
+])
+def test_other_input_files_are_bounded(tmp_path, argv, shown):
+    """The other files the CLI reads: a FIFO is refused at once (it hung)."""
+    fifo = special_file(tmp_path, "fifo")
+    os.chmod(fifo, 0o600)   # a token file others can read is refused for that
+    r = governor(*[a.format(fifo) for a in argv], timeout=20,
+                 env={**os.environ, "GOVERNOR_STATE_DIR": str(tmp_path / "state")})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == shown.format(fifo) + SPECIAL_FILES["fifo"] + "\n"
 
 
 def test_a_class_file_is_bounded_like_a_policy(tmp_path):
