@@ -581,6 +581,9 @@ def test_relayed_stdio_behaves_as_native(tmp_path, state):
                        capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (4, "one\ntwo"), r.stderr
     assert r.stderr.endswith("err\n"), r.stderr
+    r = subprocess.run(argv + ["/bin/dd", "if=/dev/zero", "bs=65536", "count=128"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == bytes(8 << 20), r.stderr   # every byte
     # 2>&1 into one file: one pipe, so the order is kept.
     out = tmp_path / "both"
     with open(out, "w") as f:
