@@ -324,11 +324,15 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
 
 def spawn_command(argv: Sequence[str], program: bytes, *, container: Container | None = None,
                   name: str = "", env: Mapping[str, str] | None = None, cwd: str | None = None,
-                  stdio=(None, None, None), trace: bool = False, paused: bool = False):
+                  stdio=(None, None, None), trace: bool = False, paused: bool = False,
+                  console: tuple[int, int] = (-1, 0)):
     """gov_spawn() of argv as a group's command, looked up in its PATH (a
     container's inside the rootfs; env defaults to the container's or
     ours): the init shim and the command, filter installed, listener
-    taken. A container's command starts paused, for its network."""
+    taken. A container's command starts paused, for its network.
+    console: (socket, std fd mask): a container's command makes a pty,
+    sends its master over the socket and takes the slave as those std fds
+    (governor/cli/_relay.py)."""
     if container:
         env = dict(container.default_env() if env is None else env)
         path = container.find_command(argv[0], env)
@@ -339,7 +343,8 @@ def spawn_command(argv: Sequence[str], program: bytes, *, container: Container |
     if container:
         from .container.setup import ProcessSetup
 
-        setup, process = container.setup(name), ProcessSetup()
+        setup = container.setup(name)
+        process = ProcessSetup(console_fd=console[0], console_stdio=console[1])
     return gov_spawn(path, argv, env, program, cwd=cwd, stdio=stdio,
                      setup=setup, process=process, trace=trace,
                      paused=paused or container is not None)
@@ -363,7 +368,7 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
-        elif self.group:   # a daemon's keeper has none: the daemon counts it running
+        elif self.group is not None:   # None: a daemon's group (governor/daemon/keeper.py)
             self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -447,11 +452,12 @@ class Group:
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: str | None = None, stdin=None, stdout=None, stderr=None,
-              tracer=None) -> Process:
+              tracer=None, console: tuple[int, int] = (-1, 0)) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
         stdin, stdout, stderr: None (inherit), an fd, a file object or
         subprocess.DEVNULL. No other fd of this process reaches the command.
+        console: see spawn_command (containers only).
         tracer (seccomp backend; `governor capture`'s file tracer): its
         `filter` (BPF) goes in front of the group's, and its `attach(pid)`
         runs while the command waits before exec."""
@@ -463,7 +469,7 @@ class Group:
         bpf = (tracer.filter if tracer else b"") + self._filter
         # A tracer's attach comes before the command runs: paused.
         res = spawn_command(argv, bpf, container=box, name=self.name, env=env, cwd=cwd,
-                            stdio=(stdin, stdout, stderr),
+                            stdio=(stdin, stdout, stderr), console=console,
                             trace=self.supervisor.backend != "seccomp",
                             paused=bool(tracer or self._traces_clones))
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
