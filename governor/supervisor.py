@@ -32,7 +32,8 @@ ffi, lib = _native.ffi, _native.lib
 log = logging.getLogger(__name__)
 
 # In the order of native/gov.h's resource enum.
-RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space")
+RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space",
+             "disk_inodes")
 _AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
@@ -54,7 +55,7 @@ _LEND_MEMBERS = 100   # lending runs every tick for classes of up to this many g
 
 @dataclass
 class ResourceUsage:
-    used: int = 0            # bytes moved (rates) or current level (processes, memory, disk_space)
+    used: int = 0            # bytes moved (rates) or current level (processes, memory, disk_*)
     held_calls: int = 0
     held_seconds: float = 0.0
     denied_calls: int = 0
@@ -675,8 +676,9 @@ def _check_area(name: str, limits: Limits, dirs) -> list[str]:
         raise PolicyError(source, "disk_area", "a directory is listed twice")
     if len(area) > _AREA_MAX:
         raise PolicyError(source, "disk_area", f"at most {_AREA_MAX} directories")
-    if limits.disk_space is not None and not area:
-        raise PolicyError(source, "disk_space", NEEDS_AREA)
+    for key in ("disk_space", "disk_inodes"):
+        if getattr(limits, key) is not None and not area:
+            raise PolicyError(source, key, NEEDS_AREA)
     return area
 
 
@@ -756,7 +758,7 @@ class Supervisor:
         container's name (its hostname, its uid range) is the group's, and
         disk_space counts its writable area (its rootfs unless read-only, and
         its volumes). disk_area: for a group without a container, the
-        directories whose contents count against disk_space. rules: extra
+        directories whose contents count against disk_space and disk_inodes. rules: extra
         seccomp rules for its filter (governor/rules.py), and the action of
         a call they do not match; None: a container's default profile
         (governor/container/profile.py), nothing for a plain group."""
@@ -778,7 +780,7 @@ class Supervisor:
             gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None,
                                                              self.backend),
                                              BACKENDS[self.backend]), "new group")
-            if limits.disk_space is not None:
+            if limits.disk_space is not None or limits.disk_inodes is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
                 rc = lib.gov_group_disk_area(engine, gid, ffi.new("char *[]", keep), len(keep))
                 if rc < 0:

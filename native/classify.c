@@ -567,21 +567,175 @@ static void classify_resize(const struct gov_disk *d, int fd, int nr, const uint
     }
 }
 
-/* disk_space calls that name their file by path or fd, or that free space. */
+/* A new name (and with `inode` a new inode) in the directory that holds the
+ * tenant's path: charged a block of that directory's filesystem (what a new
+ * directory, a symlink's target or a directory's growth takes; the recount
+ * makes it exact) and an inode. */
+static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
+                         uint64_t path, int inode, struct gov_call *out)
+{
+    struct stat st;
+    int fd = tenant_path(c, tid, dirfd, path, 1);
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && gov_disk_on_area(d, st.st_dev)) {
+        add(out, GOV_DISK_SPACE, st.st_blksize > 0 ? st.st_blksize : 4096);
+        if (inode)
+            add(out, GOV_DISK_INODES, 1);
+        out->disk_dev = st.st_dev;
+        out->disk_ino = st.st_ino;
+        out->disk_entry = 1;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+/* open, openat, openat2, creat: a new inode with O_CREAT when the file is
+ * not there yet, and always with O_TMPFILE. */
+static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
+                            uint64_t path, uint64_t flags, struct gov_call *out)
+{
+    if ((flags & O_TMPFILE) == O_TMPFILE) {
+        int fd = tenant_path(c, tid, dirfd, path, 0);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+            gov_disk_on_area(d, st.st_dev)) {
+            add(out, GOV_DISK_INODES, 1);
+            out->disk_dev = st.st_dev;
+            out->disk_ino = st.st_ino;
+            out->disk_entry = 1;
+        }
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    if (!(flags & O_CREAT))
+        return;
+    int there = tenant_path(c, tid, dirfd, path, 0);
+    if (there >= 0)
+        close(there);
+    else
+        charge_entry(c, d, tid, dirfd, path, 1, out);
+}
+
+/* setxattr, lsetxattr, fsetxattr: the value may take a block of its own;
+ * charged rounded up to blocks, the recount makes it exact. */
+static void classify_xattr(const struct gov_disk *d, int fd, uint64_t size, struct gov_call *out)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !gov_disk_on_area(d, st.st_dev))
+        return;
+    uint64_t blk = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    add(out, GOV_DISK_SPACE, (double)((size + blk) / blk * blk));
+    out->disk_dev = st.st_dev;
+    out->disk_ino = st.st_ino;
+    out->disk_entry = 1;
+}
+
+/* 1 if the tenant's msghdr at addr passes fds (SCM_RIGHTS), or cannot be
+ * read whole (the kernel might read it otherwise). */
+static int passes_fds(int pid, uint64_t addr)
+{
+    struct msghdr m;
+    static char ctl[65536];
+    if (read_mem(pid, addr, &m, sizeof m))
+        return 1;
+    if (!m.msg_controllen || !m.msg_control)
+        return 0;
+    if (m.msg_controllen > sizeof ctl || read_mem(pid, (uint64_t)m.msg_control, ctl, m.msg_controllen))
+        return 1;
+    m.msg_control = ctl;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+        if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
+            return 1;
+    return 0;
+}
+
+/* In a disk_space group, sendmsg and sendmmsg may not pass fds: a file in
+ * flight in a socket is held by no process, where no recount can see it. */
+static int refuses_fds(int pid, int nr, const uint64_t *a)
+{
+    if (nr == SYS_sendmsg)
+        return passes_fds(pid, a[1]);
+    uint64_t n = a[2] > MAX_IOV ? MAX_IOV : a[2];
+    for (uint64_t i = 0; i < n; i++)
+        if (passes_fds(pid, a[1] + i * sizeof(struct mmsghdr)))
+            return 1;
+    return 0;
+}
+
+/* disk_space calls that name their file by path or fd, that add names,
+ * inodes or attributes, or that free space. */
 static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
                               const uint64_t *a, struct gov_call *out)
 {
     struct stat st;
+    struct open_how how;
     int fd = -1;
+    if (!d)
+        return 0;
     switch (nr) {
     case SYS_unlink:
     case SYS_unlinkat:
     case SYS_rmdir:
-    case SYS_rename:
-    case SYS_renameat:
-    case SYS_renameat2:
+    case SYS_removexattr:
+    case SYS_lremovexattr:
+    case SYS_fremovexattr:
         out->kind = GOV_CALL_DISK_FREE;
         return 1;
+    case SYS_rename:
+        charge_entry(c, d, tid, AT_FDCWD, a[1], 0, out);
+        out->disk_entry = 1; /* it may replace a file: recount */
+        return 1;
+    case SYS_renameat:
+    case SYS_renameat2:
+        charge_entry(c, d, tid, (int)a[2], a[3], 0, out);
+        out->disk_entry = 1;
+        return 1;
+    case SYS_link:
+        charge_entry(c, d, tid, AT_FDCWD, a[1], 0, out);
+        return 1;
+    case SYS_linkat:
+        charge_entry(c, d, tid, (int)a[2], a[3], 0, out);
+        return 1;
+    case SYS_symlink:
+        charge_entry(c, d, tid, AT_FDCWD, a[1], 1, out);
+        return 1;
+    case SYS_symlinkat:
+        charge_entry(c, d, tid, (int)a[1], a[2], 1, out);
+        return 1;
+    case SYS_mknod:
+        charge_entry(c, d, tid, AT_FDCWD, a[0], 1, out);
+        return 1;
+    case SYS_mknodat:
+        charge_entry(c, d, tid, (int)a[0], a[1], 1, out);
+        return 1;
+    case SYS_mkdir:
+        charge_entry(c, d, tid, AT_FDCWD, a[0], 1, out);
+        return 1;
+    case SYS_mkdirat:
+        charge_entry(c, d, tid, (int)a[0], a[1], 1, out);
+        return 1;
+    case SYS_creat:
+        classify_create(c, d, tid, AT_FDCWD, a[0], O_CREAT, out);
+        return 1;
+    case SYS_open:
+        classify_create(c, d, tid, AT_FDCWD, a[0], a[1], out);
+        return 1;
+    case SYS_openat:
+        classify_create(c, d, tid, (int)a[0], a[1], a[2], out);
+        return 1;
+    case SYS_openat2:
+        if (a[3] < sizeof how.flags || read_mem(tid, a[2], &how.flags, sizeof how.flags) == 0)
+            classify_create(c, d, tid, (int)a[0], a[1], a[3] < sizeof how.flags ? 0 : how.flags, out);
+        return 1;
+    case SYS_setxattr:
+    case SYS_lsetxattr:
+        fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
+        classify_xattr(d, fd, a[3], out);
+        break;
+    case SYS_fsetxattr:
+        fd = tenant_fd(c, tid, (int)a[0]);
+        classify_xattr(d, fd, a[3], out);
+        break;
     case SYS_ftruncate:
     case SYS_fallocate:
         fd = tenant_fd(c, tid, (int)a[0]);
@@ -590,14 +744,6 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
     case SYS_truncate:
         fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
         classify_resize(d, fd, nr, a, out);
-        break;
-    case SYS_mkdir:
-    case SYS_mkdirat:
-        /* A new directory takes a block of its parent's filesystem. */
-        fd = nr == SYS_mkdir ? tenant_path(c, tid, AT_FDCWD, a[0], 1)
-                             : tenant_path(c, tid, (int)a[0], a[1], 1);
-        if (d && fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-            charge_growth(out, d, &st, st.st_blksize > 0 ? st.st_blksize : 4096);
         break;
     default:
         return 0;
@@ -667,6 +813,15 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
     case SYS_splice:
     case SYS_copy_file_range:
         charge_transfer(out, c, disk, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
+        return;
+    case SYS_sendmsg:
+    case SYS_sendmmsg:
+        if (disk && refuses_fds(tid, nr, a)) {
+            out->kind = GOV_CALL_REFUSED;
+            out->refuse_errno = EPERM;
+            return;
+        }
+        classify_fd_call(c, fc, lg, disk, tid, nr, a, out);
         return;
     default:
         if (!classify_disk_call(c, disk, tid, nr, a, out))
