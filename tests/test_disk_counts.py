@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import compile_c, needs_root, wait_for  # noqa: E402
+from _tenants import compile_c, make_rootfs, needs_root, wait_for  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 
@@ -187,3 +188,36 @@ def test_disk_inodes_needs_an_area():
         sup.group("t", Limits(disk_inodes=10))
     with pytest.raises(PolicyError, match="only 'deny'"):
         Limits(disk_inodes=10, on_exhausted={"disk_inodes": "hold"})
+
+
+def test_container_disk_inodes_from_the_command_line(tenant, tmp_path):
+    """`governor run --rootfs --limit disk_inodes=N`: the rootfs's own inodes
+    count, and every call that makes one more fails with EDQUOT (the
+    container's filter: extra rules, setxattrat refused)."""
+    rootfs = make_rootfs(tmp_path / "rootfs")
+    shutil.copy(tenant, rootfs / "tenant")
+    for d in ("work", "dev", "proc", "tmp"):   # the container's mount points too
+        (rootfs / d).mkdir()
+    cap = inodes(rootfs) + 50
+    p = subprocess.run([sys.executable, "-m", "governor", "run", "--state-dir", str(tmp_path / "s"),
+                        "--name", "inodes", "--rootfs", str(rootfs),
+                        "--limit", f"disk_inodes={cap}",
+                        "--", "/tenant", "inodes", "/work"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = {k: int(v) for k, v in (line.split("=", 1) for line in p.stdout.split())}
+    assert (r["made"], r["errno"]) == (50, errno.EDQUOT), r
+    assert r["mkdir_errno"] == r["symlink_errno"] == errno.EDQUOT, r
+    assert inodes(rootfs) == cap
+
+
+def test_ps_shows_inodes_against_the_cap(tmp_path, area, monkeypatch):
+    monkeypatch.setenv("GOVERNOR_RUN_DIR", str(tmp_path / "run"))
+    for i in range(9):
+        (area / f"f{i}").write_bytes(b"x")
+    with Supervisor() as sup:
+        sup.group("inodes", Limits(disk_space=QUOTA, disk_inodes=100), disk_area=[area])
+        wait_for(lambda: list((tmp_path / "run").glob("*.json")), 5, "a state file")
+        ps = subprocess.run([sys.executable, "-m", "governor", "ps"], capture_output=True,
+                            text=True, timeout=30, env={**os.environ})
+    assert "of 8.0MiB, 10 of 100 inodes" in ps.stdout, ps.stdout
