@@ -1,8 +1,9 @@
 """disk_space and disk_inodes hold against a hostile tenant (issue 16,
-"Counts fail closed"): a static C program (tests/hostile/disk_counts_tenant.c)
+"Counts fail closed"): a static C program (disk_counts_tenant.c)
 tries each way around the count, and the host measures what the area really
 stores (`du -s --block-size=1`, plus the deleted files the tenant still
-holds) against the limit."""
+holds) against the limit. The rows of README's "Disk counts against a hostile
+tenant"."""
 from __future__ import annotations
 
 import errno
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _tenants import compile_c, make_rootfs, needs_root, wait_for  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
@@ -30,7 +31,7 @@ SLACK = 64 * KiB
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    src = Path(__file__).with_name("hostile") / "disk_counts_tenant.c"
+    src = Path(__file__).with_name("disk_counts_tenant.c")
     return str(compile_c(src, tmp_path_factory.mktemp("tenant"), ("-static",)))
 
 
