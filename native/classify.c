@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "classify.h"
@@ -687,6 +688,8 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
 {
     struct stat st;
     struct open_how how;
+    sa_family_t family;
+    char first;
     int fd = -1;
     if (!d)
         return 0;
@@ -704,9 +707,17 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
         out->disk_entry = 1; /* it may replace a file: recount */
         return 1;
     case SYS_renameat:
-    case SYS_renameat2:
-        charge_entry(c, d, tid, (int)a[2], a[3], 0, out);
+    case SYS_renameat2: /* RENAME_WHITEOUT leaves a device inode behind */
+        charge_entry(c, d, tid, (int)a[2], a[3], nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT),
+                     out);
         out->disk_entry = 1;
+        return 1;
+    case SYS_bind: /* a unix socket's path is a new inode */
+        if (a[2] > offsetof(struct sockaddr_un, sun_path) + 1 &&
+            read_mem(tid, a[1], &family, sizeof family) == 0 && family == AF_UNIX &&
+            read_mem(tid, a[1] + offsetof(struct sockaddr_un, sun_path), &first, 1) == 0 && first)
+            charge_entry(c, d, tid, AT_FDCWD, a[1] + offsetof(struct sockaddr_un, sun_path), 1,
+                         out);
         return 1;
     case SYS_link:
         charge_entry(c, d, tid, AT_FDCWD, a[1], 0, out);

@@ -40,7 +40,8 @@ static const char *const disk_space_calls[] = {
     "copy_file_range", "ftruncate", "truncate", "fallocate", "mkdir", "mkdirat",
     "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
     "symlink", "symlinkat", "mknod", "mknodat", "creat", "openat2", "setxattr", "lsetxattr",
-    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "sendmsg", "sendmmsg", NULL};
+    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "bind", "sendmsg", "sendmmsg",
+    NULL};
 /* ... and open and openat when they may create a file: O_CREAT, O_TMPFILE
  * (compared on the register). */
 static const struct {

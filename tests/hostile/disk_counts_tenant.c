@@ -17,6 +17,9 @@
  *                     (at most 20000), then a 64 KiB write
  *   inodes AREA       empty files until one fails (at most 100000), then
  *                     one try of each other call that makes an inode
+ *                     (mkdir, symlink, mknod, O_TMPFILE, a unix socket's
+ *                     bind) and of two that make none (link, open O_CREAT
+ *                     of a file that is there)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -204,7 +208,7 @@ static int xattrs(int area)
     return 0;
 }
 
-static int inodes(int area)
+static int inodes(int area, const char *area_path)
 {
     char name[32];
     int made = 0, err = 0;
@@ -223,6 +227,10 @@ static int inodes(int area)
     printf("mknod_errno=%d\n", mknodat(area, "fifo", S_IFIFO | 0644, 0) < 0 ? errno : 0);
     int t = openat(area, ".", O_TMPFILE | O_WRONLY, 0644);
     printf("tmpfile_errno=%d\n", t < 0 ? errno : 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s/sock", area_path);
+    printf("bind_errno=%d\n", bind(s, (struct sockaddr *)&sun, sizeof sun) < 0 ? errno : 0);
     /* A link adds no inode; opening a file that is there creates none. */
     printf("link_errno=%d\n", linkat(area, "e0", area, "e0.link", 0) < 0 ? errno : 0);
     int fd = openat(area, "e1", O_WRONLY | O_CREAT, 0644);
@@ -251,6 +259,6 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "xattrs"))
         return xattrs(area);
     if (!strcmp(mode, "inodes"))
-        return inodes(area);
+        return inodes(area, argv[2]);
     return 64;
 }

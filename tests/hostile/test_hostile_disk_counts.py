@@ -177,11 +177,11 @@ def test_disk_inodes_caps_every_call_that_makes_an_inode(tenant, tmp_path, area,
         r = run(g, tenant, tmp_path / "out", "inodes", area)
         u = g.usage().resources["disk_inodes"]
     assert (r["made"], r["errno"]) == (199, errno.EDQUOT), r   # the area's directory is one
-    for call in ("mkdir", "symlink", "mknod", "tmpfile"):
+    for call in ("mkdir", "symlink", "mknod", "tmpfile", "bind"):
         assert r[f"{call}_errno"] == errno.EDQUOT, (call, r)
     assert (r["link_errno"], r["reopen_errno"]) == (0, 0), r
     assert inodes(area) == 200
-    assert (u.used, u.denied_calls) == (200, 5)   # the open that failed, and the four
+    assert (u.used, u.denied_calls) == (200, 6)   # the open that failed, and the five
 
 
 def test_disk_inodes_needs_an_area():
