@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -649,23 +650,27 @@ static void classify_xattr(const struct gov_disk *d, int fd, uint64_t size, stru
     out->disk_entry = 1;
 }
 
+/* Control data larger than this is refused (the kernel's optmem_max is
+ * 128 KiB by default). */
+#define MAX_CONTROL (1 << 20)
+
 /* 1 if the tenant's msghdr at addr passes fds (SCM_RIGHTS), or cannot be
  * read whole (the kernel might read it otherwise). */
 static int passes_fds(int pid, uint64_t addr)
 {
     struct msghdr m;
-    static char ctl[65536];
     if (read_mem(pid, addr, &m, sizeof m))
         return 1;
     if (!m.msg_controllen || !m.msg_control)
         return 0;
-    if (m.msg_controllen > sizeof ctl || read_mem(pid, (uint64_t)m.msg_control, ctl, m.msg_controllen))
-        return 1;
+    char *ctl = m.msg_controllen <= MAX_CONTROL ? malloc(m.msg_controllen) : NULL;
+    int rc = !ctl || read_mem(pid, (uint64_t)m.msg_control, ctl, m.msg_controllen);
     m.msg_control = ctl;
-    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+    for (struct cmsghdr *h = rc ? NULL : CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
         if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
-            return 1;
-    return 0;
+            rc = 1;
+    free(ctl);
+    return rc;
 }
 
 /* In a disk_space group, sendmsg and sendmmsg may not pass fds: a file in

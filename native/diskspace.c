@@ -283,8 +283,12 @@ static int walk(int rootfd, uint64_t dev, struct gov_inoset *s, int64_t *total)
         }
         if (st.st_dev != dev || (rc = count(s, total, &st)) <= 0 || !S_ISDIR(st.st_mode))
             continue; /* another filesystem mounted here, or counted */
+        /* Gone, or swapped for a mount point, a file or a symlink since
+         * fstatat: what is there now is counted where the walk finds it.
+         * (A tenant cannot keep moving directories during a walk: its
+         * renames wait for the engine, which is walking.) */
         if (!(next = open_dir(dirfd(dir), de->d_name, dev)) && errno != ENOENT &&
-            errno != EXDEV)
+            errno != EXDEV && errno != ENOTDIR && errno != ELOOP)
             rc = -errno;
     }
     if (next)

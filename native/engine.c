@@ -491,7 +491,7 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
 static void disk_recount(struct gov_engine *e, struct group *g)
 {
     int n = 0;
-    if (count_tasks(e, g, &n) < 0 || n > MAX_PROCS) {
+    if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
         g->disk->failed = -ESRCH; /* the holders of deleted files are unknown */
         g->disk->dirty = 1;
         return;
