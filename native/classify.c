@@ -586,20 +586,18 @@ static double entry_bytes(int tid, uint64_t addr)
     return (double)(2 * ((8 + len - start + 3) & ~(size_t)3));
 }
 
-/* A new name (and with `inode` a new inode) in the directory that holds the
- * tenant's path: charged the entry and a block of that directory's
- * filesystem (what a new directory or a long symlink's target takes), and
- * an inode; the recount makes it exact. */
-static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
-                         uint64_t path, int inode, struct gov_call *out)
+/* Charges the directory dirfd (of the tenant's, O_PATH; closed here), if
+ * it is one of the area: `blocks` of its filesystem, `bytes` and `inodes`
+ * more. */
+static void charge_dir(const struct gov_disk *d, int fd, int blocks, double bytes, int inodes,
+                       struct gov_call *out)
 {
     struct stat st;
-    int fd = tenant_path(c, tid, dirfd, path, 1);
     if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && gov_disk_on_area(d, st.st_dev)) {
-        add(out, GOV_DISK_SPACE,
-            (st.st_blksize > 0 ? st.st_blksize : 4096) + entry_bytes(tid, path));
-        if (inode)
-            add(out, GOV_DISK_INODES, 1);
+        if (blocks || bytes > 0)
+            add(out, GOV_DISK_SPACE, blocks * (st.st_blksize > 0 ? st.st_blksize : 4096) + bytes);
+        if (inodes)
+            add(out, GOV_DISK_INODES, inodes);
         out->disk_dev = st.st_dev;
         out->disk_ino = st.st_ino;
         out->disk_entry = 1;
@@ -608,23 +606,23 @@ static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid
         close(fd);
 }
 
+/* A new name (and with `inode` a new inode) in the directory that holds the
+ * tenant's path: charged the entry and a block of that directory's
+ * filesystem (what a new directory or a long symlink's target takes), and
+ * an inode; the recount makes it exact. */
+static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
+                         uint64_t path, int inode, struct gov_call *out)
+{
+    charge_dir(d, tenant_path(c, tid, dirfd, path, 1), 1, entry_bytes(tid, path), inode, out);
+}
+
 /* open, openat, openat2, creat: a new inode with O_CREAT when the file is
- * not there yet, and always with O_TMPFILE. */
+ * not there yet, and always with O_TMPFILE (in the directory it names). */
 static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
                             uint64_t path, uint64_t flags, struct gov_call *out)
 {
     if ((flags & O_TMPFILE) == O_TMPFILE) {
-        int fd = tenant_path(c, tid, dirfd, path, 0);
-        struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
-            gov_disk_on_area(d, st.st_dev)) {
-            add(out, GOV_DISK_INODES, 1);
-            out->disk_dev = st.st_dev;
-            out->disk_ino = st.st_ino;
-            out->disk_entry = 1;
-        }
-        if (fd >= 0)
-            close(fd);
+        charge_dir(d, tenant_path(c, tid, dirfd, path, 0), 0, 0, 1, out);
         return;
     }
     if (!(flags & O_CREAT))
@@ -686,6 +684,43 @@ static int refuses_fds(int pid, int nr, const uint64_t *a)
     return 0;
 }
 
+/* Calls that add a name: where their dirfd (-1: the cwd) and path are
+ * among the arguments, whether they make an inode (-1: with the flags of
+ * argument `flags`, an open). */
+static const struct {
+    int nr;
+    signed char dirfd, path, inode, flags;
+} entry_calls[] = {
+    {SYS_rename, -1, 1, 0, 0},   {SYS_renameat, 2, 3, 0, 0}, {SYS_renameat2, 2, 3, 0, 0},
+    {SYS_link, -1, 1, 0, 0},     {SYS_linkat, 2, 3, 0, 0},   {SYS_symlink, -1, 1, 1, 0},
+    {SYS_symlinkat, 1, 2, 1, 0}, {SYS_mknod, -1, 0, 1, 0},   {SYS_mknodat, 0, 1, 1, 0},
+    {SYS_mkdir, -1, 0, 1, 0},    {SYS_mkdirat, 0, 1, 1, 0},  {SYS_creat, -1, 0, -1, -1},
+    {SYS_open, -1, 0, -1, 1},    {SYS_openat, 0, 1, -1, 2},
+};
+
+static int classify_entry_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
+                               const uint64_t *a, struct gov_call *out)
+{
+    for (size_t i = 0; i < sizeof entry_calls / sizeof entry_calls[0]; i++) {
+        if (entry_calls[i].nr != nr)
+            continue;
+        int dirfd = entry_calls[i].dirfd < 0 ? AT_FDCWD : (int)a[entry_calls[i].dirfd];
+        uint64_t path = a[entry_calls[i].path];
+        if (entry_calls[i].inode < 0) {
+            int f = entry_calls[i].flags;
+            classify_create(c, d, tid, dirfd, path, f < 0 ? O_CREAT : a[f], out);
+            return 1;
+        }
+        /* RENAME_WHITEOUT leaves a device inode behind. */
+        int inode = entry_calls[i].inode || (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
+        charge_entry(c, d, tid, dirfd, path, inode, out);
+        if (nr == SYS_rename || nr == SYS_renameat || nr == SYS_renameat2)
+            out->disk_entry = 1; /* it may replace a file: recount */
+        return 1;
+    }
+    return 0;
+}
+
 /* disk_space calls that name their file by path or fd, that add names,
  * inodes or attributes, or that free space. */
 static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
@@ -707,55 +742,12 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
     case SYS_fremovexattr:
         out->kind = GOV_CALL_DISK_FREE;
         return 1;
-    case SYS_rename:
-        charge_entry(c, d, tid, AT_FDCWD, a[1], 0, out);
-        out->disk_entry = 1; /* it may replace a file: recount */
-        return 1;
-    case SYS_renameat:
-    case SYS_renameat2: /* RENAME_WHITEOUT leaves a device inode behind */
-        charge_entry(c, d, tid, (int)a[2], a[3], nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT),
-                     out);
-        out->disk_entry = 1;
-        return 1;
     case SYS_bind: /* a unix socket's path is a new inode */
         if (a[2] > offsetof(struct sockaddr_un, sun_path) + 1 &&
             read_mem(tid, a[1], &family, sizeof family) == 0 && family == AF_UNIX &&
             read_mem(tid, a[1] + offsetof(struct sockaddr_un, sun_path), &first, 1) == 0 && first)
             charge_entry(c, d, tid, AT_FDCWD, a[1] + offsetof(struct sockaddr_un, sun_path), 1,
                          out);
-        return 1;
-    case SYS_link:
-        charge_entry(c, d, tid, AT_FDCWD, a[1], 0, out);
-        return 1;
-    case SYS_linkat:
-        charge_entry(c, d, tid, (int)a[2], a[3], 0, out);
-        return 1;
-    case SYS_symlink:
-        charge_entry(c, d, tid, AT_FDCWD, a[1], 1, out);
-        return 1;
-    case SYS_symlinkat:
-        charge_entry(c, d, tid, (int)a[1], a[2], 1, out);
-        return 1;
-    case SYS_mknod:
-        charge_entry(c, d, tid, AT_FDCWD, a[0], 1, out);
-        return 1;
-    case SYS_mknodat:
-        charge_entry(c, d, tid, (int)a[0], a[1], 1, out);
-        return 1;
-    case SYS_mkdir:
-        charge_entry(c, d, tid, AT_FDCWD, a[0], 1, out);
-        return 1;
-    case SYS_mkdirat:
-        charge_entry(c, d, tid, (int)a[0], a[1], 1, out);
-        return 1;
-    case SYS_creat:
-        classify_create(c, d, tid, AT_FDCWD, a[0], O_CREAT, out);
-        return 1;
-    case SYS_open:
-        classify_create(c, d, tid, AT_FDCWD, a[0], a[1], out);
-        return 1;
-    case SYS_openat:
-        classify_create(c, d, tid, (int)a[0], a[1], a[2], out);
         return 1;
     case SYS_openat2:
         if (a[3] < sizeof how.flags || read_mem(tid, a[2], &how.flags, sizeof how.flags) == 0)
@@ -780,7 +772,7 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
         classify_resize(d, fd, nr, a, out);
         break;
     default:
-        return 0;
+        return classify_entry_call(c, d, tid, nr, a, out);
     }
     if (fd >= 0)
         close(fd);

@@ -165,44 +165,39 @@ static void long_target(char *target, size_t size, int i)
     target[strlen(target)] = 'a';
 }
 
-static int symlinks(int area)
+/* A symlink with a long target, number i. 0 or -1 with errno. */
+static int make_symlink(int area, int i)
 {
     static char target[4001];
     char name[32];
-    int made = 0, err = 0;
-    for (; made < 20000; made++) {
-        long_target(target, sizeof target, made);
-        snprintf(name, sizeof name, "s%d", made);
-        if (symlinkat(target, area, name) < 0) {
-            err = errno;
-            break;
-        }
-    }
-    int fd = openat(area, "after", O_WRONLY | O_CREAT, 0644);
-    printf("made=%d\nerrno=%d\nwrite_errno=%d\n", made, err, fd < 0 ? errno : put(fd, CHUNK));
-    return 0;
+    long_target(target, sizeof target, i);
+    snprintf(name, sizeof name, "s%d", i);
+    return symlinkat(target, area, name);
 }
 
-static int xattrs(int area)
+/* An empty file with a long xattr value, number i. */
+static int make_xattr(int area, int i)
 {
     static char value[4000];
     char name[32];
+    long_target(value, sizeof value, i);
+    snprintf(name, sizeof name, "x%d", i);
+    int fd = openat(area, name, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = fsetxattr(fd, "user.big", value, sizeof value, 0);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return rc;
+}
+
+/* make(area, i) until it fails (at most 20000), then a 64 KiB write. */
+static int until_refused(int area, int (*make)(int, int))
+{
     int made = 0, err = 0;
-    for (; made < 20000; made++) {
-        long_target(value, sizeof value, made);
-        snprintf(name, sizeof name, "x%d", made);
-        int fd = openat(area, name, O_WRONLY | O_CREAT, 0644);
-        if (fd < 0) {
-            err = errno;
-            break;
-        }
-        int rc = fsetxattr(fd, "user.big", value, sizeof value, 0);
-        close(fd);
-        if (rc < 0) {
-            err = errno;
-            break;
-        }
-    }
+    while (made < 20000 && !(err = make(area, made) < 0 ? errno : 0))
+        made++;
     int fd = openat(area, "after", O_WRONLY | O_CREAT, 0644);
     printf("made=%d\nerrno=%d\nwrite_errno=%d\n", made, err, fd < 0 ? errno : put(fd, CHUNK));
     return 0;
@@ -255,9 +250,9 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "scm"))
         return scm(area);
     if (!strcmp(mode, "symlinks"))
-        return symlinks(area);
+        return until_refused(area, make_symlink);
     if (!strcmp(mode, "xattrs"))
-        return xattrs(area);
+        return until_refused(area, make_xattr);
     if (!strcmp(mode, "inodes"))
         return inodes(area, argv[2]);
     return 64;
