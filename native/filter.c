@@ -66,6 +66,8 @@ static const char *const *const calls_of[GOV_NRES] = {
     [GOV_DISK_READ] = disk_read_calls,
     [GOV_PROCESSES] = process_calls,
     [GOV_MEMORY] = memory_calls,
+    [GOV_DISK_SPACE] = disk_space_calls,
+    [GOV_DISK_INODES] = disk_space_calls,
 };
 
 /* io_uring moves bytes without system calls: refuse it as a kernel without
@@ -162,7 +164,7 @@ static int add_named(struct rule_list *l, uint32_t action, const char *name, int
     return push_rule(l, nr, action, ncmp, cmp, 0);
 }
 
-/* An unconditional rule. */
+/* for_governed's callback: an unconditional rule. */
 static int add_call(void *l, uint32_t action, const char *name)
 {
     return add_named(l, action, name, 0, NULL);
@@ -174,64 +176,66 @@ static int is_clone_family(const char *name)
            strcmp(name, "fork") == 0 || strcmp(name, "vfork") == 0;
 }
 
-/* for_governed's callbacks: a rule, with one condition or none. */
-static int add_governed(void *l, uint32_t action, const char *name, const struct gov_arg_cmp *cond)
+/* for_governed's callback under seccomp with lim->trace_clones: the clone
+ * family stops in the tracer (RET_TRACE), everything else notifies. */
+static int add_call_or_trace_clone(void *l, uint32_t action, const char *name)
 {
-    return add_named(l, action, name, cond ? 1 : 0, cond);
+    return add_call(l, is_clone_family(name) ? SCMP_ACT_TRACE(0) : action, name);
 }
 
-/* ... under seccomp with lim->trace_clones: the clone family stops in the
- * tracer (RET_TRACE), everything else notifies. */
-static int add_governed_or_trace_clone(void *l, uint32_t action, const char *name,
-                                       const struct gov_arg_cmp *cond)
-{
-    return add_governed(l, is_clone_family(name) ? SCMP_ACT_TRACE(0) : action, name, cond);
-}
-
-typedef int governed_fn(void *ctx, uint32_t arg, const char *name, const struct gov_arg_cmp *cond);
-
-/* Calls f(ctx, arg, name, cond) for every call the limits govern (cond:
- * the condition on its arguments, or NULL); stops at the first error. */
-static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg, governed_fn *f)
+/* Calls f(ctx, arg, name) for every call the limits govern; stops at the
+ * first error. */
+static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
+                        int (*f)(void *, uint32_t, const char *))
 {
     int rc;
-    int area = lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set;
     for (int r = 0; r < GOV_NRES; r++) {
-        if (!lim->r[r].set || !calls_of[r])
+        if (!lim->r[r].set)
             continue;
         for (const char *const *n = calls_of[r]; *n; n++)
-            if ((rc = f(ctx, arg, *n, NULL)) < 0)
+            if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     }
-    for (const char *const *n = disk_space_calls; area && *n; n++)
-        if ((rc = f(ctx, arg, *n, NULL)) < 0)
-            return rc;
-    for (size_t i = 0; area && i < sizeof creating_opens / sizeof creating_opens[0]; i++) {
-        struct gov_arg_cmp c = {creating_opens[i].arg, GOV_CMP_MASKED_EQ, creating_opens[i].flag,
-                                creating_opens[i].flag};
-        if ((rc = f(ctx, arg, creating_opens[i].name, &c)) < 0)
-            return rc;
-    }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || area)
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
+        lim->r[GOV_DISK_INODES].set)
         for (const char *const *n = fd_table_calls; *n; n++)
-            if ((rc = f(ctx, arg, *n, NULL)) < 0)
+            if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     return 0;
 }
 
-static int set_governed(void *map, uint32_t size, const char *name, const struct gov_arg_cmp *cond)
+static int set_governed(void *map, uint32_t size, const char *name)
 {
-    (void)cond; /* ptrace-syscall stops at every call: the engine looks at the flags */
     int nr = seccomp_syscall_resolve_name(name);
     if (nr >= 0 && nr < (int)size)
         ((unsigned char *)map)[nr] = 1;
     return 0;
 }
 
+static int has_area(const struct gov_limits *lim)
+{
+    return lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set;
+}
+
+/* The opens that may create a file in a group with a disk area. */
+static int add_create_rules(struct rule_list *l, uint32_t action)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof creating_opens / sizeof creating_opens[0]; i++) {
+        struct gov_arg_cmp c = {creating_opens[i].arg, GOV_CMP_MASKED_EQ, creating_opens[i].flag,
+                                creating_opens[i].flag};
+        rc = add_named(l, action, creating_opens[i].name, 1, &c);
+    }
+    return rc;
+}
+
 void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size)
 {
     memset(map, 0, (size_t)size);
     for_governed(lim, map, (uint32_t)size, set_governed);
+    /* ptrace-syscall stops at every call: the engine looks at the flags. */
+    for (size_t i = 0; has_area(lim) && i < sizeof creating_opens / sizeof creating_opens[0]; i++)
+        set_governed(map, (uint32_t)size, creating_opens[i].name);
 }
 
 /* What keeps a tracee traced (see filter.h). The traced clone without
@@ -285,12 +289,14 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     int traced = backend != GOV_BACKEND_SECCOMP || lim->trace_clones;
     if (backend == GOV_BACKEND_SECCOMP)
         rc = for_governed(lim, l, SCMP_ACT_NOTIFY,
-                          lim->trace_clones ? add_governed_or_trace_clone : add_governed);
+                          lim->trace_clones ? add_call_or_trace_clone : add_call);
     if (backend == GOV_BACKEND_SECCOMP && (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set))
         for (const char *const *n = exit_calls; rc == 0 && *n; n++)
             rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
-        rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_governed);
+        rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
+    if (rc == 0 && has_area(lim) && backend != GOV_BACKEND_PTRACE_SYSCALL)
+        rc = add_create_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
     if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)
@@ -523,7 +529,7 @@ int gov_filter_build(const struct gov_limits *lim, int backend, const struct gov
             (rc = push_rule(&l, extra->rule[i].nr, action, extra->rule[i].ncmp,
                             extra->rule[i].cmp, 1)) < 0)
             goto out;
-    if (extra && (lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set) &&
+    if (extra && has_area(lim) &&
         (rc = push_rule(&l, NR_SETXATTRAT, SCMP_ACT_ERRNO(ENOSYS), 0, NULL, 0)) < 0)
         goto out;
     if ((rc = build_ctx(&l, def, extra != NULL, &ctx)) < 0)
