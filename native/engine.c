@@ -499,13 +499,14 @@ static void disk_recount(struct gov_engine *e, struct group *g)
     gov_disk_recount(g->disk, e->procs, n);
 }
 
-/* Whether bytes and inodes more fit the area's caps (those that are set). */
-static int disk_within(struct group *g, double bytes, double inodes)
+/* The area's cap that bytes and inodes more would pass (-1: none); with
+ * `any`, the first that they grow at all. */
+static int disk_within(struct group *g, double bytes, double inodes, int any)
 {
     const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE], *in = &g->lim.r[GOV_DISK_INODES];
-    if (bytes > 0 && sp->set && g->disk->used + bytes > sp->cap)
+    if (bytes > 0 && sp->set && (any || g->disk->used + bytes > sp->cap))
         return GOV_DISK_SPACE;
-    if (inodes > 0 && in->set && g->disk->inodes + inodes > in->cap)
+    if (inodes > 0 && in->set && (any || g->disk->inodes + inodes > in->cap))
         return GOV_DISK_INODES;
     return -1;
 }
@@ -526,19 +527,19 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
     }
     if ((bytes <= 0 && inodes <= 0) || !g->disk)
         return -1;
-    int why = g->disk->failed ? GOV_DISK_SPACE : disk_within(g, bytes, inodes);
+    int why = disk_within(g, bytes, inodes, g->disk->failed);
     if (why < 0 || !fresh)
         return why;
     disk_recount(e, g);
     if (g->disk->failed)
-        return GOV_DISK_SPACE;
+        return why;
     if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino)) {
         for (int i = 0; i < h->call.nch; i++)
             if (h->call.ch[i].res == GOV_DISK_SPACE || h->call.ch[i].res == GOV_DISK_INODES)
                 h->call.ch[i].cost = 0;
         return -1;
     }
-    return disk_within(g, bytes, inodes);
+    return disk_within(g, bytes, inodes, 0);
 }
 
 /* ---- deciding ---- */
