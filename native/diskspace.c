@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 
 #include "diskspace.h"
 #include "procfs.h"
@@ -321,6 +323,13 @@ static int count_unlinked(const struct gov_disk *d, const char *path, struct gov
     return rc < 0 ? rc : 0;
 }
 
+/* 1 if thread tid is not its process's leader and shares the leader's fd
+ * table (kcmp): its fds are the leader's, scanned once. */
+static int shares_fds(int tid, int pid)
+{
+    return tid != pid && syscall(SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) == 0;
+}
+
 /* Deleted files still use space while anything holds them: an fd of any
  * thread (a thread may have its own fd table) or a mapping, whose fd may be
  * closed (map_files). fds in flight in unix sockets are refused at sendmsg
@@ -340,7 +349,7 @@ static int count_held(const struct gov_disk *d, const int *pids, int npids,
             continue; /* exited */
         struct dirent *de;
         while (rc == 0 && (de = readdir(tasks)))
-            if (de->d_name[0] != '.') {
+            if (de->d_name[0] != '.' && !shares_fds(atoi(de->d_name), pids[i])) {
                 snprintf(path, sizeof path, "/proc/%d/task/%.16s/fd", pids[i], de->d_name);
                 rc = count_unlinked(d, path, s, total);
             }

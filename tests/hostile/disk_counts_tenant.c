@@ -8,6 +8,9 @@
  *                     deepest one until a write fails (at most 64 MiB)
  *   mapkeep AREA      1 MiB files, each mapped, its fd closed and unlinked,
  *                     until a write fails (at most 64 MiB); then holds
+ *   threadkeep AREA   the same, but kept open (not mapped) by a thread
+ *                     that unshared its fd table: its process's fd list
+ *                     (/proc/PID/fd) does not show them; then holds
  *   scm AREA          a 4 MiB file passed in an SCM_RIGHTS message that is
  *                     never received, closed and unlinked; then 1 MiB files
  *                     until a write fails (at most 64 MiB); then holds
@@ -24,6 +27,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +129,41 @@ static int mapkeep(int area)
     }
     printf("kept=%ld\nerrno=%d\n", kept, err);
     hold();
+    return 0;
+}
+
+/* Deleted files held open only by a thread that has its own fd table. */
+static void *keep_in_own_table(void *arg)
+{
+    int area = *(int *)arg;
+    long kept = 0;
+    int err = unshare(CLONE_FILES) < 0 ? errno : 0;
+    for (int i = 0; !err && kept < MAX_FILL; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t%d", i);
+        int fd = openat(area, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        err = put(fd, MiB);
+        unlinkat(area, name, 0);
+        if (err)
+            close(fd);
+        else
+            kept += MiB; /* fd left open, in this thread's table only */
+    }
+    printf("kept=%ld\nerrno=%d\n", kept, err);
+    hold();
+    return NULL;
+}
+
+static int threadkeep(int area)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, keep_in_own_table, &area))
+        return 1;
+    pthread_join(t, NULL);
     return 0;
 }
 
@@ -247,6 +287,8 @@ int main(int argc, char **argv)
         return deep(area, atoi(argv[3]));
     if (!strcmp(mode, "mapkeep"))
         return mapkeep(area);
+    if (!strcmp(mode, "threadkeep"))
+        return threadkeep(area);
     if (!strcmp(mode, "scm"))
         return scm(area);
     if (!strcmp(mode, "symlinks"))
