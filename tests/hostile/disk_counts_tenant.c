@@ -106,55 +106,41 @@ static int deep(int area, int depth)
     return 0;
 }
 
-static int mapkeep(int area)
+/* 1 MiB files named prefix<i>, each unlinked and kept alive by a mapping
+ * (its fd closed) or, without `map`, by its fd left open, until a write
+ * fails (at most MAX_FILL); prints what is kept, then holds. */
+static void keep_deleted(int area, const char *prefix, int map)
 {
     long kept = 0;
     int err = 0;
-    for (int i = 0; kept < MAX_FILL; i++) {
+    for (int i = 0; !err && kept < MAX_FILL; i++) {
         char name[32];
-        snprintf(name, sizeof name, "m%d", i);
+        snprintf(name, sizeof name, "%s%d", prefix, i);
         int fd = openat(area, name, O_RDWR | O_CREAT | O_TRUNC, 0644);
         if (fd < 0) {
             err = errno;
             break;
         }
         err = put(fd, MiB);
-        if (!err && mmap(NULL, MiB, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
-            return perror("mmap"), 1;
-        close(fd);
+        if (!err && map && mmap(NULL, MiB, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
+            err = errno;
         unlinkat(area, name, 0);
-        if (err)
-            break;
-        kept += MiB;
+        if (err || map)
+            close(fd);
+        if (!err)
+            kept += MiB;
     }
     printf("kept=%ld\nerrno=%d\n", kept, err);
     hold();
-    return 0;
 }
 
-/* Deleted files held open only by a thread that has its own fd table. */
+/* The same with its fds in the fd table of a thread of its own. */
 static void *keep_in_own_table(void *arg)
 {
-    int area = *(int *)arg;
-    long kept = 0;
-    int err = unshare(CLONE_FILES) < 0 ? errno : 0;
-    for (int i = 0; !err && kept < MAX_FILL; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "t%d", i);
-        int fd = openat(area, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) {
-            err = errno;
-            break;
-        }
-        err = put(fd, MiB);
-        unlinkat(area, name, 0);
-        if (err)
-            close(fd);
-        else
-            kept += MiB; /* fd left open, in this thread's table only */
-    }
-    printf("kept=%ld\nerrno=%d\n", kept, err);
-    hold();
+    if (unshare(CLONE_FILES) < 0)
+        printf("unshare_errno=%d\n", errno);
+    else
+        keep_deleted(*(int *)arg, "t", 0);
     return NULL;
 }
 
@@ -286,7 +272,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "deep") && argc > 3)
         return deep(area, atoi(argv[3]));
     if (!strcmp(mode, "mapkeep"))
-        return mapkeep(area);
+        return keep_deleted(area, "m", 1), 0;
     if (!strcmp(mode, "threadkeep"))
         return threadkeep(area);
     if (!strcmp(mode, "scm"))
