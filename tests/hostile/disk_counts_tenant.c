@@ -22,7 +22,7 @@
  *                     one try of each other call that makes an inode
  *                     (mkdir, symlink, mknod, O_TMPFILE, a unix socket's
  *                     bind) and of two that make none (link, open O_CREAT
- *                     of a file that is there)
+ *                     of a file that is there), and setxattrat
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -256,6 +257,13 @@ static int inodes(int area, const char *area_path)
     printf("link_errno=%d\n", linkat(area, "e0", area, "e0.link", 0) < 0 ? errno : 0);
     int fd = openat(area, "e1", O_WRONLY | O_CREAT, 0644);
     printf("reopen_errno=%d\n", fd < 0 ? errno : 0);
+    /* setxattrat (Linux 6.13, number 463), which the filter may not know. */
+    struct {
+        unsigned long value;
+        unsigned int size, flags;
+    } xa = {(unsigned long)"v", 1, 0};
+    printf("setxattrat_errno=%d\n",
+           syscall(463, area, "e1", 0, "user.x", &xa, sizeof xa) < 0 ? errno : 0);
     return 0;
 }
 
