@@ -76,9 +76,9 @@ static const char *const refused_calls[] = {
     "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
 /* setxattrat (Linux 6.13), newer than libseccomp's table: refused in a
  * group with a disk area, as by a kernel without it, so that attributes
- * come through the setxattr calls that are charged. Only where the i386 and
- * x32 tables are refused whole (with extra rules: containers): libseccomp
- * cannot carry a number it does not know to them. */
+ * come through the setxattr calls that are charged. libseccomp cannot
+ * carry a number it does not know to the i386 and x32 tables: a group with
+ * a disk area refuses those whole, as with extra rules (build_ctx). */
 #define NR_SETXATTRAT 463
 /* A CPU-capped group runs under SCHED_DEADLINE reservations (cpu.h) that its
  * tasks must not replace. */
@@ -473,11 +473,12 @@ static int add_syscall(scmp_filter_ctx ctx, const struct rule *r, int n, uint32_
     return rc < 0 ? rc : 0;
 }
 
-/* The filter of all rules. Without extra rules the governor's go to the
+/* The filter of all rules. Without extra rules (nor a disk area: filter
+ * rules by number, NR_SETXATTRAT) the governor's go to the
  * native, i386 and x32 tables: governed calls through the latter are
  * notified too and refused by the engine (their own comparisons are of
  * values below 2^32, which libseccomp compares on 32 bits there alike).
- * With extra rules the i386 and x32 tables are refused whole (ENOSYS, the
+ * With them the i386 and x32 tables are refused whole (ENOSYS, the
  * bad-arch action): 32-bit programs are not supported under the governor,
  * and there libseccomp compares arguments on 32 bits and routes i386
  * socket calls through socketcall, where a rule on an argument is lost
@@ -529,10 +530,10 @@ int gov_filter_build(const struct gov_limits *lim, int backend, const struct gov
             (rc = push_rule(&l, extra->rule[i].nr, action, extra->rule[i].ncmp,
                             extra->rule[i].cmp, 1)) < 0)
             goto out;
-    if (extra && has_area(lim) &&
+    if (has_area(lim) &&
         (rc = push_rule(&l, NR_SETXATTRAT, SCMP_ACT_ERRNO(ENOSYS), 0, NULL, 0)) < 0)
         goto out;
-    if ((rc = build_ctx(&l, def, extra != NULL, &ctx)) < 0)
+    if ((rc = build_ctx(&l, def, extra != NULL || has_area(lim), &ctx)) < 0)
         goto out;
 
     /* libseccomp 2.5 exports only to an fd. */

@@ -184,6 +184,7 @@ def test_disk_inodes_caps_every_call_that_makes_an_inode(tenant, tmp_path, area,
     for call in ("mkdir", "symlink", "mknod", "tmpfile", "bind"):
         assert r[f"{call}_errno"] == errno.EDQUOT, (call, r)
     assert (r["link_errno"], r["reopen_errno"]) == (0, 0), r
+    assert r["setxattrat_errno"] == errno.ENOSYS, r
     assert inodes(area) == 200
     assert (u.used, u.denied_calls) == (200, 6)   # the open that failed, and the five
 
@@ -198,7 +199,7 @@ def test_disk_inodes_needs_an_area():
 def test_container_disk_inodes_from_the_command_line(tenant, tmp_path):
     """`governor run --rootfs --limit disk_inodes=N`: the rootfs's own inodes
     count, and every call that makes one more fails with EDQUOT (the
-    container's filter: extra rules, setxattrat refused)."""
+    container's filter, with its extra rules)."""
     rootfs = make_rootfs(tmp_path / "rootfs")
     shutil.copy(tenant, rootfs / "tenant")
     for d in ("work", "dev", "proc", "tmp"):   # the container's mount points too
