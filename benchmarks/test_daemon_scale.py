@@ -231,7 +231,11 @@ def test_daemon_held_in_every_group(benchmark, host):
     figures["held in every group"] = (
         f"{len(idle)} writes held at once (the last began {first_out - last_in:.2f} s before "
         f"the first ended), released in {took:.1f} s (each waits "
-        f"{HELD_SIZE / 16384:.0f} s), none lost; daemon CPU {cpu:.2f} s")
+        f"{HELD_SIZE / 16384:.0f} s), none lost; daemon CPU {cpu:.2f} s "
+        f"({100 * cpu / took:.1f}% of one CPU)")
+    d = psutil.Process(host.daemon.pid)
+    figures["daemon, after every group wrote"] = (f"RSS {d.memory_info().rss / 2**20:.1f} MiB, "
+                                                  f"{d.num_fds()} fds, {d.num_threads()} threads")
 
 
 def test_daemon_held_threads_in_one_group(benchmark, host):

@@ -185,6 +185,7 @@ def test_without_a_daemon_nothing_starts(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--backend", "ptrace"], "--daemon takes the seccomp backend only"),
     (["--metrics", "127.0.0.1:9"], "governor daemon --metrics"),
+    (["--limit", "processes=4"], "would not outlive a restart of the daemon"),
 ])
 def test_bad_daemon_options(daemon, args, message):
     run = daemon.run(*args, "--", "true")
