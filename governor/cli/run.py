@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
         "classes of service are shared with every group of the host, and `governor ps` comes "
         "from the daemon; this command stays the command's parent and keeps its group")
     host.add_argument("--daemon", action="store_true",
-                      help="hand the group to the host's daemon (seccomp backend only)")
+                      help="hand the group to the host's daemon (seccomp backend only, no "
+                           "processes cap)")
     host.add_argument("--daemon-socket", metavar="PATH",
                       help="the daemon's socket (implies --daemon; default: "
                            "$GOVERNOR_RUN_DIR/daemon.sock, /run/governor/daemon.sock)")
