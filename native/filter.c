@@ -54,10 +54,12 @@ static const char *const *const calls_of[GOV_NRES] = {
     [GOV_DISK_SPACE] = disk_space_calls,
 };
 
-/* io_uring moves bytes without system calls: refuse it as a kernel without
- * io_uring would, so programs fall back to ordinary calls. */
+/* io_uring and native AIO move bytes without a governed call: refuse them
+ * as a kernel built without them would, so programs fall back to ordinary
+ * calls (glibc's POSIX aio runs on threads that make ordinary calls). */
 static const char *const refused_calls[] = {
-    "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "io_setup", "io_submit",
+    "io_getevents", "io_pgetevents", "io_cancel", "io_destroy", NULL};
 /* A CPU-capped group runs under SCHED_DEADLINE reservations (cpu.h) that its
  * tasks must not replace. */
 static const char *const sched_calls[] = {
