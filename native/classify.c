@@ -612,6 +612,31 @@ static double page_round(uint64_t len)
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
+/* A shared mapping of a file commits no memory, but what the tenant stores
+ * through it reaches the file with no call to hold (docs/design.md): a
+ * regular file open for writing is charged its whole mapped length as
+ * disk_write, up front, whatever the protection (mprotect may add
+ * PROT_WRITE later). */
+static void charge_shared_map(struct gov_pidfds *c, int tid, int fd, uint64_t len,
+                              struct gov_call *out)
+{
+    struct stat st;
+    out->kind = GOV_CALL_BYTES;
+    int dup = tenant_fd(c, tid, fd);
+    int kind = fd_kind(dup, &st);
+    int flags = dup >= 0 ? fcntl(dup, F_GETFL) : -1;
+    if (kind == FD_UNKNOWN || (kind == FD_FILE && (flags < 0 || (flags & O_ACCMODE) == O_RDWR)))
+        out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(len)};
+    if (dup >= 0)
+        close(dup);
+}
+
+void gov_classify_shared_remap(uint64_t grow, struct gov_call *out)
+{
+    *out = (struct gov_call){.kind = GOV_CALL_BYTES, .wait_fd = -1, .ledger_slot = -1};
+    out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(grow)};
+}
+
 void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
                   const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
                   struct gov_call *out)
@@ -638,6 +663,10 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
         out->kind = GOV_CALL_FDTABLE;
         return;
     case SYS_mmap:
+        if ((a[3] & MAP_SHARED) && !(a[3] & MAP_ANONYMOUS)) {
+            charge_shared_map(c, tid, (int)a[4], a[1], out);
+            return;
+        }
         out->kind = GOV_CALL_MEMORY;
         /* Private writable mappings commit memory, and so do shared
          * anonymous ones (shmem); PROT_NONE reservations (thread arenas,

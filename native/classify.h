@@ -97,4 +97,8 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
                   const struct gov_disk *disk, int tid, int nr, const uint64_t *args,
                   struct gov_call *out);
 
+/* mremap growing a shared file mapping by grow bytes: a disk_write charge,
+ * as the mapping itself was (classify.c charge_shared_map). */
+void gov_classify_shared_remap(uint64_t grow, struct gov_call *out);
+
 #endif

@@ -1016,6 +1016,11 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         return;
     }
     gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
+    /* Growing a shared file mapping lets more of the file be written with no
+     * call (classify.c charge_shared_map). */
+    if (h->nr == SYS_mremap && g->lim.r[GOV_DISK_WRITE].set && h->args[2] > h->args[1] &&
+        gov_task_shared_file_map(h->pid, h->args[0]) > 0)
+        gov_classify_shared_remap(h->args[2] - h->args[1], &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
     gov_clones_drop(&g->clones, h->pid);
@@ -1023,7 +1028,9 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
-    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE) {
+    /* Mappings are notified for disk_write too, where memory is free. */
+    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE ||
+        (h->call.kind == GOV_CALL_MEMORY && !g->lim.r[GOV_MEMORY].set)) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
         return;

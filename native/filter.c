@@ -183,6 +183,18 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
     return 0;
 }
 
+/* Shared mappings of files move bytes with no call (classify.c
+ * charge_shared_map): with disk_write, mmap is governed when MAP_SHARED is
+ * set (a bit of the register, which MAP_SHARED_VALIDATE sets too) and mremap
+ * always (whether it grows a shared mapping is in the tenant's maps). */
+static const struct gov_arg_cmp map_shared = {3, GOV_CMP_MASKED_EQ, MAP_SHARED, MAP_SHARED};
+
+static int add_map_rules(struct rule_list *l, uint32_t action)
+{
+    int rc = add_named(l, action, "mmap", 1, &map_shared);
+    return rc < 0 ? rc : add_named(l, action, "mremap", 0, NULL);
+}
+
 static int set_governed(void *map, uint32_t size, const char *name)
 {
     int nr = seccomp_syscall_resolve_name(name);
@@ -195,6 +207,10 @@ void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int s
 {
     memset(map, 0, (size_t)size);
     for_governed(lim, map, (uint32_t)size, set_governed);
+    if (lim->r[GOV_DISK_WRITE].set) {
+        set_governed(map, (uint32_t)size, "mmap");
+        set_governed(map, (uint32_t)size, "mremap");
+    }
 }
 
 /* What keeps a tracee traced (see filter.h). The traced clone without
@@ -254,6 +270,8 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
             rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
+    if (rc == 0 && lim->r[GOV_DISK_WRITE].set && backend != GOV_BACKEND_PTRACE_SYSCALL)
+        rc = add_map_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
     if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)

@@ -165,3 +165,25 @@ int gov_task_syscall(int tid)
         return GOV_SC_USER; /* "-1 ...": not in a syscall */
     return atoi(buf);
 }
+
+int gov_task_shared_file_map(int pid, uint64_t addr)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end, ino;
+        char perms[8];
+        int at = 0;
+        if (sscanf(line, "%llx-%llx %7s %*x %*x:%*x %llu %n", &start, &end, perms, &ino, &at) < 4 ||
+            addr < start || addr >= end)
+            continue;
+        found = perms[3] == 's' && ino != 0 && !shmem_path(line + at);
+        break;
+    }
+    fclose(f);
+    return found;
+}

@@ -48,4 +48,9 @@ int64_t gov_task_status(int tid, const char *key);
  * "\nwchar:": bytes its write-family calls returned). */
 int64_t gov_task_io(int tid, const char *key);
 
+/* 1 if the mapping of process pid that contains addr is a shared mapping
+ * of a file (not shared anonymous memory), 0 if not (or none), -errno if
+ * the process is gone. */
+int gov_task_shared_file_map(int pid, uint64_t addr);
+
 #endif
