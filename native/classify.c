@@ -308,7 +308,10 @@ static void charge_send(struct gov_call *out, int dup, int kind, double n, int f
 static void charge_growth(struct gov_call *out, const struct gov_disk *d, const struct stat *st,
                           double growth)
 {
-    if (!d || growth <= 0 || !gov_disk_on_area(d, st->st_dev))
+    if (!d || !gov_disk_on_area(d, st->st_dev))
+        return;
+    out->on_area = 1;
+    if (growth <= 0)
         return;
     add(out, GOV_DISK_SPACE, growth);
     out->disk_dev = st->st_dev;
@@ -366,39 +369,10 @@ static int is_plain_write(int nr)
            nr == SYS_pwritev2;
 }
 
-/* A write to a file or a pipe costs what it asks: its fd's kind is enough.
- * (Sockets are not cached: a send's cost depends on O_NONBLOCK and the
- * send queue, which change without any fd-table call.) */
-static unsigned fdcache_slot(int pid, int fd)
-{
-    return ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
-}
-
 /* Bytes a plain write (is_plain_write) asks to move. */
 static double write_size(int pid, int nr, const uint64_t *a)
 {
     return nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
-}
-
-static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d, int pid, int nr,
-                        const uint64_t *a, struct gov_call *out)
-{
-    unsigned s = fdcache_slot(pid, (int)a[0]);
-    if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
-        return 0;
-    if (d && fc->slot[s].kind == FD_FILE)
-        return 0; /* disk_space needs the file's size and position */
-    charge_write(out, fc->slot[s].kind, write_size(pid, nr, a));
-    return 1;
-}
-
-static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
-{
-    unsigned s = fdcache_slot(pid, fd);
-    fc->slot[s].tid = pid;
-    fc->slot[s].fd = fd;
-    fc->slot[s].kind = kind;
-    fc->slot[s].gen = fc->gen;
 }
 
 /* Where a write of nr lands in a file, and what the file grows by. */
@@ -412,19 +386,17 @@ static double write_growth(int dup, const struct stat *st, int nr, const uint64_
     return gov_disk_growth(st, (double)write_at(dup, st, pos) + n);
 }
 
-static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
-                             struct gov_ledger *lg, const struct gov_disk *d, int pid, int nr,
-                             const uint64_t *a, struct gov_call *out)
+/* The fd's kind is looked at on every call: what a number names changes
+ * with calls that are not notified (close, dup2, exec: docs/design.md). */
+static void classify_fd_call(struct gov_pidfds *c, struct gov_ledger *lg,
+                             const struct gov_disk *d, int pid, int nr, const uint64_t *a,
+                             struct gov_call *out)
 {
     struct stat st = {0};
-    if (is_plain_write(nr) && cached_write(fc, d, pid, nr, a, out))
-        return;
     int dup = tenant_fd(c, pid, (int)a[0]);
     int kind = fd_kind(dup, &st);
     if (dup < 0 && kind == FD_OTHER)
         return; /* EBADF: the kernel will say so too */
-    if (is_plain_write(nr) && kind != FD_SOCKET && kind != FD_UNKNOWN)
-        remember(fc, pid, (int)a[0], kind);
     if (is_plain_write(nr)) {
         double n = write_size(pid, nr, a);
         if (nr == SYS_write || nr == SYS_writev)
@@ -637,8 +609,7 @@ void gov_classify_shared_remap(uint64_t grow, struct gov_call *out)
     out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(grow)};
 }
 
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
                   struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
@@ -650,17 +621,7 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
     case SYS_clone3:
     case SYS_fork:
     case SYS_vfork:
-        fc->gen++; /* a new task, maybe a reused tid or another fd table */
         out->kind = GOV_CALL_TASK;
-        return;
-    case SYS_close:
-    case SYS_close_range:
-    case SYS_dup2:
-    case SYS_dup3:
-    case SYS_execve:
-    case SYS_execveat:
-        fc->gen++;
-        out->kind = GOV_CALL_FDTABLE;
         return;
     case SYS_mmap:
         if ((a[3] & MAP_SHARED) && !(a[3] & MAP_ANONYMOUS)) {
@@ -699,6 +660,6 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
         return;
     default:
         if (!classify_disk_call(c, disk, tid, nr, a, out))
-            classify_fd_call(c, fc, lg, disk, tid, nr, a, out);
+            classify_fd_call(c, lg, disk, tid, nr, a, out);
     }
 }

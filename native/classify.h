@@ -18,7 +18,6 @@
 struct gov_disk;
 
 #define GOV_PIDFD_SLOTS 4096
-#define GOV_FDCACHE_SLOTS 1024
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
  * with ESRCH/EBADF and is reopened. */
@@ -32,19 +31,6 @@ void gov_pidfds_clear(struct gov_pidfds *c);
 /* Closes the pidfds of tasks that have exited: the supervisor's fds follow
  * the tenants' live tasks, not every task they ever had. */
 void gov_pidfds_sweep(struct gov_pidfds *c);
-
-/* What kind of file a tenant's fd is, remembered per group, so that a write
- * to a file or a pipe costs no pidfd_getfd. Every call that can make an fd
- * number name another file (close, close_range, dup2, dup3, exec) or bring
- * a task with another fd table (clone and friends) is notified and bumps
- * the generation, which forgets every entry of the group at once. */
-struct gov_fdcache {
-    uint64_t gen;
-    struct {
-        int tid, fd, kind;
-        uint64_t gen;
-    } slot[GOV_FDCACHE_SLOTS];
-};
 
 /* What each TCP socket has really handed to the tenant: the kernel counts
  * bytes received (TCP_INFO tcpi_bytes_received); minus what is still queued
@@ -71,7 +57,6 @@ enum {
     GOV_CALL_WAIT_DATA,   /* blocking receive, nothing queued: *wait_fd to poll */
     GOV_CALL_TASK,        /* creates a task */
     GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
-    GOV_CALL_FDTABLE,     /* changes what fd numbers name: nothing to charge */
     GOV_CALL_DISK_FREE,   /* may give disk space back (unlink, rename, shrink) */
 };
 
@@ -89,11 +74,12 @@ struct gov_call {
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
     uint64_t disk_dev, disk_ino;  /* disk_space: the inode that grows (a dir for mkdir) */
+    int on_area;          /* disk_space: it writes a file of the area's filesystems */
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).
  * disk: the group's disk_space area, or NULL. */
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg,
                   const struct gov_disk *disk, int tid, int nr, const uint64_t *args,
                   struct gov_call *out);
 

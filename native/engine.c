@@ -112,10 +112,10 @@ struct group {
     struct memproc *mem;
     int nmem, cap_mem;
     int64_t shared_mem;       /* shared anonymous memory of the group */
-    struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
-    struct gov_iowrites iowrites;  /* seccomp: iovec writes to settle (iowrite.h) */
+    int disk_raced;           /* a write not charged to the area dirtied page cache (disk_fits) */
+    struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */
     uint64_t if_seen[2];
@@ -232,12 +232,27 @@ static struct gov_tracee *unhold(struct hold *h)
     return t;
 }
 
+/* What a call let run now is settled against later (iowrite.h): under
+ * seccomp what an iovec write wrote; in groups limited on disk, the page
+ * cache any write dirtied. Read before it runs. */
+static void note_write(struct hold *h)
+{
+    struct group *g = h->g;
+    int what = 0;
+    if (h->l && h->call.moves && gov_iowrite_is(h->nr))
+        what |= GOV_IOW_WROTE;
+    if ((g->lim.r[GOV_DISK_WRITE].set || g->disk) && gov_iowrite_may_dirty(h->nr))
+        what |= GOV_IOW_DIRTIED;
+    if (what)
+        gov_iowrite_note(&g->iowrites, h->pid, h->nr, what, &h->call);
+}
+
 /* Lets h's call run (cont), or makes it return val, or fail with error.
  * 0, or -ENOENT when the task no longer waits (interrupted or gone). */
 static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
 {
-    if (h->l && cont && h->call.moves && gov_iowrite_is(h->nr))
-        gov_iowrite_note(&h->g->iowrites, h->pid, h->nr, &h->call); /* before it runs */
+    if (cont)
+        note_write(h);
     if (h->l) {
         int rc = respond(e, h->l, h->id, val, error, cont);
         keep_done(h);
@@ -322,6 +337,39 @@ static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
 static int is_rate(int res)
 {
     return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE;
+}
+
+/* A write's fd was looked at when the call arrived, and another thread may
+ * have made its number name a file before the kernel used it (dup2): a call
+ * charged as no file, or as a file off the disk_space area, that dirtied
+ * page cache wrote a file (iowrite.h). disk_write takes what it dirtied as
+ * a debt; disk_space as an estimate of growth, which the next recount
+ * (before a refusal, or when usage is read) makes exact. */
+static void settle_dirtied(struct group *g, const struct gov_call *c, double dirtied)
+{
+    if (dirtied <= 0)
+        return;
+    if (g->lim.r[GOV_DISK_WRITE].set && !(c->moves & (1u << GOV_DISK_WRITE))) {
+        gov_bucket_charge(&g->b[GOV_DISK_WRITE], dirtied);
+        g->u.r[GOV_DISK_WRITE].used += (int64_t)dirtied;
+    }
+    if (g->disk && !c->on_area) {
+        g->disk->used += (int64_t)dirtied;
+        g->disk->dirty = 1;
+        g->disk_raced = 1;
+    }
+}
+
+static void settle_returned(void *group, const struct gov_call *c, double got);
+
+/* A noted call, settled (iowrite.h). */
+static void settle_write(void *group, const struct gov_call *c, int what, double wrote,
+                         double dirtied)
+{
+    if (what & GOV_IOW_WROTE)
+        settle_returned(group, c, wrote);
+    if (what & GOV_IOW_DIRTIED)
+        settle_dirtied(group, c, dirtied);
 }
 
 /* A call let go with estimates turned out to move `got` bytes: the rate
@@ -497,16 +545,28 @@ static void disk_recount(struct gov_engine *e, struct group *g)
 
 /* 1 if h's growth of the area fits disk_space; `fresh`: recount exactly
  * before saying no. A target the recount does not find in the area (a file
- * elsewhere on the same filesystem) costs nothing. */
+ * elsewhere on the same filesystem) costs nothing. An area over its quota
+ * after a write that was charged as no file of it dirtied page cache (its fd
+ * made to name a file of the area after the engine looked: settle_dirtied)
+ * refuses every write that could land in it, whatever its fd names now,
+ * until it is back under. */
 static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     struct gov_charge *c = NULL;
     for (int i = 0; i < h->call.nch; i++)
         if (h->call.ch[i].res == GOV_DISK_SPACE)
             c = &h->call.ch[i];
-    if (!c || !g->disk)
+    if (!g->disk)
         return 1;
     int64_t cap = g->lim.r[GOV_DISK_SPACE].cap;
+    if (!c) {
+        if (!g->disk_raced || !gov_iowrite_may_dirty(h->nr) || g->disk->used <= cap)
+            return 1;
+        if (fresh)
+            disk_recount(e, g);
+        g->disk_raced = g->disk->used > cap;
+        return !g->disk_raced;
+    }
     if (g->disk->used + c->cost <= cap)
         return 1;
     if (!fresh)
@@ -715,8 +775,7 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->g->fdcache, &h->g->ledger, h->g->disk, h->pid, h->nr, h->args,
-                 &h->call);
+    gov_classify(&e->pidfds, &h->g->ledger, h->g->disk, h->pid, h->nr, h->args, &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -1009,13 +1068,13 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         return;
     }
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
-    gov_iowrite_settle(&g->iowrites, h->nr == SYS_exit_group ? -1 : h->pid, settle_returned, g);
+    gov_iowrite_settle(&g->iowrites, h->nr == SYS_exit_group ? -1 : h->pid, settle_write, g);
     if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
         return;
     }
-    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
     /* Growing a shared file mapping lets more of the file be written with no
      * call (classify.c charge_shared_map). */
     if (h->nr == SYS_mremap && g->lim.r[GOV_DISK_WRITE].set && h->args[2] > h->args[1] &&
@@ -1029,7 +1088,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
     /* Mappings are notified for disk_write too, where memory is free. */
-    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE ||
+    if (h->call.kind == GOV_CALL_DISK_FREE ||
         (h->call.kind == GOV_CALL_MEMORY && !g->lim.r[GOV_MEMORY].set)) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
@@ -1100,13 +1159,6 @@ void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t)
     if (h->res >= 0)
         h->g->u.r[h->res].held_ns += (uint64_t)(now_ns() - h->since);
     free_hold(e, h);
-}
-
-void gov_engine_traced_exec(struct gov_engine *e, struct gov_tracee *t)
-{
-    struct group *g = group_of(e, t->group);
-    if (g)
-        g->fdcache.gen++;
 }
 
 static void on_data(struct gov_engine *e, struct hold *h)
@@ -1387,7 +1439,6 @@ static int listener_add(struct gov_engine *e, struct group *g, int fd, struct li
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
     *l = (struct listener){.tag = TAG_LISTENER, .fd = fd, .g = g, .next = g->listeners};
-    g->fdcache.gen++; /* new tasks, whose tids may be old ones reused */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
     if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         rc = -errno;
@@ -1421,7 +1472,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             disk_recount(e, g);
         if (g->disk)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
-        gov_iowrite_settle(&g->iowrites, -1, settle_returned, g);
+        gov_iowrite_settle(&g->iowrites, -1, settle_write, g);
         *out = g->u;
         out->held_now = g->nholds;
         for (int r = 0; r < GOV_NRES; r++)

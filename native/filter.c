@@ -37,12 +37,9 @@ static const char *const disk_space_calls[] = {
     "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
     "copy_file_range", "ftruncate", "truncate", "fallocate", "mkdir", "mkdirat",
     "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", NULL};
-/* Calls that change what an fd number names: they keep the engine's cache of
- * fd kinds honest (classify.h), so they come with every limit on writes
- * (disk_space included: a write to a pipe then needs no look at the fd). */
-static const char *const fd_table_calls[] = {
-    "close", "close_range", "dup2", "dup3", "execve", "execveat",
-    "clone", "clone3", "fork", "vfork", NULL};
+/* A thread's writes are settled when it next calls in (iowrite.h): its exit
+ * is such a call too. */
+static const char *const exit_calls[] = {"exit", "exit_group", NULL};
 
 static const char *const *const calls_of[GOV_NRES] = {
     [GOV_NET_SEND] = net_send_calls,
@@ -177,7 +174,7 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
                 return rc;
     }
     if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
-        for (const char *const *n = fd_table_calls; *n; n++)
+        for (const char *const *n = exit_calls; *n; n++)
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     return 0;
@@ -254,10 +251,6 @@ static int add_container_rules(struct rule_list *l)
     return rc;
 }
 
-/* Under seccomp, iovec writes are settled when their thread next calls in
- * (iowrite.h): its exit is such a call too. */
-static const char *const exit_calls[] = {"exit", "exit_group", NULL};
-
 static int governor_rules(const struct gov_limits *lim, int backend, struct rule_list *l)
 {
     int rc = 0;
@@ -265,9 +258,6 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     if (backend == GOV_BACKEND_SECCOMP)
         rc = for_governed(lim, l, SCMP_ACT_NOTIFY,
                           lim->trace_clones ? add_call_or_trace_clone : add_call);
-    if (backend == GOV_BACKEND_SECCOMP && (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set))
-        for (const char *const *n = exit_calls; rc == 0 && *n; n++)
-            rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
     if (rc == 0 && lim->r[GOV_DISK_WRITE].set && backend != GOV_BACKEND_PTRACE_SYSCALL)

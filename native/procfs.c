@@ -57,15 +57,19 @@ int64_t gov_task_status(int tid, const char *key)
     return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
 }
 
-int64_t gov_task_io(int tid, const char *key)
+int gov_task_writes(int tid, int64_t *wchar, int64_t *dirtied)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/task/%d/io", tid, tid);
     int n = gov_read_small(path, buf, sizeof buf);
     if (n < 0)
         return n;
-    const char *p = strstr(buf, key);
-    return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
+    const char *w = strstr(buf, "wchar:"), *d = strstr(buf, "\nwrite_bytes:");
+    if (!w || !d)
+        return -ENOENT;
+    *wchar = strtoll(w + 6, NULL, 10);
+    *dirtied = strtoll(d + 13, NULL, 10);
+    return 0;
 }
 
 static uint64_t status_mask(const char *text, const char *key)

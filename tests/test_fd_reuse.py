@@ -1,5 +1,6 @@
-"""The engine remembers which fds are files; a tenant must not be able to
-make it charge socket bytes as disk by reusing an fd number."""
+"""The engine looks at a write's fd on every call (close, dup2 and exec are
+not notified); a tenant must not be able to make it charge socket bytes as
+disk by reusing an fd number."""
 import os
 import socket
 import threading
