@@ -35,16 +35,25 @@ void gov_pidfds_init(struct gov_pidfds *c)
 {
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++) {
         c->tid[i] = 0;
-        c->fd[i] = -1;
+        c->fd[i] = c->iofd[i] = -1;
     }
+}
+
+/* Slot s is free again: its task exited, or another tid takes it. */
+static void slot_close(struct gov_pidfds *c, int s)
+{
+    if (c->fd[s] >= 0)
+        close(c->fd[s]);
+    if (c->iofd[s] >= 0)
+        close(c->iofd[s]);
+    c->fd[s] = c->iofd[s] = -1;
+    c->tid[s] = 0;
 }
 
 void gov_pidfds_clear(struct gov_pidfds *c)
 {
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
-        if (c->fd[i] >= 0)
-            close(c->fd[i]);
-    gov_pidfds_init(c);
+        slot_close(c, i);
 }
 
 void gov_pidfds_sweep(struct gov_pidfds *c)
@@ -60,18 +69,14 @@ void gov_pidfds_sweep(struct gov_pidfds *c)
     if (n == 0 || poll(pfd, n, 0) <= 0)
         return;
     for (nfds_t k = 0; k < n; k++)
-        if (pfd[k].revents) { /* readable: its task has exited */
-            close(c->fd[slot[k]]);
-            c->fd[slot[k]] = -1;
-            c->tid[slot[k]] = 0;
-        }
+        if (pfd[k].revents) /* readable: its task has exited */
+            slot_close(c, slot[k]);
 }
 
 static int slot_open(struct gov_pidfds *c, int tid)
 {
     int s = tid % GOV_PIDFD_SLOTS;
-    if (c->fd[s] >= 0)
-        close(c->fd[s]);
+    slot_close(c, s);
     c->tid[s] = tid;
     c->fd[s] = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
     if (c->fd[s] < 0 && errno == EINVAL) {
@@ -82,6 +87,25 @@ static int slot_open(struct gov_pidfds *c, int tid)
             c->fd[s] = (int)syscall(SYS_pidfd_open, tgid, 0);
     }
     return c->fd[s];
+}
+
+int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *dirtied)
+{
+    int s = tid % GOV_PIDFD_SLOTS;
+    if (c->tid[s] != tid || c->fd[s] < 0) {
+        if (slot_open(c, tid) < 0)
+            return -ESRCH;
+    } else if (c->iofd[s] >= 0 && gov_io_writes(c->iofd[s], wchar, dirtied) == 0) {
+        return 0;
+    } else if (c->iofd[s] >= 0) {
+        slot_open(c, tid); /* its task is gone: the tid may be another's now */
+    }
+    if (c->iofd[s] < 0 && (c->iofd[s] = gov_task_io_open(tid)) < 0) {
+        int rc = c->iofd[s];
+        c->iofd[s] = -1;
+        return rc;
+    }
+    return gov_io_writes(c->iofd[s], wchar, dirtied);
 }
 
 /* A duplicate of the tenant's fd (close it), or -1. */

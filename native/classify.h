@@ -20,10 +20,12 @@ struct gov_disk;
 #define GOV_PIDFD_SLOTS 4096
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
- * with ESRCH/EBADF and is reopened. */
+ * with ESRCH/EBADF and is reopened. With each, once asked for, the thread's
+ * /proc io file (gov_pidfds_writes), closed with it. */
 struct gov_pidfds {
     int tid[GOV_PIDFD_SLOTS];
     int fd[GOV_PIDFD_SLOTS];
+    int iofd[GOV_PIDFD_SLOTS];
 };
 
 void gov_pidfds_init(struct gov_pidfds *c);
@@ -31,6 +33,10 @@ void gov_pidfds_clear(struct gov_pidfds *c);
 /* Closes the pidfds of tasks that have exited: the supervisor's fds follow
  * the tenants' live tasks, not every task they ever had. */
 void gov_pidfds_sweep(struct gov_pidfds *c);
+/* Thread tid's wchar and write_bytes (procfs.h gov_io_writes), read through
+ * its slot's io file, kept open while the slot is tid's: a pread costs a
+ * fraction of open, read and close. 0 or -errno. */
+int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *dirtied);
 
 /* What each TCP socket has really handed to the tenant: the kernel counts
  * bytes received (TCP_INFO tcpi_bytes_received); minus what is still queued

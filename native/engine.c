@@ -234,17 +234,20 @@ static struct gov_tracee *unhold(struct hold *h)
 
 /* What a call let run now is settled against later (iowrite.h): under
  * seccomp what an iovec write wrote; in groups limited on disk, the page
- * cache any write dirtied. Read before it runs. */
-static void note_write(struct hold *h)
+ * cache that a write charged as no file (of the area) dirtied (a write
+ * charged as one needs no settling: settle_dirtied). Read before it runs. */
+static void note_write(struct gov_engine *e, struct hold *h)
 {
     struct group *g = h->g;
     int what = 0;
     if (h->l && h->call.moves && gov_iowrite_is(h->nr))
         what |= GOV_IOW_WROTE;
-    if ((g->lim.r[GOV_DISK_WRITE].set || g->disk) && gov_iowrite_may_dirty(h->nr))
+    if (gov_iowrite_may_dirty(h->nr) &&
+        ((g->lim.r[GOV_DISK_WRITE].set && !(h->call.moves & (1u << GOV_DISK_WRITE))) ||
+         (g->disk && !h->call.on_area)))
         what |= GOV_IOW_DIRTIED;
     if (what)
-        gov_iowrite_note(&g->iowrites, h->pid, h->nr, what, &h->call);
+        gov_iowrite_note(&g->iowrites, &e->pidfds, h->pid, h->nr, what, &h->call);
 }
 
 /* Lets h's call run (cont), or makes it return val, or fail with error.
@@ -252,7 +255,7 @@ static void note_write(struct hold *h)
 static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
 {
     if (cont)
-        note_write(h);
+        note_write(e, h);
     if (h->l) {
         int rc = respond(e, h->l, h->id, val, error, cont);
         keep_done(h);
@@ -1068,7 +1071,8 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         return;
     }
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
-    gov_iowrite_settle(&g->iowrites, h->nr == SYS_exit_group ? -1 : h->pid, settle_write, g);
+    gov_iowrite_settle(&g->iowrites, &e->pidfds, h->nr == SYS_exit_group ? -1 : h->pid,
+                       settle_write, g);
     if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
@@ -1472,7 +1476,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             disk_recount(e, g);
         if (g->disk)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
-        gov_iowrite_settle(&g->iowrites, -1, settle_write, g);
+        gov_iowrite_settle(&g->iowrites, &e->pidfds, -1, settle_write, g);
         *out = g->u;
         out->held_now = g->nholds;
         for (int r = 0; r < GOV_NRES; r++)

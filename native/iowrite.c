@@ -17,25 +17,26 @@ int gov_iowrite_may_dirty(int nr)
            nr == SYS_splice || nr == SYS_copy_file_range;
 }
 
-int gov_iowrite_note(struct gov_iowrites *s, int tid, int nr, int what, const struct gov_call *c)
+int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,
+                     const struct gov_call *c)
 {
     int64_t wchar, dirtied;
-    int rc = gov_task_writes(tid, &wchar, &dirtied);
+    int rc = gov_pidfds_writes(p, tid, &wchar, &dirtied);
     if (rc < 0)
         return rc;
     if (s->n == s->cap) {
         int cap = s->cap ? s->cap * 2 : 16;
-        struct gov_iowrite *p = realloc(s->w, sizeof *p * (size_t)cap);
-        if (!p)
+        struct gov_iowrite *w = realloc(s->w, sizeof *w * (size_t)cap);
+        if (!w)
             return -ENOMEM;
-        s->w = p;
+        s->w = w;
         s->cap = cap;
     }
     s->w[s->n++] = (struct gov_iowrite){tid, nr, what, wchar, dirtied, *c};
     return 0;
 }
 
-void gov_iowrite_settle(struct gov_iowrites *s, int tid,
+void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
                         void (*settle)(void *, const struct gov_call *, int, double, double),
                         void *arg)
 {
@@ -52,7 +53,7 @@ void gov_iowrite_settle(struct gov_iowrites *s, int tid,
             continue;
         }
         int64_t wchar, dirtied;
-        if (gov_task_writes(w->tid, &wchar, &dirtied) == 0 && wchar >= w->wchar0 &&
+        if (gov_pidfds_writes(p, w->tid, &wchar, &dirtied) == 0 && wchar >= w->wchar0 &&
             dirtied >= w->dirtied0)
             settle(arg, &w->call, w->what, (double)(wchar - w->wchar0),
                    (double)(dirtied - w->dirtied0));

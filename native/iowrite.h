@@ -45,14 +45,15 @@ int gov_iowrite_is(int nr);
 int gov_iowrite_may_dirty(int nr);
 
 /* Remembers call c (number nr) of thread tid, about to be let go, to settle
- * `what` of it. 0 or -errno. */
-int gov_iowrite_note(struct gov_iowrites *s, int tid, int nr, int what, const struct gov_call *c);
+ * `what` of it; the counters are read through p. 0 or -errno. */
+int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,
+                     const struct gov_call *c);
 
 /* Settles the calls of thread tid (-1: of every thread) whose thread has
  * left them: settle(arg, call, what, bytes its calls wrote since, bytes of
  * page cache it dirtied since). A call whose thread is gone is dropped (its
  * estimate stays charged). */
-void gov_iowrite_settle(struct gov_iowrites *s, int tid,
+void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
                         void (*settle)(void *, const struct gov_call *, int, double, double),
                         void *arg);
 

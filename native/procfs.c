@@ -57,16 +57,24 @@ int64_t gov_task_status(int tid, const char *key)
     return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
 }
 
-int gov_task_writes(int tid, int64_t *wchar, int64_t *dirtied)
+int gov_task_io_open(int tid)
 {
-    char path[64], buf[512];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/task/%d/io", tid, tid);
-    int n = gov_read_small(path, buf, sizeof buf);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int gov_io_writes(int fd, int64_t *wchar, int64_t *dirtied)
+{
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n < 0)
-        return n;
+        return -errno;
+    buf[n] = '\0';
     const char *w = strstr(buf, "wchar:"), *d = strstr(buf, "\nwrite_bytes:");
     if (!w || !d)
-        return -ENOENT;
+        return -ESRCH; /* its task is gone: nothing to read */
     *wchar = strtoll(w + 6, NULL, 10);
     *dirtied = strtoll(d + 13, NULL, 10);
     return 0;

@@ -44,10 +44,12 @@ int gov_task_signals(int tid);
  * -errno if the task is gone, -ENOENT if there is no such key. */
 int64_t gov_task_status(int tid, const char *key);
 
-/* The thread's own I/O counters, /proc/TID/task/TID/io: wchar (bytes its
- * write-family calls returned) and write_bytes (page cache it dirtied, which
- * writeback will write). 0 or -errno. */
-int gov_task_writes(int tid, int64_t *wchar, int64_t *dirtied);
+/* The thread's own I/O counters, /proc/TID/task/TID/io: an fd (-errno),
+ * bound to that task, that gov_io_writes reads again and again: wchar (bytes
+ * its write-family calls returned) and write_bytes (page cache it dirtied,
+ * which writeback will write). 0, or -errno (-ESRCH: the task is gone). */
+int gov_task_io_open(int tid);
+int gov_io_writes(int fd, int64_t *wchar, int64_t *dirtied);
 
 /* 1 if the mapping of process pid that contains addr is a shared mapping
  * of a file (not shared anonymous memory), 0 if not (or none), -errno if

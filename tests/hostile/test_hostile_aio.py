@@ -5,24 +5,15 @@ threads that make ordinary calls, keeps working and is charged."""
 from __future__ import annotations
 
 import errno
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _tenants import compile_c, needs_root  # noqa: E402
-
-from governor import Limits, Supervisor  # noqa: E402
+from _tenants import needs_root
+from governor import Limits, Supervisor
 
 pytestmark = [needs_root, pytest.mark.timeout(60)]
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def tenant(tmp_path_factory) -> str:
-    return str(compile_c(Path(__file__).with_name("aio_tenant.c"),
-                         tmp_path_factory.mktemp("aio")))
 
 
 def on_disk(path: Path) -> int:

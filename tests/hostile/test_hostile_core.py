@@ -3,24 +3,13 @@
 with a hard RLIMIT_CORE of 0, which it cannot raise: a crash leaves no core."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _tenants import compile_c, needs_root  # noqa: E402
-
-from governor import Limits, Supervisor  # noqa: E402
+from _tenants import needs_root
+from governor import Limits, Supervisor
 
 pytestmark = [needs_root, pytest.mark.timeout(60)]
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def tenant(tmp_path_factory) -> str:
-    return str(compile_c(Path(__file__).with_name("core_tenant.c"),
-                         tmp_path_factory.mktemp("core")))
 
 
 def test_a_crash_leaves_no_core(tenant, tmp_path, backend):

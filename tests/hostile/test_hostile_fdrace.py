@@ -8,26 +8,17 @@ measured here with st_blocks, stay within the limit."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _tenants import compile_c, needs_root  # noqa: E402
-
-from governor import Limits, Supervisor  # noqa: E402
+from _tenants import needs_root
+from governor import Limits, Supervisor
 
 pytestmark = [needs_root, pytest.mark.timeout(60)]
 MiB = 1 << 20
 SECONDS = 3
 WRITERS = 3  # fdrace_tenant.c: each may land one raced call before its settlement
-
-
-@pytest.fixture(scope="module")
-def tenant(tmp_path_factory) -> str:
-    return str(compile_c(Path(__file__).with_name("fdrace_tenant.c"),
-                         tmp_path_factory.mktemp("fdrace")))
 
 
 def race(tenant: str, tmp_path: Path, backend: str, mode: str, limits: Limits, **group):

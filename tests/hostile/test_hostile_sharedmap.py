@@ -7,25 +7,16 @@ mapping call is held until the budget allows. Small shared files (sqlite's
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _tenants import compile_c, needs_root  # noqa: E402
-
-from governor import Limits, Supervisor  # noqa: E402
+from _tenants import needs_root
+from governor import Limits, Supervisor
 
 pytestmark = [needs_root, pytest.mark.timeout(60)]
 MiB = 1 << 20
 RATE = 2 * MiB
 SECONDS = 3
-
-
-@pytest.fixture(scope="module")
-def tenant(tmp_path_factory) -> str:
-    return str(compile_c(Path(__file__).with_name("sharedmap_tenant.c"),
-                         tmp_path_factory.mktemp("sharedmap")))
 
 
 @pytest.mark.parametrize("mode", ["map", "remap"])
