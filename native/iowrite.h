@@ -12,11 +12,11 @@
  * returned) is settled against the estimate: a debt or a refund. The
  * ptrace backends charge these calls at their exit stop instead (engine.c).
  *
- * GOV_IOW_DIRTIED, both backends, groups with disk_write or disk_space: the
- * fd was looked at when the call arrived, and another thread may make the
- * number name another file before the kernel uses it (dup2). write_bytes
- * (page cache the thread dirtied) says whether, and how much, a file was
- * written (docs/design.md).
+ * GOV_IOW_DIRTIED, both backends, groups with disk_write or disk_space, a
+ * call charged as no file (of the area): the fd was looked at when the call
+ * arrived, and another thread may make the number name a file before the
+ * kernel uses it (dup2). write_bytes (page cache the thread dirtied) says
+ * whether, and how much, a file was written (docs/design.md).
  *
  * A thread killed by a signal right after such a call escapes its
  * settlement. */
