@@ -332,10 +332,7 @@ static void charge_send(struct gov_call *out, int dup, int kind, double n, int f
 static void charge_growth(struct gov_call *out, const struct gov_disk *d, const struct stat *st,
                           double growth)
 {
-    if (!d || !gov_disk_on_area(d, st->st_dev))
-        return;
-    out->on_area = 1;
-    if (growth <= 0)
+    if (!d || growth <= 0 || !gov_disk_on_area(d, st->st_dev))
         return;
     add(out, GOV_DISK_SPACE, growth);
     out->disk_dev = st->st_dev;

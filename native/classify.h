@@ -80,7 +80,6 @@ struct gov_call {
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
     uint64_t disk_dev, disk_ino;  /* disk_space: the inode that grows (a dir for mkdir) */
-    int on_area;          /* disk_space: it writes a file of the area's filesystems */
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).

@@ -114,7 +114,9 @@ struct group {
     int64_t shared_mem;       /* shared anonymous memory of the group */
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
-    int disk_raced;           /* a write not charged to the area dirtied page cache (disk_fits) */
+    double disk_pending;      /* page cache dirtied past the growth charged, since the last
+                                 recount: growth the count may lack (settle_dirtied) */
+    int disk_over;            /* such growth took the area past its quota (disk_fits) */
     struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */
@@ -233,9 +235,10 @@ static struct gov_tracee *unhold(struct hold *h)
 }
 
 /* What a call let run now is settled against later (iowrite.h): under
- * seccomp what an iovec write wrote; in groups limited on disk, the page
- * cache that a write charged as no file (of the area) dirtied (a write
- * charged as one needs no settling: settle_dirtied). Read before it runs. */
+ * seccomp what an iovec write wrote; the page cache a write dirtied, in a
+ * group with disk_space, and with disk_write when it was charged as no file
+ * (one charged as a file was charged what it asked, whichever file it
+ * lands in). Read before it runs. */
 static void note_write(struct gov_engine *e, struct hold *h)
 {
     struct group *g = h->g;
@@ -243,8 +246,7 @@ static void note_write(struct gov_engine *e, struct hold *h)
     if (h->l && h->call.moves && gov_iowrite_is(h->nr))
         what |= GOV_IOW_WROTE;
     if (gov_iowrite_may_dirty(h->nr) &&
-        ((g->lim.r[GOV_DISK_WRITE].set && !(h->call.moves & (1u << GOV_DISK_WRITE))) ||
-         (g->disk && !h->call.on_area)))
+        (g->disk || (g->lim.r[GOV_DISK_WRITE].set && !(h->call.moves & (1u << GOV_DISK_WRITE)))))
         what |= GOV_IOW_DIRTIED;
     if (what)
         gov_iowrite_note(&g->iowrites, &e->pidfds, h->pid, h->nr, what, &h->call);
@@ -343,11 +345,12 @@ static int is_rate(int res)
 }
 
 /* A write's fd was looked at when the call arrived, and another thread may
- * have made its number name a file before the kernel used it (dup2): a call
- * charged as no file, or as a file off the disk_space area, that dirtied
- * page cache wrote a file (iowrite.h). disk_write takes what it dirtied as
- * a debt; disk_space as an estimate of growth, which the next recount
- * (before a refusal, or when usage is read) makes exact. */
+ * have made its number name another file before the kernel used it (dup2;
+ * iowrite.h). disk_write: a call charged as no file that dirtied page cache
+ * wrote a file, and takes what it dirtied as a debt. disk_space: page cache
+ * dirtied past the growth charged may be growth of another file of the area
+ * (or an in-place rewrite of clean pages: the count cannot tell), pending
+ * until the next recount (disk_fits). */
 static void settle_dirtied(struct group *g, const struct gov_call *c, double dirtied)
 {
     if (dirtied <= 0)
@@ -356,10 +359,13 @@ static void settle_dirtied(struct group *g, const struct gov_call *c, double dir
         gov_bucket_charge(&g->b[GOV_DISK_WRITE], dirtied);
         g->u.r[GOV_DISK_WRITE].used += (int64_t)dirtied;
     }
-    if (g->disk && !c->on_area) {
-        g->disk->used += (int64_t)dirtied;
+    double grown = 0;
+    for (int i = 0; i < c->nch; i++)
+        if (c->ch[i].res == GOV_DISK_SPACE)
+            grown += c->ch[i].cost;
+    if (g->disk && dirtied > grown) {
+        g->disk_pending += dirtied - grown;
         g->disk->dirty = 1;
-        g->disk_raced = 1;
     }
 }
 
@@ -544,37 +550,39 @@ static void disk_recount(struct gov_engine *e, struct group *g)
     if (count_tasks(e, g, &n) < 0)
         n = 0;
     gov_disk_recount(g->disk, e->procs, n);
+    g->disk_pending = 0;
 }
 
 /* 1 if h's growth of the area fits disk_space; `fresh`: recount exactly
  * before saying no. A target the recount does not find in the area (a file
- * elsewhere on the same filesystem) costs nothing. An area over its quota
- * after a write that was charged as no file of it dirtied page cache (its fd
- * made to name a file of the area after the engine looked: settle_dirtied)
- * refuses every write that could land in it, whatever its fd names now,
- * until it is back under. */
+ * elsewhere on the same filesystem) costs nothing. Growth the count may lack
+ * (disk_pending) counts too: when it may take the area past its quota, the
+ * area is recounted, and if it is over, every write that could land in it is
+ * refused, whatever its fd names now (another thread may change that before
+ * the kernel uses it), until a recount finds it back under (disk_over). */
 static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     struct gov_charge *c = NULL;
     for (int i = 0; i < h->call.nch; i++)
         if (h->call.ch[i].res == GOV_DISK_SPACE)
             c = &h->call.ch[i];
-    if (!g->disk)
+    if (!g->disk || (!c && !gov_iowrite_may_dirty(h->nr)))
         return 1;
     int64_t cap = g->lim.r[GOV_DISK_SPACE].cap;
-    if (!c) {
-        if (!g->disk_raced || !gov_iowrite_may_dirty(h->nr) || g->disk->used <= cap)
-            return 1;
-        if (fresh)
-            disk_recount(e, g);
-        g->disk_raced = g->disk->used > cap;
-        return !g->disk_raced;
-    }
-    if (g->disk->used + c->cost <= cap)
+    double cost = c ? c->cost : 0;
+    if (!g->disk_over && g->disk->used + g->disk_pending + cost <= cap)
         return 1;
     if (!fresh)
         return 0;
-    disk_recount(e, g);
+    int unexplained = g->disk_over || g->disk_pending > 0;
+    if (c || g->disk_pending > 0 || g->disk->dirty)
+        disk_recount(e, g);
+    if (unexplained)
+        g->disk_over = g->disk->used > cap;
+    if (g->disk_over)
+        return 0;
+    if (!c)
+        return 1;
     if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino))
         c->cost = 0;
     return c->cost == 0 || g->disk->used + c->cost <= cap;

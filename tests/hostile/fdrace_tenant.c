@@ -3,6 +3,9 @@
  *   fdrace dup2 FILE SECONDS   fd 5 flips between /dev/null and FILE (dup2,
  *                              from a thread) while 3 threads write 1 MiB
  *                              to fd 5 in a loop
+ *   fdrace swap FILE SECONDS   the same between FILE, 1 MiB rewritten in
+ *                              place (pwrite at 0), and FILE.b, opened
+ *                              O_APPEND (where pwrite appends)
  *   fdrace iov FILE SECONDS    3 threads writev FILE from iovecs that a
  *                              thread flips between 1 byte and 1 MiB (what
  *                              the engine read and what the kernel reads at
@@ -35,12 +38,12 @@ static char buf[MiB];
 static struct iovec iov[WRITERS];
 static atomic_int stop;
 static atomic_llong written;
-static int file, devnull;
+static int file, other; /* dup2 flips FD between them */
 
 static void *flip_fd(void *arg)
 {
     while (!stop) {
-        dup2(devnull, FD);
+        dup2(other, FD);
         dup2(file, FD);
     }
     return arg;
@@ -63,6 +66,16 @@ static void *write_fd(void *arg)
 {
     while (!stop) {
         ssize_t n = write(FD, buf, MiB);
+        if (n > 0)
+            written += n;
+    }
+    return arg;
+}
+
+static void *pwrite_fd(void *arg)
+{
+    while (!stop) {
+        ssize_t n = pwrite(FD, buf, MiB, 0);
         if (n > 0)
             written += n;
     }
@@ -130,18 +143,23 @@ int main(int argc, char **argv)
     double seconds = atof(argv[3]);
     if (strcmp(argv[1], "close") == 0)
         return close_loop(seconds);
-    int iov_mode = strcmp(argv[1], "iov") == 0;
+    int iov_mode = strcmp(argv[1], "iov") == 0, swap = strcmp(argv[1], "swap") == 0;
     memset(buf, 'r', sizeof buf);
-    file = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-    devnull = open("/dev/null", O_WRONLY);
-    if (file < 0 || devnull < 0 || dup2(devnull, FD) != FD)
+    char b[4096];
+    snprintf(b, sizeof b, "%s.b", argv[2]);
+    file = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | (swap ? 0 : O_APPEND), 0644);
+    other = swap ? open(b, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644)
+                 : open("/dev/null", O_WRONLY);
+    if (file < 0 || other < 0 || dup2(other, FD) != FD ||
+        (swap && pwrite(file, buf, MiB, 0) != MiB))
         return 2;
     for (int i = 0; i < WRITERS; i++)
         iov[i] = (struct iovec){buf, 1};
+    void *(*writer)(void *) = iov_mode ? write_iov : swap ? pwrite_fd : write_fd;
     pthread_t t;
     pthread_create(&t, NULL, iov_mode ? flip_iov : flip_fd, NULL);
     for (long i = 0; i < WRITERS; i++)
-        pthread_create(&t, NULL, iov_mode ? write_iov : write_fd, (void *)i);
+        pthread_create(&t, NULL, writer, (void *)i);
     struct timespec d = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
     nanosleep(&d, NULL);
     stop = 1;
