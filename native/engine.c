@@ -78,6 +78,7 @@ struct hold {
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
     int rec;                  /* its slot in the group's record file (keep.h), -1: none */
+    struct gov_iocounts io;   /* its thread's counters, read since it made this call */
 };
 
 struct memproc {
@@ -249,7 +250,7 @@ static void note_write(struct gov_engine *e, struct hold *h)
         (g->disk || (g->lim.r[GOV_DISK_WRITE].set && !(h->call.moves & (1u << GOV_DISK_WRITE)))))
         what |= GOV_IOW_DIRTIED;
     if (what)
-        gov_iowrite_note(&g->iowrites, &e->pidfds, h->pid, h->nr, what, &h->call);
+        gov_iowrite_note(&g->iowrites, &e->pidfds, h->pid, h->nr, what, &h->call, &h->io);
 }
 
 /* Lets h's call run (cont), or makes it return val, or fail with error.
@@ -1080,7 +1081,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     }
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
     gov_iowrite_settle(&g->iowrites, &e->pidfds, h->nr == SYS_exit_group ? -1 : h->pid,
-                       settle_write, g);
+                       settle_write, g, &h->io);
     if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
@@ -1484,7 +1485,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             disk_recount(e, g);
         if (g->disk)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
-        gov_iowrite_settle(&g->iowrites, &e->pidfds, -1, settle_write, g);
+        gov_iowrite_settle(&g->iowrites, &e->pidfds, -1, settle_write, g, NULL);
         *out = g->u;
         out->held_now = g->nholds;
         for (int r = 0; r < GOV_NRES; r++)

@@ -18,12 +18,16 @@ int gov_iowrite_may_dirty(int nr)
 }
 
 int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,
-                     const struct gov_call *c)
+                     const struct gov_call *c, const struct gov_iocounts *at)
 {
     int64_t wchar, dirtied;
-    int rc = gov_pidfds_writes(p, tid, &wchar, &dirtied);
-    if (rc < 0)
+    int rc = 0;
+    if (at && at->known) {
+        wchar = at->wchar;
+        dirtied = at->dirtied;
+    } else if ((rc = gov_pidfds_writes(p, tid, &wchar, &dirtied)) < 0) {
         return rc;
+    }
     if (s->n == s->cap) {
         int cap = s->cap ? s->cap * 2 : 16;
         struct gov_iowrite *w = realloc(s->w, sizeof *w * (size_t)cap);
@@ -38,7 +42,7 @@ int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int 
 
 void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
                         void (*settle)(void *, const struct gov_call *, int, double, double),
-                        void *arg)
+                        void *arg, struct gov_iocounts *now)
 {
     for (int i = 0; i < s->n;) {
         struct gov_iowrite *w = &s->w[i];
@@ -54,9 +58,12 @@ void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
         }
         int64_t wchar, dirtied;
         if (gov_pidfds_writes(p, w->tid, &wchar, &dirtied) == 0 && wchar >= w->wchar0 &&
-            dirtied >= w->dirtied0)
+            dirtied >= w->dirtied0) {
             settle(arg, &w->call, w->what, (double)(wchar - w->wchar0),
                    (double)(dirtied - w->dirtied0));
+            if (now && tid >= 0)
+                *now = (struct gov_iocounts){1, wchar, dirtied};
+        }
         *w = s->w[--s->n];
     }
 }

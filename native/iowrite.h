@@ -44,18 +44,26 @@ int gov_iowrite_is(int nr);
 /* A call that may write a file: the write family and the transfers. */
 int gov_iowrite_may_dirty(int nr);
 
+/* The counters of a thread (wchar, write_bytes). */
+struct gov_iocounts {
+    int known;
+    int64_t wchar, dirtied;
+};
+
 /* Remembers call c (number nr) of thread tid, about to be let go, to settle
- * `what` of it; the counters are read through p. 0 or -errno. */
+ * `what` of it. The thread's counters now: *at if known (read since it made
+ * this call), else read through p. 0 or -errno. */
 int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,
-                     const struct gov_call *c);
+                     const struct gov_call *c, const struct gov_iocounts *at);
 
 /* Settles the calls of thread tid (-1: of every thread) whose thread has
  * left them: settle(arg, call, what, bytes its calls wrote since, bytes of
  * page cache it dirtied since). A call whose thread is gone is dropped (its
- * estimate stays charged). */
+ * estimate stays charged). For a thread tid that is in its next call, the
+ * counters read are where that call starts: *now (may be NULL). */
 void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
                         void (*settle)(void *, const struct gov_call *, int, double, double),
-                        void *arg);
+                        void *arg, struct gov_iocounts *now);
 
 void gov_iowrite_free(struct gov_iowrites *s);
 
