@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
-import structlog
-
 from .._errors import PolicyError, SpawnError
 from ..backends import NAMES as BACKENDS
-from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
-from ..monitor.metrics import parse_address, serve_metrics
-from ..policy import Policy, read_policy
-from ..share import load_class
-from ..supervisor import Supervisor
+from . import Log
+
+# A plain group imports neither the container modules, nor policy files',
+# nor metrics': a short run spends less on its command than on imports.
 
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -114,18 +109,30 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _policy(args) -> Policy:
-    """The policy file's, with the command line's limits and exceptions on top."""
-    base = read_policy(args.policy) if args.policy else Policy(Limits())
-    if args.weight is not None and not args.class_file and base.limits.parent is None:
+def _policy(args) -> tuple[Limits, tuple[str, ...]]:
+    """The policy file's limits and system call exceptions, with the command
+    line's on top."""
+    if args.policy:
+        from ..policy import read_policy
+
+        base = read_policy(args.policy)
+        limits, allow = base.limits, base.allow_syscalls
+    else:
+        limits, allow = Limits(), ()
+    if args.weight is not None and not args.class_file and limits.parent is None:
         raise PolicyError("--weight", None, "needs a class (--class FILE)")
+    if args.class_file:
+        from ..share import load_class
+
+        parent = load_class(args.class_file)
+    else:
+        parent = limits.parent
     override = Limits(burst=parse_assignments(args.burst, "--burst"),
                       on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
                       guarantee=parse_assignments(args.guarantee, "--guarantee"),
-                      weight=args.weight,
-                      parent=load_class(args.class_file) if args.class_file else base.limits.parent,
+                      weight=args.weight, parent=parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
+    return limits.merged(override), allow + tuple(args.allow_syscall)
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:
@@ -135,7 +142,7 @@ def check_writable(path: str, source: str, key: str | None) -> None:
         raise PolicyError(source, key, f"cannot write into {where}")
 
 
-def _container(args, policy: Policy) -> Container | None:
+def _container(args, allow_syscalls: tuple[str, ...]):
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
@@ -143,17 +150,19 @@ def _container(args, policy: Policy) -> Container | None:
                             ("--publish", args.publish), ("--no-nat", args.no_nat)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
-        if policy.allow_syscalls:
+        if allow_syscalls:
             where = ("--allow-syscall", None) if args.allow_syscall else (args.policy,
                                                                           "security.allow")
             raise PolicyError(*where, "needs --rootfs: only containers have a seccomp profile")
         return None
     if not args.name:
         raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
+    from ..container import Container, check_name
+
     check_name(args.name)
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
-                     allow_syscalls=policy.allow_syscalls, nat=not args.no_nat,
+                     allow_syscalls=allow_syscalls, nat=not args.no_nat,
                      publish=args.publish)
 
 
@@ -191,14 +200,15 @@ def main(args) -> int:
         return 2
     try:
         _check_daemon_options(args)
-        policy = _policy(args)
-        limits = policy.limits
+        limits, allow_syscalls = _policy(args)
         # Bad addresses and paths fail before anything starts.
         if args.metrics:
+            from ..monitor.metrics import parse_address
+
             parse_address(args.metrics)
         if args.stats_json:
             check_writable(args.stats_json, "--stats-json", None)
-        container = _container(args, policy)
+        container = _container(args, allow_syscalls)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
     except PolicyError as e:
@@ -207,24 +217,30 @@ def main(args) -> int:
     except SpawnError as e:
         return _spawn_failed(e, cmd[0], container)
     name = args.name or os.path.basename(cmd[0]) or "group"
-    structlog.contextvars.bind_contextvars(group=name)
-    log = structlog.get_logger("governor")
+    from ..supervisor import Supervisor
+
+    log = Log("governor")
+    log.bind(group=name)
     started = time.monotonic()
     if args.daemon or args.daemon_socket:
         return _run_under_daemon(args, cmd, name, limits, container, log, started)
-    with Supervisor(backend=args.backend) as sup:
+    with Supervisor(backend=args.backend, engines=1) as sup:   # one group: one engine thread
         try:
             group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
             print(f"governor: {e}", file=sys.stderr)
             return 2
-        metrics = serve_metrics(sup, args.metrics) if args.metrics else None
+        metrics = None
+        if args.metrics:
+            from ..monitor.metrics import serve_metrics
+
+            metrics = serve_metrics(sup, args.metrics)
         try:
             try:
                 proc = group.spawn(cmd)
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
-            structlog.contextvars.bind_contextvars(pid=proc.pid)
+            log.bind(pid=proc.pid)
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
@@ -243,6 +259,8 @@ def _finish(args, log, name: str, cmd: list[str], status: int, started: float, l
             usage: dict | None) -> None:
     log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
     if args.stats_json:
+        import json
+
         report = {"group": name, "command": cmd, "exit_status": status,
                   "seconds": time.monotonic() - started, **limits.as_dict(), "usage": usage}
         with open(args.stats_json, "w") as f:
@@ -269,7 +287,7 @@ def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
         print(f"governor: {e}", file=sys.stderr)
         return e.status
     try:
-        structlog.contextvars.bind_contextvars(pid=proc.pid)
+        log.bind(pid=proc.pid)
         log.info("started", argv=cmd, limits=dict(limits.items()), daemon=kept.daemon_pid)
         stop = _forward_signals(proc)
         _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait))
@@ -383,16 +401,14 @@ def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
     """Waits for the command and what `watch` watches (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # select return so that its handler (which forwards it) runs at once.
-    wake_r, wake_w = socket.socketpair()
-    wake_r.setblocking(False)
-    wake_w.setblocking(False)
-    old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
         _wait_loop(proc, log, wake_r, stops, stop_timeout, watch)
     finally:
         signal.set_wakeup_fd(old)
-        wake_r.close()
-        wake_w.close()
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch) -> None:
@@ -411,7 +427,7 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
         if wake_r in ready:
             try:
-                wake_r.recv(64)
+                os.read(wake_r, 64)
             except BlockingIOError:
                 pass
         watch.handle(ready)
