@@ -630,8 +630,8 @@ void gov_classify_shared_remap(uint64_t grow, struct gov_call *out)
     out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(grow)};
 }
 
-void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
-                  struct gov_call *out)
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk,
+                  int tid, int nr, const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;

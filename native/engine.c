@@ -370,18 +370,6 @@ static void settle_dirtied(struct group *g, const struct gov_call *c, double dir
     }
 }
 
-static void settle_returned(void *group, const struct gov_call *c, double got);
-
-/* A noted call, settled (iowrite.h). */
-static void settle_write(void *group, const struct gov_call *c, int what, double wrote,
-                         double dirtied)
-{
-    if (what & GOV_IOW_WROTE)
-        settle_returned(group, c, wrote);
-    if (what & GOV_IOW_DIRTIED)
-        settle_dirtied(group, c, dirtied);
-}
-
 /* A call let go with estimates turned out to move `got` bytes: the rate
  * resources it moves are charged the difference (a debt, or a refund). */
 static void settle_returned(void *group, const struct gov_call *c, double got)
@@ -400,6 +388,16 @@ static void settle_returned(void *group, const struct gov_call *c, double got)
         if (r == GOV_NET_RECV && s >= 0 && g->ledger.slot[s].ino == c->ledger_ino)
             g->ledger.slot[s].charged += delta;
     }
+}
+
+/* A noted call, settled (iowrite.h). */
+static void settle_write(void *group, const struct gov_call *c, int what, double wrote,
+                         double dirtied)
+{
+    if (what & GOV_IOW_WROTE)
+        settle_returned(group, c, wrote);
+    if (what & GOV_IOW_DIRTIED)
+        settle_dirtied(group, c, dirtied);
 }
 
 static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
