@@ -233,6 +233,12 @@ class Limits:
         """The limits that are set, in key order."""
         return [(k, getattr(self, k)) for k in KEYS if getattr(self, k) is not None]
 
+    def unset_bursts(self) -> list[str]:
+        """Keys given a burst but no rate: neither limited here nor shared by
+        a class of the group (such a burst would be silently ignored)."""
+        shared = {k for c in self.parent.path() for k in c.rates} if self.parent else set()
+        return [k for k in self.burst if getattr(self, k) is None and k not in shared]
+
     def burst_of(self, key: str) -> float:
         rate = getattr(self, key)
         return self.burst.get(key, max(rate * DEFAULT_BURST_SECONDS, 1.0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import struct
@@ -237,6 +238,19 @@ def _which(command: str, search: str) -> str | None:
     return None
 
 
+def _raise_nofile() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one: a supervisor holds an fd
+    per listener, spawn and cached pidfd (each engine's pidfd cache takes an
+    eighth of the limit it finds, native/classify.h). Its commands inherit
+    it, as a container's processes get a high nofile from docker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass   # an infinite hard limit above the kernel's nr_open: keep it
+
+
 def _find_command(command: str, env: Mapping[str, str]) -> str:
     path = _which(command, env.get("PATH", os.defpath)) if "/" not in command else command
     if path is None or not os.path.exists(path):
@@ -310,11 +324,15 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
 
 def spawn_command(argv: Sequence[str], program: bytes, *, container: Container | None = None,
                   name: str = "", env: Mapping[str, str] | None = None, cwd: str | None = None,
-                  stdio=(None, None, None), trace: bool = False, paused: bool = False):
+                  stdio=(None, None, None), trace: bool = False, paused: bool = False,
+                  console: tuple[int, int] = (-1, 0)):
     """gov_spawn() of argv as a group's command, looked up in its PATH (a
     container's inside the rootfs; env defaults to the container's or
     ours): the init shim and the command, filter installed, listener
-    taken. A container's command starts paused, for its network."""
+    taken. A container's command starts paused, for its network.
+    console: (socket, std fd mask): a container's command makes a pty,
+    sends its master over the socket and takes the slave as those std fds
+    (governor/cli/_relay.py)."""
     if container:
         env = dict(container.default_env() if env is None else env)
         path = container.find_command(argv[0], env)
@@ -325,7 +343,8 @@ def spawn_command(argv: Sequence[str], program: bytes, *, container: Container |
     if container:
         from .container.setup import ProcessSetup
 
-        setup, process = container.setup(name), ProcessSetup()
+        setup = container.setup(name)
+        process = ProcessSetup(console_fd=console[0], console_stdio=console[1])
     return gov_spawn(path, argv, env, program, cwd=cwd, stdio=stdio,
                      setup=setup, process=process, trace=trace,
                      paused=paused or container is not None)
@@ -349,7 +368,7 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
-        elif self.group:   # a daemon's keeper has none: the daemon counts it running
+        elif self.group is not None:   # None: a daemon's group (governor/daemon/keeper.py)
             self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -433,11 +452,12 @@ class Group:
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: str | None = None, stdin=None, stdout=None, stderr=None,
-              tracer=None) -> Process:
+              tracer=None, console: tuple[int, int] = (-1, 0)) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
         stdin, stdout, stderr: None (inherit), an fd, a file object or
         subprocess.DEVNULL. No other fd of this process reaches the command.
+        console: see spawn_command (containers only).
         tracer (seccomp backend; `governor capture`'s file tracer): its
         `filter` (BPF) goes in front of the group's, and its `attach(pid)`
         runs while the command waits before exec."""
@@ -449,11 +469,9 @@ class Group:
         bpf = (tracer.filter if tracer else b"") + self._filter
         # A tracer's attach comes before the command runs: paused.
         res = spawn_command(argv, bpf, container=box, name=self.name, env=env, cwd=cwd,
-                            stdio=(stdin, stdout, stderr),
+                            stdio=(stdin, stdout, stderr), console=console,
                             trace=self.supervisor.backend != "seccomp",
                             paused=bool(tracer or self._traces_clones))
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
@@ -473,9 +491,11 @@ class Group:
         resume: the command runs, and a dead supervisor had its listener:
         the calls in the group's record file (keep()) that still wait are
         taken over (res.resumed: how many)."""
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
+        listener = res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
+            listener = -1
             if resume:
                 res.resumed = check(lib.gov_group_resume(self._engine, self.id, res.listener),
                                     "resume")
@@ -488,6 +508,8 @@ class Group:
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
         except BaseException:
+            if listener >= 0:
+                os.close(listener)
             os.kill(res.init_pid, signal.SIGKILL)
             self.forget_init(res.init_pid)
             raise
@@ -508,8 +530,12 @@ class Group:
         CPU reservation, then lets a waiting command exec. On failure the
         command is killed (before it runs, if it was waiting)."""
         sup = self.supervisor
+        listener = -1 if trace else res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
             if not trace:
+                listener = -1
                 check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                       "add listener")
             if trace or self._traces_clones:
@@ -526,6 +552,8 @@ class Group:
         except BaseException:
             if res.go_fd >= 0:
                 lib.gov_spawn_go(res, 0)  # it exits without running
+            if listener >= 0:
+                os.close(listener)
             proc.kill()
             os.close(res.exec_fd)
             raise
@@ -602,7 +630,8 @@ class Group:
         tasks = memory = resident = pss = 0
         cpu = 0.0
         largest = (0, None)
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             try:
                 info = psutil.Process(pid)
                 with info.oneshot():
@@ -616,9 +645,14 @@ class Group:
                 largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
+        cap = self.limits.memory_resident
+        if cap is not None:
+            # memfds held by fd, SysV segments, shared pages: once each
+            # (their reads cost, so only where a limit needs them).
+            from governor.monitor.shmem import shared_resident
+            resident += shared_resident(pids)
         self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu,
                          "pss": pss}
-        cap = self.limits.memory_resident
         if cap is not None and resident > cap and largest[1] is not None:
             self._kill_for_resident(largest[1], largest[0], resident, cap)
         self._peak_tasks = max(self._peak_tasks, tasks)
@@ -718,6 +752,7 @@ class Supervisor:
         if isinstance(engines, bool) or not isinstance(engines, int) or not 1 <= engines <= 1024:
             raise GovernorError(f"engines: expected 1 to 1024 engine threads, got {engines!r}")
         self.backend = backend
+        _raise_nofile()   # before the engines size their pidfd caches
         self._engines = []
         try:
             for _ in range(engines):

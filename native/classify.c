@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -23,6 +25,7 @@
 #include "classify.h"
 #include "diskspace.h"
 #include "procfs.h"
+#include "shmem.h"
 #include "gov.h"
 
 #ifndef PIDFD_THREAD
@@ -36,16 +39,27 @@ void gov_pidfds_init(struct gov_pidfds *c)
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++) {
         c->tid[i] = 0;
         c->fd[i] = c->iofd[i] = -1;
+        c->used[i] = 0;
     }
+    struct rlimit rl;
+    rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur / 8 : 16;
+    c->max = n < 4 ? 4 : n > GOV_PIDFD_SLOTS ? GOV_PIDFD_SLOTS : (int)n;
+    c->open = 0;
+    c->clock = 0;
 }
 
-/* Slot s is free again: its task exited, or another tid takes it. */
+/* Slot s is free again: its task exited, or another tid takes it; its io
+ * file goes with it. */
 static void slot_close(struct gov_pidfds *c, int s)
 {
-    if (c->fd[s] >= 0)
+    if (c->fd[s] >= 0) {
         close(c->fd[s]);
-    if (c->iofd[s] >= 0)
+        c->open--;
+    }
+    if (c->iofd[s] >= 0) {
         close(c->iofd[s]);
+        c->open--;
+    }
     c->fd[s] = c->iofd[s] = -1;
     c->tid[s] = 0;
 }
@@ -54,6 +68,25 @@ void gov_pidfds_clear(struct gov_pidfds *c)
 {
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
         slot_close(c, i);
+    gov_pidfds_init(c);
+}
+
+/* Closes the least recently used pidfd but `keep`'s; 0, or -1 if none is open. */
+static int evict(struct gov_pidfds *c, int keep)
+{
+    int lru = -1;
+    for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
+        if (c->fd[i] >= 0 && i != keep && (lru < 0 || c->used[i] < c->used[lru]))
+            lru = i;
+    if (lru < 0)
+        return -1;
+    slot_close(c, lru);
+    return 0;
+}
+
+static int out_of_fds(void)
+{
+    return errno == EMFILE || errno == ENFILE;
 }
 
 void gov_pidfds_sweep(struct gov_pidfds *c)
@@ -73,20 +106,44 @@ void gov_pidfds_sweep(struct gov_pidfds *c)
             slot_close(c, slot[k]);
 }
 
-static int slot_open(struct gov_pidfds *c, int tid)
+static int pidfd_of(int tid)
 {
-    int s = tid % GOV_PIDFD_SLOTS;
-    slot_close(c, s);
-    c->tid[s] = tid;
-    c->fd[s] = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-    if (c->fd[s] < 0 && errno == EINVAL) {
+    int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0 && errno == EINVAL) {
         /* Before 6.9 only thread group leaders have pidfds: use the
          * leader's fd table, which pthreads share. */
         int tgid;
         if (gov_task_committed(tid, &tgid) >= 0)
-            c->fd[s] = (int)syscall(SYS_pidfd_open, tgid, 0);
+            fd = (int)syscall(SYS_pidfd_open, tgid, 0);
     }
-    return c->fd[s];
+    return fd;
+}
+
+static int slot_open(struct gov_pidfds *c, int tid)
+{
+    int s = tid % GOV_PIDFD_SLOTS;
+    slot_close(c, s);
+    if (c->open >= c->max)
+        evict(c, s);
+    int fd = pidfd_of(tid);
+    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
+        fd = pidfd_of(tid);
+    if (fd < 0)
+        return -1;
+    c->tid[s] = tid;
+    c->fd[s] = fd;
+    c->used[s] = ++c->clock;
+    c->open++;
+    return fd;
+}
+
+/* pidfd_getfd, with one pidfd fewer if the supervisor is out of fds. */
+static int getfd(struct gov_pidfds *c, int s, int fd)
+{
+    int dup = (int)syscall(SYS_pidfd_getfd, c->fd[s], fd, 0);
+    if (dup < 0 && out_of_fds() && evict(c, s) == 0)
+        dup = (int)syscall(SYS_pidfd_getfd, c->fd[s], fd, 0);
+    return dup;
 }
 
 int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *dirtied)
@@ -96,14 +153,21 @@ int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *di
         if (slot_open(c, tid) < 0)
             return -ESRCH;
     } else if (c->iofd[s] >= 0 && gov_io_writes(c->iofd[s], wchar, dirtied) == 0) {
+        c->used[s] = ++c->clock;
         return 0;
-    } else if (c->iofd[s] >= 0) {
-        slot_open(c, tid); /* its task is gone: the tid may be another's now */
+    } else if (c->iofd[s] >= 0 && slot_open(c, tid) < 0) {
+        return -ESRCH; /* its task is gone, and no task has its tid now */
     }
-    if (c->iofd[s] < 0 && (c->iofd[s] = gov_task_io_open(tid)) < 0) {
-        int rc = c->iofd[s];
-        c->iofd[s] = -1;
-        return rc;
+    if (c->iofd[s] < 0) {
+        if (c->open >= c->max)
+            evict(c, s);
+        int fd = gov_task_io_open(tid);
+        if (fd < 0 && out_of_fds() && evict(c, s) == 0)
+            fd = gov_task_io_open(tid);
+        if (fd < 0)
+            return fd;
+        c->iofd[s] = fd;
+        c->open++;
     }
     return gov_io_writes(c->iofd[s], wchar, dirtied);
 }
@@ -112,15 +176,16 @@ int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *di
 static int tenant_fd(struct gov_pidfds *c, int tid, int fd)
 {
     int s = tid % GOV_PIDFD_SLOTS;
-    int pidfd = c->tid[s] == tid && c->fd[s] >= 0 ? c->fd[s] : slot_open(c, tid);
-    if (pidfd < 0)
+    if (c->tid[s] == tid && c->fd[s] >= 0)
+        c->used[s] = ++c->clock;
+    else if (slot_open(c, tid) < 0)
         return -1;
-    int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    int dup = getfd(c, s, fd);
     if (dup < 0 && (errno == ESRCH || errno == EBADF)) {
         /* Maybe a stale slot: the tid now names another task. */
-        if ((pidfd = slot_open(c, tid)) < 0)
+        if (slot_open(c, tid) < 0)
             return -1;
-        dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+        dup = getfd(c, s, fd);
     }
     return dup;
 }
@@ -339,6 +404,17 @@ static void charge_growth(struct gov_call *out, const struct gov_disk *d, const 
     out->disk_ino = st->st_ino;
 }
 
+/* memory: `growth` bytes more for a file in memory (shmem.h), if it is one.
+ * Charged first, so that a call held for it is held on memory. */
+static void charge_memory(struct gov_call *out, struct gov_shmem *sh, int tid, int fd,
+                          const struct stat *st, double growth)
+{
+    if (!sh || growth <= 0 || !gov_shmem_is_memory(fd, st))
+        return;
+    gov_shmem_note(sh, tid, fd, st);
+    add(out, GOV_MEMORY, growth);
+}
+
 /* Where a write of a file lands: at its end with O_APPEND (pwrite too, on
  * Linux), else at pos (>= 0), else at its file position. */
 static int64_t write_at(int dup, const struct stat *st, int64_t pos)
@@ -350,8 +426,8 @@ static int64_t write_at(int dup, const struct stat *st, int64_t pos)
 
 /* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
 static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const struct gov_disk *d,
-                            int pid, int in_fd, uint64_t in_off, int out_fd, uint64_t out_off,
-                            double len)
+                            struct gov_shmem *sh, int pid, int in_fd, uint64_t in_off,
+                            int out_fd, uint64_t out_off, double len)
 {
     struct stat st_in, st_out;
     int in = tenant_fd(c, pid, in_fd);
@@ -373,11 +449,13 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const st
         if (kin == FD_SOCKET)
             add(out, GOV_NET_RECV, n);
     }
-    charge_write(out, kout, n);
-    if (kout == FD_FILE && d && gov_disk_on_area(d, st_out.st_dev)) {
+    if (kout == FD_FILE && ((d && gov_disk_on_area(d, st_out.st_dev)) || sh)) {
         int64_t at = write_at(outd, &st_out, out_off ? position(outd, pid, out_off) : -1);
-        charge_growth(out, d, &st_out, gov_disk_growth(&st_out, (double)at + n));
+        double grow = gov_disk_growth(&st_out, (double)at + n);
+        charge_memory(out, sh, pid, outd, &st_out, grow);
+        charge_growth(out, d, &st_out, grow);
     }
+    charge_write(out, kout, n);
     if (in >= 0)
         close(in);
     if (outd >= 0)
@@ -410,8 +488,8 @@ static double write_growth(int dup, const struct stat *st, int nr, const uint64_
 /* The fd's kind is looked at on every call: what a number names changes
  * with calls that are not notified (close, dup2, exec: docs/design.md). */
 static void classify_fd_call(struct gov_pidfds *c, struct gov_ledger *lg,
-                             const struct gov_disk *d, int pid, int nr, const uint64_t *a,
-                             struct gov_call *out)
+                             const struct gov_disk *d, struct gov_shmem *sh, int pid, int nr,
+                             const uint64_t *a, struct gov_call *out)
 {
     struct stat st = {0};
     int dup = tenant_fd(c, pid, (int)a[0]);
@@ -420,6 +498,8 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_ledger *lg,
         return; /* EBADF: the kernel will say so too */
     if (is_plain_write(nr)) {
         double n = write_size(pid, nr, a);
+        if (kind == FD_FILE && sh)
+            charge_memory(out, sh, pid, dup, &st, write_growth(dup, &st, nr, a, n));
         if (nr == SYS_write || nr == SYS_writev)
             charge_send(out, dup, kind, n, 0);
         else
@@ -528,41 +608,53 @@ static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr, 
     return fd;
 }
 
-/* ftruncate, truncate and fallocate of a file of the area: growth, or space
- * given back. fd: the file (the caller closes it). */
-static void classify_resize(const struct gov_disk *d, int fd, int nr, const uint64_t *a,
-                            struct gov_call *out)
+/* What ftruncate, truncate or fallocate grows file st by; -1 if it may give
+ * space back. */
+static double resize_growth(const struct stat *st, int nr, const uint64_t *a)
 {
-    struct stat st;
-    if (!d || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-        !gov_disk_on_area(d, st.st_dev))
-        return;
     if (nr != SYS_fallocate) {
         int64_t len = (int64_t)a[1];
-        if (len < st.st_size)
-            out->kind = GOV_CALL_DISK_FREE;
-        else
-            charge_growth(out, d, &st, gov_disk_growth(&st, (double)len));
-        return;
+        return len < st->st_size ? -1 : gov_disk_growth(st, (double)len);
     }
     int mode = (int)a[1];
     double off = (double)(int64_t)a[2], len = (double)(int64_t)a[3];
-    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)) {
-        out->kind = GOV_CALL_DISK_FREE;
-    } else if (mode & FALLOC_FL_INSERT_RANGE) {
-        charge_growth(out, d, &st, gov_disk_growth(&st, (double)st.st_size + len));
-    } else {
-        double grow = gov_disk_growth(&st, off + len);
-        /* KEEP_SIZE allocates blocks in the range only: at most len more. */
-        if ((mode & FALLOC_FL_KEEP_SIZE) && grow > len + st.st_blksize)
-            grow = len + st.st_blksize;
-        charge_growth(out, d, &st, grow);
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE))
+        return -1;
+    if (mode & FALLOC_FL_INSERT_RANGE)
+        return gov_disk_growth(st, (double)st->st_size + len);
+    double grow = gov_disk_growth(st, off + len);
+    /* KEEP_SIZE allocates blocks in the range only: at most len more. */
+    if ((mode & FALLOC_FL_KEEP_SIZE) && grow > len + st->st_blksize)
+        grow = len + st->st_blksize;
+    return grow;
+}
+
+/* ftruncate, truncate and fallocate of a file of the area or in memory:
+ * growth, or space given back. fd: the file (the caller closes it). */
+static void classify_resize(const struct gov_disk *d, struct gov_shmem *sh, int tid, int fd,
+                            int nr, const uint64_t *a, struct gov_call *out)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return;
+    int area = d && gov_disk_on_area(d, st.st_dev);
+    if (!area && !sh)
+        return;
+    double grow = resize_growth(&st, nr, a);
+    if (grow < 0) {
+        if (area)
+            out->kind = GOV_CALL_DISK_FREE; /* memory: the next recount sees it */
+        return;
     }
+    charge_memory(out, sh, tid, fd, &st, grow);
+    if (area)
+        charge_growth(out, d, &st, grow);
 }
 
 /* disk_space calls that name their file by path or fd, or that free space. */
-static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
-                              const uint64_t *a, struct gov_call *out)
+static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
+                              struct gov_shmem *sh, int tid, int nr, const uint64_t *a,
+                              struct gov_call *out)
 {
     struct stat st;
     int fd = -1;
@@ -578,11 +670,11 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
     case SYS_ftruncate:
     case SYS_fallocate:
         fd = tenant_fd(c, tid, (int)a[0]);
-        classify_resize(d, fd, nr, a, out);
+        classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_truncate:
         fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
-        classify_resize(d, fd, nr, a, out);
+        classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_mkdir:
     case SYS_mkdirat:
@@ -630,8 +722,51 @@ void gov_classify_shared_remap(uint64_t grow, struct gov_call *out)
     out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(grow)};
 }
 
+/* What a new pipe or unix socket, or a larger send buffer, may hold
+ * (shmem.h): charged as a shared mapping is. */
+static void charge_buffer(struct gov_call *out, double bytes)
+{
+    out->kind = GOV_CALL_MEMORY;
+    if (bytes > 0) {
+        add(out, GOV_MEMORY, bytes);
+        out->shared_mem = 1;
+    }
+}
+
+static int sock_domain(int dup)
+{
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    return getsockopt(dup, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 ? domain : -1;
+}
+
+/* accept of a unix socket makes one; setsockopt SO_SNDBUF of one grows it
+ * (SO_SNDBUFFORCE past wmem_max). The value is read from the tenant, which
+ * may change it before the kernel does: the recount reads the buffer the
+ * kernel set. */
+static void classify_socket_call(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
+                                 struct gov_call *out)
+{
+    int val = 0, sndbuf = 0;
+    socklen_t len = sizeof sndbuf;
+    int force = a[2] == SO_SNDBUFFORCE;
+    if (nr == SYS_setsockopt && (a[1] != SOL_SOCKET || (a[2] != SO_SNDBUF && !force) ||
+                                 read_mem(tid, a[3], &val, sizeof val)))
+        return;
+    int dup = tenant_fd(c, tid, (int)a[0]);
+    if (dup < 0)
+        return;
+    if (sock_domain(dup) == AF_UNIX) {
+        if (nr != SYS_setsockopt)
+            charge_buffer(out, (double)gov_unix_sndbuf(0));
+        else if (getsockopt(dup, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0)
+            charge_buffer(out, (force ? 2.0 * val : (double)gov_unix_sndbuf(val)) - sndbuf);
+    }
+    close(dup);
+}
+
 void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk,
-                  int tid, int nr, const uint64_t *a, struct gov_call *out)
+                  struct gov_shmem *sh, int tid, int nr, const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
@@ -672,15 +807,40 @@ void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_
         out->kind = GOV_CALL_MEMORY;
         out->brk = 1; /* the engine knows the current break */
         return;
+    case SYS_pipe:
+    case SYS_pipe2:
+        charge_buffer(out, sh ? GOV_PIPE_BYTES : 0);
+        return;
+    case SYS_socketpair:
+        charge_buffer(out, sh && a[0] == AF_UNIX ? 2.0 * (double)gov_unix_sndbuf(0) : 0);
+        return;
+    case SYS_socket:
+        charge_buffer(out, sh && a[0] == AF_UNIX ? (double)gov_unix_sndbuf(0) : 0);
+        return;
+    case SYS_accept:
+    case SYS_accept4:
+    case SYS_setsockopt:
+        if (sh)
+            classify_socket_call(c, tid, nr, a, out);
+        return;
+    case SYS_shmget:
+        /* A new SysV segment: its size, whether or not it is ever
+         * attached (shmem.h recounts it). */
+        out->kind = GOV_CALL_MEMORY;
+        if (a[2] & IPC_CREAT) {
+            add(out, GOV_MEMORY, page_round(a[1]));
+            out->shared_mem = 1;
+        }
+        return;
     case SYS_sendfile:
-        charge_transfer(out, c, disk, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
+        charge_transfer(out, c, disk, sh, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
         return;
     case SYS_splice:
     case SYS_copy_file_range:
-        charge_transfer(out, c, disk, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
+        charge_transfer(out, c, disk, sh, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
         return;
     default:
-        if (!classify_disk_call(c, disk, tid, nr, a, out))
-            classify_fd_call(c, lg, disk, tid, nr, a, out);
+        if (!classify_disk_call(c, disk, sh, tid, nr, a, out))
+            classify_fd_call(c, lg, disk, sh, tid, nr, a, out);
     }
 }

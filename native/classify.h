@@ -16,16 +16,23 @@
 #include <stdint.h>
 
 struct gov_disk;
+struct gov_shmem;
 
 #define GOV_PIDFD_SLOTS 4096
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
  * with ESRCH/EBADF and is reopened. With each, once asked for, the thread's
- * /proc io file (gov_pidfds_writes), closed with it. */
+ * /proc io file (gov_pidfds_writes), closed with it. At most `max` fds are
+ * open (an eighth of RLIMIT_NOFILE when the cache starts, the supervisor's
+ * other engines and files need the rest): past it, or at EMFILE, the least
+ * recently used slot is closed. */
 struct gov_pidfds {
     int tid[GOV_PIDFD_SLOTS];
     int fd[GOV_PIDFD_SLOTS];
     int iofd[GOV_PIDFD_SLOTS];
+    uint64_t used[GOV_PIDFD_SLOTS];  /* `clock` at its last use */
+    uint64_t clock;
+    int open, max;
 };
 
 void gov_pidfds_init(struct gov_pidfds *c);
@@ -75,7 +82,8 @@ struct gov_call {
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
-    int shared_mem;       /* a shared anonymous mapping (not in VmData) */
+    int shared_mem;       /* shared memory, not in VmData: a shared anonymous
+                           * mapping, a SysV segment */
     double correction;    /* net_recv to settle now (may be negative) */
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
@@ -83,9 +91,10 @@ struct gov_call {
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).
- * disk: the group's disk_space area, or NULL. */
-void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg,
-                  const struct gov_disk *disk, int tid, int nr, const uint64_t *args,
+ * disk: the group's disk_space area, or NULL; sh: with a memory limit, the
+ * group's files in memory (growth of one is charged GOV_MEMORY), or NULL. */
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk,
+                  struct gov_shmem *sh, int tid, int nr, const uint64_t *args,
                   struct gov_call *out);
 
 /* mremap growing a shared file mapping by grow bytes: a disk_write charge,

@@ -24,6 +24,7 @@
 #include "keep.h"
 #include "procfs.h"
 #include "share.h"
+#include "shmem.h"
 #include "tasks.h"
 #include "trace.h"
 
@@ -38,6 +39,7 @@
 #define MAX_GROUPS 4096
 #define EVENT_RING 4096
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
+#define MEM_RECOUNT_NS 1000000000LL /* memory: a recount at least this often (mem_recount_due) */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
 #define MAX_PROCS 65536
 #define SIGNAL_SWEEP_NS 20000000LL  /* held calls that a signal may interrupt: looked at */
@@ -55,8 +57,19 @@ enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
 struct group;
 
+/* What an epoll event names: a slot of e->watch, by index and generation,
+ * never a pointer. Another thread (gov_group_remove, the tracer) or an
+ * earlier event of the same batch may free a listener or a hold between
+ * epoll_wait and the engine's look at the event; freeing bumps the slot's
+ * generation, so the stale event names nothing and is dropped. */
+struct watch {
+    int tag;                  /* TAG_*, 0: free */
+    uint32_t gen;
+    void *obj;                /* the listener or hold */
+};
+
 struct listener {
-    int tag;
+    uint64_t key;             /* its watch */
     int fd;
     struct group *g;
     struct listener *next;
@@ -64,6 +77,7 @@ struct listener {
 
 struct hold {
     int tag;                  /* TAG_DATA while waiting for data */
+    uint64_t key;             /* its watch then */
     struct hold *prev, *next;
     struct group *g;
     struct listener *l;       /* seccomp: the listener and notification id */
@@ -112,7 +126,9 @@ struct group {
     int64_t stall_next;
     struct memproc *mem;
     int nmem, cap_mem;
-    int64_t shared_mem;       /* shared anonymous memory of the group */
+    int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
+    struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
+    int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
     double disk_pending;      /* page cache dirtied past the growth charged, since the last
@@ -146,7 +162,67 @@ struct gov_engine {
     int64_t last_pidfd_sweep;
     int64_t timer_at;         /* 0: disarmed */
     struct gov_tracer *tracer; /* with the first ptrace group */
+    struct watch *watch;      /* what epoll events name (struct watch) */
+    int nwatch, cap_watch;
+    int *free_watch, nfree_watch;
 };
+
+/* ---- epoll's view: watches ---- */
+
+/* Adds fd to epoll as a watch of obj; its key in *key. 0 or -errno. */
+static int watch_add(struct gov_engine *e, int fd, uint32_t events, int tag, void *obj,
+                     uint64_t *key)
+{
+    if (!e->nfree_watch && e->nwatch == e->cap_watch) {
+        int cap = e->cap_watch ? e->cap_watch * 2 : 64;
+        struct watch *w = realloc(e->watch, sizeof *w * cap);
+        int *f = w ? realloc(e->free_watch, sizeof *f * cap) : NULL;
+        if (w)
+            e->watch = w;
+        if (!f)
+            return -ENOMEM;
+        e->free_watch = f;
+        e->cap_watch = cap;
+    }
+    int i = e->nfree_watch ? e->free_watch[--e->nfree_watch] : e->nwatch;
+    if (i == e->nwatch)
+        e->watch[e->nwatch++].gen = 0;
+    struct watch *w = &e->watch[i];
+    w->tag = tag;
+    w->obj = obj;
+    *key = (uint64_t)w->gen << 32 | (uint32_t)i;
+    struct epoll_event ev = {.events = events, .data.u64 = *key};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        int err = errno;
+        w->tag = 0;
+        w->obj = NULL;
+        w->gen++;
+        e->free_watch[e->nfree_watch++] = i;
+        return -err;
+    }
+    return 0;
+}
+
+/* Takes fd out of epoll and frees its watch: events already reported for
+ * it name nothing now. */
+static void watch_del(struct gov_engine *e, int fd, uint64_t key)
+{
+    int i = (int)(uint32_t)key;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    e->watch[i].tag = 0;
+    e->watch[i].obj = NULL;
+    e->watch[i].gen++;
+    e->free_watch[e->nfree_watch++] = i;
+}
+
+/* The live watch an event names, or NULL (freed since). */
+static struct watch *watch_of(struct gov_engine *e, uint64_t key)
+{
+    uint32_t i = (uint32_t)key;
+    if (i >= (uint32_t)e->nwatch || e->watch[i].gen != (uint32_t)(key >> 32) || !e->watch[i].tag)
+        return NULL;
+    return &e->watch[i];
+}
 
 static struct group *group_of(struct gov_engine *e, int id);
 
@@ -489,14 +565,27 @@ static void mem_refresh_all(struct gov_engine *e, struct group *g)
     }
     free(old);
     /* Shared objects count once, however many processes map them. */
-    struct gov_shm_obj objs[1024];
+    static struct gov_shm_obj objs[4096]; /* the engine thread's only */
     int nobjs = 0;
-    for (int i = 0; i < n; i++)
-        gov_task_shared_anon(e->procs[i], objs, &nobjs, 1024);
+    for (int i = 0; i < n; i++) {
+        gov_task_shared_anon(e->procs[i], objs, &nobjs, 4096);
+        gov_shmem_fds(&g->shmem, e->procs[i], objs, &nobjs, 4096);
+    }
+    gov_shmem_recount(&g->shmem, n ? e->procs[0] : 0, objs, &nobjs, 4096);
     g->shared_mem = 0;
     for (int i = 0; i < nobjs; i++)
         g->shared_mem += objs[i].size;
     mem_total(g);
+    g->mem_recount_at = now_ns() + MEM_RECOUNT_NS;
+}
+
+/* Memory that grew without a call we charged (a file the group was handed
+ * open, a write whose fd was swapped under it) is found by a recount: at
+ * the group's first memory call and at most once a second after that. */
+static void mem_recount_due(struct gov_engine *e, struct group *g)
+{
+    if (now_ns() >= g->mem_recount_at)
+        mem_refresh_all(e, g);
 }
 
 /* Bytes that brk(addr) would commit for the process; fills its state. */
@@ -510,18 +599,22 @@ static double brk_growth(struct memproc *m, uint64_t addr)
     return addr > (uint64_t)m->last_brk ? (double)(addr - (uint64_t)m->last_brk) : 0;
 }
 
-/* The memory call of h: sets its cost; 1 if it fits, 0 if not. `fresh`: do
- * the slow, exact recount before saying no. */
+/* The memory call of h: sets its cost; 1 if it fits, 0 if not, -1 if the
+ * engine cannot tell (out of memory or fds: the call fails, closed).
+ * `fresh`: do the slow, exact recount before saying no. */
 static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     int tgid;
     int64_t bytes = gov_task_committed(h->pid, &tgid);
-    if (bytes < 0)
+    if (bytes == -ENOENT || bytes == -ESRCH)
         return 1; /* gone: the call will not run */
+    if (bytes < 0)
+        return -1;
     h->tgid = tgid;
+    mem_recount_due(e, g);
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
-        return 1;
+        return -1;
     m->bytes = bytes;
     if (h->call.brk) {
         h->call.nch = 0;
@@ -535,6 +628,29 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     int64_t cap = g->lim.r[GOV_MEMORY].cap;
     if (mem_total(g) + cost <= cap)
         return 1;
+    if (!fresh)
+        return 0;
+    mem_refresh_all(e, g);
+    return mem_total(g) + cost <= cap;
+}
+
+/* A call that grows a file in memory (classify.c: a GOV_MEMORY charge on a
+ * call that is not a memory call): its growth against the memory cap. -1 if
+ * it is larger than the whole cap. */
+static int file_memory_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
+{
+    double cost = 0;
+    for (int i = 0; i < h->call.nch; i++)
+        if (h->call.ch[i].res == GOV_MEMORY)
+            cost += h->call.ch[i].cost;
+    int64_t cap = g->lim.r[GOV_MEMORY].cap;
+    if (cost == 0 || !g->lim.r[GOV_MEMORY].set)
+        return 1;
+    mem_recount_due(e, g);
+    if (mem_total(g) + cost <= cap)
+        return 1;
+    if (cost > (double)cap)
+        return -1;
     if (!fresh)
         return 0;
     mem_refresh_all(e, g);
@@ -612,10 +728,15 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
         /* More than the whole cap never fits: fail it at once, as the
          * kernel fails a mapping larger than memory (a program probing how
          * much it may allocate must not wait for ever). */
-        if (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap) {
+        if (fits < 0 ||
+            (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap)) {
             *why = res;
             return DENY;
         }
+    } else if ((fits = file_memory_fits(e, g, h, fresh)) <= 0) {
+        *why = res = GOV_MEMORY;
+        if (fits < 0)
+            return DENY;
     } else if (!disk_fits(e, g, h, fresh)) {
         res = GOV_DISK_SPACE; /* deny only: a full area does not free itself */
         fits = 0;
@@ -647,7 +768,7 @@ static int deny_errno(struct hold *h, int res)
 {
     if (res == GOV_DISK_SPACE)
         return EDQUOT;
-    if (h->call.kind == GOV_CALL_MEMORY)
+    if (h->call.kind == GOV_CALL_MEMORY || res == GOV_MEMORY)
         return ENOMEM;
     return EAGAIN;
 }
@@ -690,6 +811,10 @@ static void charge(struct group *g, struct hold *h, int sign)
         if (r == GOV_DISK_SPACE && g->disk)
             gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
                             h->call.disk_ino, sign);
+        if (r == GOV_MEMORY && h->call.kind != GOV_CALL_MEMORY) {
+            g->shared_mem += (int64_t)c; /* a file in memory grows */
+            mem_total(g);
+        }
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -702,6 +827,8 @@ static void charge(struct group *g, struct hold *h, int sign)
         struct memproc *m = mem_proc(g, h->tgid);
         if (h->call.shared_mem) {
             g->shared_mem += (int64_t)h->call.ch[0].cost * sign;
+            if (h->nr == SYS_shmget && sign > 0)
+                gov_shmem_creator(&g->shmem, h->tgid);
         } else if (m) {
             m->bytes += (int64_t)h->call.ch[0].cost * sign;
             if (h->call.brk && sign > 0)
@@ -741,13 +868,30 @@ static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int re
     emit(e, GOV_EV_DENIED, g->id, res, h->pid, h->nr, err);
 }
 
-static int hold_res(struct hold *h)
+/* The queue of earlier held calls that h must wait behind (FIFO per
+ * resource): one of a resource it charges, or -1. A call that charges
+ * nothing (a pipe read) waits behind nobody. */
+static int queued_behind(struct group *g, const struct hold *h)
 {
     if (h->call.kind == GOV_CALL_TASK)
-        return GOV_PROCESSES;
+        return g->held_res[GOV_PROCESSES] ? GOV_PROCESSES : -1;
     if (h->call.kind == GOV_CALL_MEMORY)
-        return GOV_MEMORY;
-    return h->call.nch ? h->call.ch[0].res : GOV_NET_RECV;
+        return g->held_res[GOV_MEMORY] ? GOV_MEMORY : -1;
+    for (int i = 0; i < h->call.nch; i++)
+        if (g->held_res[h->call.ch[i].res])
+            return h->call.ch[i].res;
+    return -1;
+}
+
+/* Whether a queue that h would join is blocked in this pass. */
+static int behind_blocked(const struct hold *h, const int *blocked)
+{
+    if (blocked[h->res])
+        return 1;
+    for (int i = 0; h->call.kind == GOV_CALL_BYTES && i < h->call.nch; i++)
+        if (blocked[h->call.ch[i].res])
+            return 1;
+    return 0;
 }
 
 static void held_list_add(struct gov_engine *e, struct group *g)
@@ -774,10 +918,15 @@ static void free_hold(struct gov_engine *e, struct hold *h)
     if (h->call.wait_fd >= 0) {
         /* The tenant shares the file: closing our fd would not unregister it. */
         if (h->tag == TAG_DATA)
-            epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
+            watch_del(e, h->call.wait_fd, h->key);
         close(h->call.wait_fd);
     }
     free(h);
+}
+
+static struct gov_shmem *shmem_of(struct group *g)
+{
+    return g->lim.r[GOV_MEMORY].set ? &g->shmem : NULL;
 }
 
 /* Reclassifies a receive at release: more may be queued by now. */
@@ -785,7 +934,8 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->g->ledger, h->g->disk, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &h->g->ledger, h->g->disk, shmem_of(h->g), h->pid, h->nr, h->args,
+                 &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -803,7 +953,8 @@ static int is_receive(int nr)
            nr == SYS_recvmmsg || nr == SYS_splice;
 }
 
-static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64_t now)
+/* Queues h under res, the resource that holds it (-1: waiting for data). */
+static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64_t now, int res)
 {
     h->since = now;
     h->prev = g->holds.prev;
@@ -811,7 +962,7 @@ static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64
     g->holds.prev->next = h;
     g->holds.prev = h;
     g->nholds++;
-    h->res = h->tag == TAG_DATA ? -1 : hold_res(h);
+    h->res = res;
     if (h->res >= 0)
         g->held_res[h->res]++;
     held_list_add(e, g);
@@ -840,20 +991,26 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
 {
     settle_now(g, h);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = h};
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, h->call.wait_fd, &ev) == 0) {
+        if (watch_add(e, h->call.wait_fd, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, TAG_DATA, h,
+                      &h->key) == 0) {
             h->tag = TAG_DATA;
             h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
-            enqueue(e, g, h, now);
+            enqueue(e, g, h, now, -1);
             arm_before(e, h->deadline ? h->deadline : now + SWEEP_NS);
             arm_before(e, now + SIGNAL_SWEEP_NS);
             return;
         }
-        reclassify(e, h); /* cannot wait: charge what is there */
+        /* Cannot watch it (out of memory): the receive fails rather than
+         * wait in the kernel for data that nobody would charge. */
+        answer(e, h, 0, -ENOMEM, 0);
+        g->u.r[GOV_NET_RECV].denied++;
+        emit(e, GOV_EV_DENIED, g->id, GOV_NET_RECV, h->pid, h->nr, ENOMEM);
+        free_hold(e, h);
+        return;
     }
     int64_t wait = 0;
-    int why = -1;
-    int v = g->held_res[hold_res(h)] ? WAIT : verdict(e, g, h, now, &wait, 1, &why);
+    int why = queued_behind(g, h);
+    int v = why >= 0 ? WAIT : verdict(e, g, h, now, &wait, 1, &why);
     switch (v) {
     case GO:
         let_go(e, g, h);
@@ -864,12 +1021,13 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
         free_hold(e, h);
         return;
     }
-    /* Held calls queue behind earlier ones of the same resource (FIFO). */
-    int res = hold_res(h);
+    /* Held: filed under the resource that refused it, or whose earlier
+     * held calls it waits behind. */
+    int res = why;
     g->u.r[res].held_calls++;
     emit(e, GOV_EV_HELD, g->id, res, h->pid, h->nr,
          h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
-    enqueue(e, g, h, now);
+    enqueue(e, g, h, now, res);
     arm_before(e, now + (wait ? wait : CAP_RECHECK_NS));
     if (watch_signals(h))
         arm_before(e, now + SIGNAL_SWEEP_NS);
@@ -907,7 +1065,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             continue;
         }
         watched |= watch_signals(h);
-        if (blocked[res])
+        if (behind_blocked(h, blocked))
             continue;
         if (is_receive(h->nr)) {
             reclassify(e, h);
@@ -917,7 +1075,11 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         int why;
         int v = verdict(e, g, h, now, &wait, 1, &why);
         if (v == WAIT) {
-            blocked[res] = 1;
+            blocked[res] = blocked[why] = 1;
+            if (why != res) { /* another of its resources holds it now */
+                g->held_res[res]--;
+                g->held_res[h->res = why]++;
+            }
             int64_t at = now + (wait ? wait : CAP_RECHECK_NS);
             if (!next || at < next)
                 next = at;
@@ -1035,7 +1197,7 @@ static void run_holds(struct gov_engine *e)
 static void close_listener(struct gov_engine *e, struct listener *l)
 {
     struct group *g = l->g;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+    watch_del(e, l->fd, l->key);
     for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
         n = h->next;
         if (h->l == l) {
@@ -1085,7 +1247,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         free_hold(e, h);
         return;
     }
-    gov_classify(&e->pidfds, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &g->ledger, g->disk, shmem_of(g), h->pid, h->nr, h->args, &h->call);
     /* Growing a shared file mapping lets more of the file be written with no
      * call (classify.c charge_shared_map). */
     if (h->nr == SYS_mremap && g->lim.r[GOV_DISK_WRITE].set && h->args[2] > h->args[1] &&
@@ -1133,8 +1295,12 @@ int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t 
                            const uint64_t *args)
 {
     struct group *g = group_of(e, t->group);
-    if (!g)
-        return 0;
+    if (!g) {
+        /* Its group is gone (or it never had one): it may not run
+         * ungoverned. */
+        syscall(SYS_tgkill, t->tid, t->tid, SIGKILL);
+        return 1;
+    }
     /* ptrace-syscall stops at every call; the i386 and x32 entries are all
      * refused there (their numbers are other tables'). */
     if (t->backend == GOV_BACKEND_PTRACE_SYSCALL && arch == AUDIT_ARCH_X86_64 &&
@@ -1175,7 +1341,7 @@ void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t)
 static void on_data(struct gov_engine *e, struct hold *h)
 {
     struct group *g = h->g;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
+    watch_del(e, h->call.wait_fd, h->key);
     unlink_hold(g, h);
     h->tag = 0;
     reclassify(e, h);
@@ -1195,15 +1361,16 @@ static void *engine_main(void *arg)
         }
         int timer = 0;
         for (int i = 0; i < n; i++) {
-            int tag = *(int *)evs[i].data.ptr;
+            struct watch *w = watch_of(e, evs[i].data.u64);
+            int tag = w ? w->tag : 0; /* 0: freed since epoll_wait returned */
             if (tag == TAG_LISTENER) {
-                struct listener *l = evs[i].data.ptr;
+                struct listener *l = w->obj;
                 if (evs[i].events & EPOLLIN)
                     on_notification(e, l);
                 else if (evs[i].events & (EPOLLHUP | EPOLLERR))
                     close_listener(e, l);
             } else if (tag == TAG_DATA) {
-                on_data(e, evs[i].data.ptr);
+                on_data(e, w->obj);
             } else if (tag == TAG_TIMER) {
                 uint64_t ticks;
                 ssize_t r = read(e->timerfd, &ticks, sizeof ticks);
@@ -1226,8 +1393,6 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&e->mu);
     }
 }
-
-static const int timer_tag = TAG_TIMER, wake_tag = TAG_WAKE;
 
 int gov_engine_new(struct gov_engine **out)
 {
@@ -1252,13 +1417,10 @@ int gov_engine_new(struct gov_engine **out)
         rc = -(errno ?: ENOMEM);
         goto fail;
     }
-    struct epoll_event t = {.events = EPOLLIN, .data.ptr = (void *)&timer_tag};
-    struct epoll_event w = {.events = EPOLLIN, .data.ptr = (void *)&wake_tag};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->timerfd, &t) < 0 ||
-        epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &w) < 0) {
-        rc = -errno;
+    uint64_t key;
+    if ((rc = watch_add(e, e->timerfd, EPOLLIN, TAG_TIMER, e, &key)) < 0 ||
+        (rc = watch_add(e, e->wakefd, EPOLLIN, TAG_WAKE, e, &key)) < 0)
         goto fail;
-    }
     e->sync_wakeup = -1; /* learnt with the first listener */
     e->want_sync_wakeup = 1;
     /* Signals are the host program's business: none may land on this thread. */
@@ -1277,6 +1439,8 @@ fail:
     for (int *fd = &e->epfd; fd <= &e->evfd; fd++)
         if (*fd >= 0)
             close(*fd);
+    free(e->watch);
+    free(e->free_watch);
     free(e);
     return rc;
 }
@@ -1299,6 +1463,7 @@ static void free_group(struct gov_engine *e, struct group *g)
     for (int r = 0; r < GOV_NRES; r++)
         gov_share_release(&g->share[r]);
     free(g->mem);
+    gov_shmem_free(&g->shmem);
     if (g->disk)
         gov_disk_free(g->disk);
     gov_keep_close(g->keep);
@@ -1319,13 +1484,18 @@ void gov_engine_free(struct gov_engine *e)
     wake(e);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
-    pthread_mutex_lock(&e->mu); /* the tracer may be at a stop */
-    for (int i = 0; i < MAX_GROUPS; i++)
-        if (e->groups[i])
-            free_group(e, e->groups[i]);
-    pthread_mutex_unlock(&e->mu);
+    /* The tracer first: no stop reaches a group from here on. Its tracees
+     * die with its thread (EXITKILL); their memory goes after the groups',
+     * whose holds point at them. */
     if (e->tracer)
-        gov_tracer_free(e->tracer); /* its tracees die with it (EXITKILL) */
+        gov_tracer_stop(e->tracer);
+    for (int i = 0; i < MAX_GROUPS; i++)
+        if (e->groups[i]) {
+            free_group(e, e->groups[i]);
+            e->groups[i] = NULL;
+        }
+    if (e->tracer)
+        gov_tracer_free(e->tracer);
     gov_pidfds_clear(&e->pidfds);
     close(e->epfd);
     close(e->timerfd);
@@ -1333,6 +1503,8 @@ void gov_engine_free(struct gov_engine *e)
     close(e->evfd);
     free(e->req);
     free(e->resp);
+    free(e->watch);
+    free(e->free_watch);
     free(e);
 }
 
@@ -1449,10 +1621,8 @@ static int listener_add(struct gov_engine *e, struct group *g, int fd, struct li
                ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0;
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
-    *l = (struct listener){.tag = TAG_LISTENER, .fd = fd, .g = g, .next = g->listeners};
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        rc = -errno;
+    *l = (struct listener){.fd = fd, .g = g, .next = g->listeners};
+    if ((rc = watch_add(e, fd, EPOLLIN, TAG_LISTENER, l, &l->key)) < 0) {
         close(fd);
         free(l);
         goto out;
@@ -1519,6 +1689,10 @@ int gov_group_remove(struct gov_engine *e, int id)
     struct group *g = group_of(e, id);
     if (g) {
         e->groups[id] = NULL;
+        /* Its stopped tracees: no group governs them now. */
+        for (struct hold *h = g->holds.next; h != &g->holds; h = h->next)
+            if (h->t)
+                syscall(SYS_tgkill, h->t->tid, h->t->tid, SIGKILL);
         free_group(e, g);
     }
     pthread_mutex_unlock(&e->mu);

@@ -26,9 +26,13 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 def configure_logging(verbose: int) -> None:
     """The level of the commands' log lines. structlog itself is set up at
-    the first line that passes it (Log)."""
+    the first line that passes it (Log). With -v the library's `logging`
+    records (e.g. `spawned`) go through it too, in the same format; without,
+    the library's info lines are dropped unimported (governor/_log.py)."""
     global _level, _configured
     _level, _configured = 30 - 10 * verbose, False
+    if verbose:
+        _route_logging()
 
 
 def _structlog():
@@ -48,6 +52,25 @@ def _structlog():
         )
         _configured = True
     return structlog
+
+
+def _route_logging() -> None:
+    """The root `logging` handler renders as structlog does."""
+    import logging
+
+    structlog = _structlog()
+    renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
+                else structlog.processors.JSONRenderer())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.contextvars.merge_contextvars,
+                           structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso"),
+                           structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_level)
 
 
 class Log:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import select
 import signal
 import sys
 import time
 
 from .._errors import PolicyError, SpawnError
+from .._readable import ready as wait_ready
 from ..backends import NAMES as BACKENDS
 from ..limits import KEYS, Limits, parse_assignments
 from . import Log
@@ -18,6 +18,9 @@ from . import Log
 # A plain group imports neither the container modules, nor policy files',
 # nor metrics': a short run spends less on its command than on imports.
 
+# After the command's exit, how long what its container wrote is still
+# relayed (its writers die with its namespace: EOF comes at once).
+DRAIN_SECONDS = 5.0
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -77,6 +80,10 @@ def add_parser(sub) -> None:
                      help="mount the rootfs read-only (its files are left as they are)")
     box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
                      help="bind HOSTDIR at PATH inside, writable (repeatable)")
+    box.add_argument("--allow-host-dir", action="store_true",
+                     help="let --rootfs or --volume be a system directory of the host (/usr, "
+                          "/etc, /var, /home, ...; refused otherwise): unless --read-only, its "
+                          "files are shifted into the container's uid range, i.e. given to it")
     box.add_argument("--net", metavar="none|auto|ADDRESS/PREFIX", default=None,
                      help="none (default): own network namespace, loopback only; auto: the next "
                           "free address of the pool ($GOVERNOR_NET_POOL, default 10.88.0.0/16) "
@@ -132,7 +139,22 @@ def _policy(args) -> tuple[Limits, tuple[str, ...]]:
                       guarantee=parse_assignments(args.guarantee, "--guarantee"),
                       weight=args.weight, parent=parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return limits.merged(override), allow + tuple(args.allow_syscall)
+    limits = limits.merged(override)
+    if unset := limits.unset_bursts():   # the policy file's own are checked already
+        key = unset[0]
+        raise PolicyError("--burst", key, f"no limit {key} is set (--limit {key}=RATE or the "
+                                          "policy's [limits])")
+    return limits, allow + tuple(args.allow_syscall)
+
+
+def _relay(container):
+    """A container's stdio relay (governor/cli/_relay.py); a plain group
+    keeps the caller's fds."""
+    if not container:
+        return None
+    from ._relay import Relay
+
+    return Relay.for_caller()
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:
@@ -147,7 +169,8 @@ def _container(args, allow_syscalls: tuple[str, ...]):
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
                             ("--net", args.net), ("--state-dir", args.state_dir),
-                            ("--publish", args.publish), ("--no-nat", args.no_nat)):
+                            ("--publish", args.publish), ("--no-nat", args.no_nat),
+                            ("--allow-host-dir", args.allow_host_dir)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
         if allow_syscalls:
@@ -163,7 +186,7 @@ def _container(args, allow_syscalls: tuple[str, ...]):
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
                      allow_syscalls=allow_syscalls, nat=not args.no_nat,
-                     publish=args.publish)
+                     publish=args.publish, allow_host_dir=args.allow_host_dir)
 
 
 def _check_daemon_options(args) -> None:
@@ -235,18 +258,23 @@ def main(args) -> int:
             from ..monitor.metrics import serve_metrics
 
             metrics = serve_metrics(sup, args.metrics)
+        relay = _relay(container)
         try:
             try:
-                proc = group.spawn(cmd)
+                proc = group.spawn(cmd, **(relay.spawn_args() if relay else {}))
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
+            if relay:
+                relay.started()
             log.bind(pid=proc.pid)
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
             stop = _forward_signals(proc)
-            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log))
+            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log), relay)
         finally:
+            if relay:
+                relay.close()
             if metrics:
                 metrics.shutdown()
                 metrics.server_close()
@@ -275,27 +303,32 @@ def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
     from .._errors import DaemonError
     from ..daemon.keeper import KeptGroup
 
+    relay = _relay(container)
     try:
         kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container)
-        proc = kept.spawn(cmd)
-    except PolicyError as e:
+        proc = kept.spawn(cmd, **(relay.spawn_args() if relay else {}))
+    except (PolicyError, SpawnError, DaemonError) as e:
+        if relay:
+            relay.close()
+        if isinstance(e, SpawnError):
+            return _spawn_failed(e, cmd[0], container)
         print(f"governor: {e}", file=sys.stderr)
-        return 2
-    except SpawnError as e:
-        return _spawn_failed(e, cmd[0], container)
-    except DaemonError as e:
-        print(f"governor: {e}", file=sys.stderr)
-        return e.status
+        return 2 if isinstance(e, PolicyError) else e.status
     try:
+        if relay:
+            relay.started()
         log.bind(pid=proc.pid)
         log.info("started", argv=cmd, limits=dict(limits.items()), daemon=kept.daemon_pid)
         stop = _forward_signals(proc)
-        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait))
+        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait),
+              relay)
         status = _exit_status(proc.returncode)
         usage = kept.usage()
         if usage is None and args.stats_json:
             log.warning("the daemon is gone: --stats-json has no usage")
     finally:
+        if relay:
+            relay.close()
         kept.close()
     _finish(args, log, name, cmd, status, started, kept.limits, usage)
     return status
@@ -397,21 +430,25 @@ class _DaemonWatch:
             self.proc.kill()
 
 
-def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
-    """Waits for the command and what `watch` watches (no polling)."""
+def _wait(proc, log, stops: list[float], stop_timeout: float, watch, relay=None) -> None:
+    """Waits for the command and what `watch` watches (no polling),
+    relaying a container's stdio meanwhile and what is left of it after."""
     # A signal may land on another thread of this process; the wakeup fd makes
-    # select return so that its handler (which forwards it) runs at once.
+    # the wait return so that its handler (which forwards it) runs at once.
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
-        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch)
+        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch, relay)
+        if relay:
+            relay.drain(DRAIN_SECONDS)
     finally:
         signal.set_wakeup_fd(old)
         os.close(wake_r)
         os.close(wake_w)
 
 
-def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch) -> None:
+def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch,
+               relay) -> None:
     while proc.returncode is None:
         # As `docker stop`: SIGTERM, then the whole group is killed if the
         # command is still there (it may block or ignore SIGTERM).
@@ -424,12 +461,16 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         timeout = watch.timeout()
         if left is not None:
             timeout = left if timeout is None else min(left, timeout)
-        ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
+        ready, writable = wait_ready(
+            [proc.status_fd, wake_r, *watch.fds(), *(relay.readers() if relay else ())],
+            relay.writers() if relay else [], timeout)
         if wake_r in ready:
             try:
                 os.read(wake_r, 64)
             except BlockingIOError:
                 pass
         watch.handle(ready)
+        if relay:
+            relay.handle(ready, writable)
         if proc.status_fd in ready:
             proc.wait()
