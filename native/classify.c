@@ -119,15 +119,23 @@ static int pidfd_of(int tid)
     return fd;
 }
 
+/* open_fd(tid) for slot s, with room made: past `max`, or at EMFILE, the
+ * least recently used slot but s is closed. An fd, or < 0 (errno set). */
+static int open_for(struct gov_pidfds *c, int s, int (*open_fd)(int), int tid)
+{
+    if (c->open >= c->max)
+        evict(c, s);
+    int fd = open_fd(tid);
+    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
+        fd = open_fd(tid);
+    return fd;
+}
+
 static int slot_open(struct gov_pidfds *c, int tid)
 {
     int s = tid % GOV_PIDFD_SLOTS;
     slot_close(c, s);
-    if (c->open >= c->max)
-        evict(c, s);
-    int fd = pidfd_of(tid);
-    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
-        fd = pidfd_of(tid);
+    int fd = open_for(c, s, pidfd_of, tid);
     if (fd < 0)
         return -1;
     c->tid[s] = tid;
@@ -159,11 +167,7 @@ int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *di
         return -ESRCH; /* its task is gone, and no task has its tid now */
     }
     if (c->iofd[s] < 0) {
-        if (c->open >= c->max)
-            evict(c, s);
-        int fd = gov_task_io_open(tid);
-        if (fd < 0 && out_of_fds() && evict(c, s) == 0)
-            fd = gov_task_io_open(tid);
+        int fd = open_for(c, s, gov_task_io_open, tid);
         if (fd < 0)
             return fd;
         c->iofd[s] = fd;
