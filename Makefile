@@ -9,7 +9,7 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat fuzz bench soak daemon-scale oci-validation screenshots clean
+.PHONY: setup demo test compat fuzz bench soak daemon-scale noisy oci-validation screenshots clean
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -55,6 +55,11 @@ soak: setup
 # cost against 1 group, governor ps, held calls (README, A thousand tenants).
 daemon-scale: setup
 	$(PY) -m pytest -q -s -p no:cacheprovider benchmarks/test_daemon_scale.py --benchmark-only
+
+# A polite group's governed-write latency alone, against its floor and next to
+# each hostile tenant, in one Supervisor (README, Noisy neighbours).
+noisy: setup
+	$(PY) -m pytest -q -s -p no:cacheprovider benchmarks/test_noisy.py --benchmark-only
 
 # The OCI runtime-tools suite, all of it, governor-oci and runc side by side (README's table).
 oci-validation: setup
