@@ -29,7 +29,8 @@ RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "me
 _AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
-           lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled"}
+           lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled",
+           lib.GOV_EV_HELD_CAP: "held_cap"}
 _FILTER_MAX = 1 << 16
 _X32_BIT = 0x40000000
 _NR_SYSCALLS = 512  # above every x86_64 system call number
@@ -734,7 +735,8 @@ class Supervisor:
     exit every group's processes are killed and every fd is closed."""
 
     def __init__(self, backend: str = "seccomp", publish_state: bool = True,
-                 sync_wakeup: bool = True, engines: int | None = None):
+                 sync_wakeup: bool = True, engines: int | None = None,
+                 max_held: int = lib.GOV_MAX_HELD):
         """backend: how calls reach the engine: "seccomp" (user notification),
         "ptrace" (seccomp RET_TRACE: only governed calls stop) or
         "ptrace-syscall" (PTRACE_SYSCALL: every call stops; slow).
@@ -743,7 +745,9 @@ class Supervisor:
         without SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP even where the kernel has
         it (only to measure what it saves). engines: how many engine threads
         share the groups (each group lives on one; default: one per CPU this
-        process may run on)."""
+        process may run on). max_held: how many calls of one group may wait
+        at once (held, or waiting for data); a call past them is denied
+        (EAGAIN, ENOMEM for memory) and a "held_cap" event says so."""
         if backend not in BACKENDS:
             raise GovernorError(f"backend {backend!r} is not available "
                                 f"(available: {', '.join(BACKENDS)})")
@@ -751,7 +755,11 @@ class Supervisor:
             engines = len(os.sched_getaffinity(0))
         if isinstance(engines, bool) or not isinstance(engines, int) or not 1 <= engines <= 1024:
             raise GovernorError(f"engines: expected 1 to 1024 engine threads, got {engines!r}")
+        if isinstance(max_held, bool) or not isinstance(max_held, int) or \
+                not 1 <= max_held < 2**31:
+            raise GovernorError(f"max_held: expected a number of calls from 1, got {max_held!r}")
         self.backend = backend
+        self._max_held = max_held
         _raise_nofile()   # before the engines size their pidfd caches
         self._engines = []
         try:
@@ -827,6 +835,7 @@ class Supervisor:
             gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None,
                                                              self.backend),
                                              BACKENDS[self.backend]), "new group")
+            check(lib.gov_group_set_max_held(engine, gid, self._max_held), "max_held")
             if limits.disk_space is not None or limits.disk_inodes is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
                 rc = lib.gov_group_disk_area(engine, gid, ffi.new("char *[]", keep), len(keep))

@@ -114,6 +114,7 @@ struct group {
     struct listener *listeners;
     struct hold holds;        /* sentinel of the FIFO of held calls */
     int nholds;
+    int max_held;             /* nholds never passes it (held_cap) */
     int held_res[GOV_NRES];   /* holds per resource */
     struct group *next_held;  /* list of groups with holds */
     int on_held_list;
@@ -1019,11 +1020,30 @@ static void arm_before(struct gov_engine *e, int64_t at)
         arm_timer(e, at);
 }
 
+/* A call that would wait while its group holds max_held already is denied:
+ * the supervisor's memory stays bounded whatever the tenant does. 1 if it
+ * was (h is answered, not freed). */
+static int held_cap(struct gov_engine *e, struct group *g, struct hold *h, int res)
+{
+    if (g->nholds < g->max_held)
+        return 0;
+    int err = h->call.kind == GOV_CALL_MEMORY || res == GOV_MEMORY ? ENOMEM : EAGAIN;
+    answer(e, h, 0, -err, 0);
+    if (res >= 0)
+        g->u.r[res].denied++;
+    emit(e, GOV_EV_HELD_CAP, g->id, res, h->pid, h->nr, err);
+    return 1;
+}
+
 /* First look at a call, or at a call whose data just arrived. */
 static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_t now)
 {
     settle_now(g, h);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
+        if (held_cap(e, g, h, GOV_NET_RECV)) {
+            free_hold(e, h);
+            return;
+        }
         if (watch_add(e, h->call.wait_fd, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, TAG_DATA, h,
                       &h->key) == 0) {
             h->tag = TAG_DATA;
@@ -1057,6 +1077,10 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
     /* Held: filed under the resource that refused it, or whose earlier
      * held calls it waits behind. */
     int res = why;
+    if (held_cap(e, g, h, res)) {
+        free_hold(e, h);
+        return;
+    }
     g->u.r[res].held_calls++;
     emit(e, GOV_EV_HELD, g->id, res, h->pid, h->nr,
          h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
@@ -1587,6 +1611,7 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backen
         gov_filter_governed(lim, g->governed, NR_SYSCALLS);
         g->lim = *lim;
         g->holds.next = g->holds.prev = &g->holds;
+        g->max_held = GOV_MAX_HELD;
         int64_t now = now_ns();
         for (int r = 0; r < GOV_NRES; r++)
             if (lim->r[r].set && is_rate(r))
@@ -1595,6 +1620,18 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backen
     }
     pthread_mutex_unlock(&e->mu);
     return id;
+}
+
+int gov_group_set_max_held(struct gov_engine *e, int id, int n)
+{
+    if (n < 1)
+        return -EINVAL;
+    pthread_mutex_lock(&e->mu);
+    struct group *g = group_of(e, id);
+    if (g)
+        g->max_held = n;
+    pthread_mutex_unlock(&e->mu);
+    return g ? 0 : -ENOENT;
 }
 
 int gov_group_add_init(struct gov_engine *e, int id, int init_pid)

@@ -72,6 +72,10 @@ int gov_group_keep(struct gov_engine *e, int group, const char *path, int resume
  * denied), a charged one goes without being charged again. How many, or
  * -errno. */
 int gov_group_resume(struct gov_engine *e, int group, int fd);
+/* At most n (>= 1) of the group's calls wait at once, held or waiting for
+ * data; a call past them is denied (EAGAIN; ENOMEM for memory) with a
+ * GOV_EV_HELD_CAP event. The default is GOV_MAX_HELD. */
+int gov_group_set_max_held(struct gov_engine *e, int group, int n);
 /* Forgets the group: its listeners are closed (so pending calls fail). */
 int gov_group_remove(struct gov_engine *e, int group);
 

@@ -83,7 +83,13 @@ enum {
     GOV_EV_LISTENER_CLOSED,
     GOV_EV_OVERFLOW,
     GOV_EV_STALLED,   /* calls held on a cap failed: no task could free it */
+    GOV_EV_HELD_CAP,  /* a call that would wait was denied: its group holds
+                         its most calls already (gov_group_set_max_held) */
 };
+
+/* Held calls per group, unless gov_group_set_max_held says otherwise: each
+ * costs the supervisor memory, and a tenant decides how many it makes. */
+#define GOV_MAX_HELD 4096
 
 struct gov_event {
     int type;
@@ -91,7 +97,7 @@ struct gov_event {
     int resource;
     int pid;
     int nr;          /* the call's number (i386 or x32 table for compat), -1: none */
-    int64_t value;   /* held: cost; released: ns held; denied: errno;
+    int64_t value;   /* held: cost; released: ns held; denied, held_cap: errno;
                         stalled: the cap's level (tasks, bytes) */
 };
 
