@@ -137,6 +137,7 @@ void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double in
 {
     d->used += (int64_t)(cost * sign);
     d->inodes += (int64_t)(inodes * sign);
+    d->gen++;
     if (!set_has(&d->seen, dev, ino))
         d->dirty = 1;
     gov_disk_returned(d, tid);
@@ -288,7 +289,9 @@ static int walk(int rootfd, uint64_t dev, struct gov_inoset *s, int64_t *total)
         /* Gone, or swapped for a mount point, a file or a symlink since
          * fstatat: what is there now is counted where the walk finds it.
          * (A tenant cannot keep moving directories during a walk: its
-         * renames wait for the engine, which is walking.) */
+         * renames wait for the engine, which is walking; or, for a walk
+         * outside the engine's lock, they make its count stale, and it is
+         * thrown away: engine.c disk_recount_unlocked.) */
         if (!(next = open_dir(dirfd(dir), de->d_name, dev)) && errno != ENOENT &&
             errno != EXDEV && errno != ENOTDIR && errno != ELOOP)
             rc = -errno;
@@ -358,27 +361,43 @@ static int count_held(const struct gov_disk *d, const int *pids, int npids,
     return rc;
 }
 
-int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
+void gov_disk_touch(struct gov_disk *d)
 {
-    struct gov_inoset seen = {0};
-    int64_t total = 0;
-    int rc = 0;
-    for (int i = 0; i < d->ndirs && rc == 0; i++)
-        rc = walk(d->dirfd[i], d->dev[i], &seen, &total);
-    if (rc == 0)
-        rc = count_held(d, pids, npids, &seen, &total);
-    if (rc < 0) {
-        free(seen.key);
-        d->failed = rc;
+    d->dirty = 1;
+    d->gen++;
+}
+
+void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
+                   struct gov_disk_count *c)
+{
+    *c = (struct gov_disk_count){0};
+    for (int i = 0; i < d->ndirs && c->rc == 0; i++)
+        c->rc = walk(d->dirfd[i], d->dev[i], &c->seen, &c->total);
+    if (c->rc == 0)
+        c->rc = count_held(d, pids, npids, &c->seen, &c->total);
+}
+
+int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
+{
+    if (c->rc < 0) {
+        free(c->seen.key);
+        d->failed = c->rc;
         d->dirty = 1;
-        return rc;
+        return c->rc;
     }
     d->failed = 0;
     free(d->seen.key);
-    d->seen = seen;
+    d->seen = c->seen;
     double inodes;
-    d->used = total + (int64_t)inflight_sum(d, &inodes);
-    d->inodes = (int64_t)(seen.n + inodes);
+    d->used = c->total + (int64_t)inflight_sum(d, &inodes);
+    d->inodes = (int64_t)(d->seen.n + inodes);
     d->dirty = 0;
     return 0;
+}
+
+int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
+{
+    struct gov_disk_count c;
+    gov_disk_walk(d, pids, npids, &c);
+    return gov_disk_apply(d, &c);
 }

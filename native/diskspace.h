@@ -34,6 +34,10 @@ struct gov_disk {
     int64_t used;                /* bytes: the last recount plus estimates since */
     int64_t inodes;              /* inodes, the same way */
     int dirty;                   /* the counter may be off: recount when usage is read */
+    uint64_t gen;                /* bumped by every charge and gov_disk_touch: a count
+                                  * walked meanwhile may have missed it */
+    int walking;                 /* a walk runs outside the engine's lock (engine.c) */
+    int orphan;                  /* its group went meanwhile: the walker frees it */
     int failed;                  /* -errno: the last recount could not finish, and
                                   * until one does the area may not grow */
     struct gov_inoset seen;      /* every inode of the area at the last recount */
@@ -62,6 +66,26 @@ void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double in
                      uint64_t dev, uint64_t ino, int sign);
 /* Thread tid makes another call: its last one has returned. */
 void gov_disk_returned(struct gov_disk *d, int tid);
+
+/* Something changed the area behind the counter: recount when usage is
+ * read, and a count walked meanwhile is stale. */
+void gov_disk_touch(struct gov_disk *d);
+
+/* What a walk of the area found, for gov_disk_apply. */
+struct gov_disk_count {
+    struct gov_inoset seen;
+    int64_t total;
+    int rc;
+};
+
+/* The slow half of a recount: walks the area and the deleted files pids
+ * hold (below), reading only what gov_disk_new set, so it may run while
+ * others use d. c->rc: 0 or -errno. */
+void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
+                   struct gov_disk_count *c);
+/* The fast half: the counter becomes the walk's (c is consumed), plus the
+ * growths still in flight; or, if the walk failed, failed is set. */
+int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c);
 
 /* Recounts exactly: walks every directory of the area (openat from the
  * parent's fd, O_NOFOLLOW, never into another filesystem, any depth), the

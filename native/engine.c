@@ -444,7 +444,7 @@ static void settle_dirtied(struct group *g, const struct gov_call *c, double dir
             grown += c->ch[i].cost;
     if (g->disk && dirtied > grown) {
         g->disk_pending += dirtied - grown;
-        g->disk->dirty = 1;
+        gov_disk_touch(g->disk);
     }
 }
 
@@ -850,7 +850,7 @@ static void charge(struct group *g, struct hold *h, int sign)
         gov_disk_charge(g->disk, h->pid, h->nr, disk[0], disk[1], h->call.disk_dev,
                         h->call.disk_ino, sign);
     if (g->disk && h->call.disk_entry)
-        g->disk->dirty = 1;
+        gov_disk_touch(g->disk);
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
         if (sign > 0)
             gov_clones_add(&g->clones, h->pid);
@@ -1316,7 +1316,7 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     if (g->disk)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
-        g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
+        gov_disk_touch(g->disk); /* recounted when usage is read, or before a denial */
     /* Mappings are notified for disk_write too, where memory is free. */
     if (h->call.kind == GOV_CALL_DISK_FREE || h->call.kind == GOV_CALL_REFUSED ||
         (h->call.kind == GOV_CALL_MEMORY && !g->lim.r[GOV_MEMORY].set)) {
@@ -1522,7 +1522,9 @@ static void free_group(struct gov_engine *e, struct group *g)
         gov_share_release(&g->share[r]);
     free(g->mem);
     gov_shmem_free(&g->shmem);
-    if (g->disk)
+    if (g->disk && g->disk->walking)
+        g->disk->orphan = 1; /* disk_recount_unlocked frees it */
+    else if (g->disk)
         gov_disk_free(g->disk);
     gov_keep_close(g->keep);
     free(g);
@@ -1713,6 +1715,49 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
     return rc;
 }
 
+/* Recounts g's area for a usage read with e->mu unlocked during the walk
+ * (called and returns locked): a large area takes long to walk (a second for
+ * 200,000 files), and every group of the engine would wait. The count is
+ * kept only if no call of the group changed the area meanwhile (its
+ * generation); else the counter stays the estimate, dirty. Denials never
+ * rely on this: disk_fits recounts under the lock, where the group's calls
+ * wait for the walk. Returns g, or NULL if the group went meanwhile. */
+static struct group *disk_recount_unlocked(struct gov_engine *e, int id, struct group *g)
+{
+    struct gov_disk *d = g->disk;
+    int n = 0;
+    if (d->walking)
+        return g; /* another reader walks it */
+    if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
+        disk_recount(e, g); /* fails closed */
+        return g;
+    }
+    int *pids = malloc(sizeof *pids * (size_t)(n ? n : 1));
+    if (!pids)
+        return g;
+    memcpy(pids, e->procs, sizeof *pids * (size_t)n);
+    uint64_t gen = d->gen;
+    d->walking = 1;
+    pthread_mutex_unlock(&e->mu);
+    struct gov_disk_count c;
+    gov_disk_walk(d, pids, n, &c);
+    free(pids);
+    pthread_mutex_lock(&e->mu);
+    d->walking = 0;
+    if (d->orphan) {
+        free(c.seen.key);
+        gov_disk_free(d);
+        return NULL;
+    }
+    if (d->gen != gen) {
+        free(c.seen.key); /* stale: the next read walks again */
+        return g;
+    }
+    if (gov_disk_apply(d, &c) == 0) /* a failed walk fails closed, as disk_recount */
+        g->disk_pending = 0;
+    return g;
+}
+
 int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
 {
     pthread_mutex_lock(&e->mu);
@@ -1721,7 +1766,9 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
         if (g->lim.r[GOV_PROCESSES].set)
             count_tasks(e, g, NULL); /* the level now, pending clones settled */
         if (g->disk && g->disk->dirty)
-            disk_recount(e, g);
+            g = disk_recount_unlocked(e, id, g);
+    }
+    if (g) {
         if (g->disk) {
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
             g->u.r[GOV_DISK_INODES].used = (uint64_t)g->disk->inodes;
@@ -1746,12 +1793,21 @@ int gov_group_disk_area(struct gov_engine *e, int id, const char *const *dirs, i
     pthread_mutex_lock(&e->mu);
     struct group *g = group_of(e, id);
     int rc = !g ? -ENOENT : g->disk ? -EEXIST : 0;
+    pthread_mutex_unlock(&e->mu);
+    /* Counted unlocked: a large area takes long, and the engine's other
+     * groups would wait (the group has no tasks yet). */
+    struct gov_disk *d = NULL;
     if (rc == 0)
-        rc = gov_disk_new(dirs, n, &g->disk);
-    if (rc == 0 && (rc = gov_disk_recount(g->disk, NULL, 0)) < 0) {
-        gov_disk_free(g->disk);
-        g->disk = NULL;
-    }
+        rc = gov_disk_new(dirs, n, &d);
+    if (rc == 0)
+        rc = gov_disk_recount(d, NULL, 0);
+    pthread_mutex_lock(&e->mu);
+    if (rc == 0 && (group_of(e, id) != g || g->disk))
+        rc = -ENOENT; /* removed, or given an area, meanwhile */
+    if (rc == 0)
+        g->disk = d;
+    else if (d)
+        gov_disk_free(d);
     pthread_mutex_unlock(&e->mu);
     return rc;
 }

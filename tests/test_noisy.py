@@ -72,3 +72,75 @@ def test_held_calls_past_the_cap_are_denied_and_logged(tmp_path):
 def test_max_held_must_be_a_count(bad):
     with pytest.raises(GovernorError, match="max_held"):
         Supervisor(publish_state=False, max_held=bad)
+
+
+# Writes a byte at offset 0 for argv[1] seconds; prints how many calls took
+# longer than argv[3] seconds.
+POLITE = r"""
+import os, sys, time
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o600)
+end, slow = time.monotonic() + float(sys.argv[1]), float(sys.argv[3])
+n = 0
+while (t := time.monotonic()) < end:
+    os.pwrite(fd, b"x", 0)
+    n += time.monotonic() - t > slow
+os.write(1, f"{n}\n".encode())
+"""
+
+# Creates and deletes a file of the area in a loop: its count is always stale.
+CHURN = r"""
+import os, sys
+while True:
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.unlink(sys.argv[1])
+"""
+
+
+def test_recounting_a_big_area_does_not_stop_other_groups(tmp_path):
+    """A usage read of a disk_space area walks it (tens of ms per 10,000
+    files); the engine must not stop answering other groups' calls meanwhile.
+    Reads back to back for 3 s, while a churning tenant keeps the count
+    stale: each walk under the engine's lock would hold up one of the polite
+    group's writes for about the walk's time; preemption on a busy machine
+    may hold up a few."""
+    area = tmp_path / "area"
+    for k in range(40):
+        (area / f"d{k}").mkdir(parents=True)
+        for i in range(1000):
+            os.close(os.open(area / f"d{k}" / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600))
+    r, w = os.pipe()
+    with Supervisor(publish_state=False, engines=1) as sup:
+        walks = []
+        for n in range(3):   # creating a group with an area walks it once
+            t = time.monotonic()
+            sup.group(f"walk{n}", Limits(disk_space="10GiB"), disk_area=[area]).close()
+            walks.append(time.monotonic() - t)
+        walk = sorted(walks)[1]
+        big = sup.group("big", Limits(disk_space="10GiB"), disk_area=[area])
+        polite = sup.group("polite", Limits(disk_write="100GiB/s"))
+        churn = big.spawn([sys.executable, "-c", CHURN, str(area / "churn")])
+        try:
+            deadline = time.monotonic() + 30
+            while big.usage().notifications < 100:   # churning: each read walks
+                assert time.monotonic() < deadline, "the churning tenant made no call"
+                time.sleep(0.01)
+            writer = polite.spawn([sys.executable, "-c", POLITE, "3", str(tmp_path / "p"),
+                                   str(walk / 2)], stdout=w)
+            os.close(w)
+            w = -1
+            walked = 0   # reads that walked the area
+            while writer.poll() is None and time.monotonic() < deadline + 30:
+                t = time.monotonic()
+                big.usage()
+                walked += time.monotonic() - t > walk / 2
+            slow = int(os.read(r, 100))
+        finally:
+            churn.kill()
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        assert writer.wait(10) == 0
+        assert walked >= 10, (walked, walk)
+        assert slow <= walked // 5, f"{slow} polite writes took over {walk / 2:.3f} s, " \
+                                    f"in {walked} walks"
