@@ -9,7 +9,8 @@ DEBS   := libseccomp-dev busybox-static gcc python3-dev python3-venv cpulimit st
 COMPAT_SRC := $(VENV)/compat-src/lupa-2.2.tar.gz
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test compat fuzz bench soak daemon-scale oci-validation screenshots clean
+.PHONY: setup demo test compat fuzz bench soak daemon-scale oci-validation screenshots clean \
+        sanitize sanitize-ci
 
 setup: $(STAMP) $(COMPAT_SRC)
 
@@ -31,8 +32,35 @@ $(COMPAT_SRC): $(STAMP)
 demo: setup
 	$(PY) -m governor.demo
 
-test: setup
+test: setup sanitize-ci
 	$(PY) -m pytest -q -p no:cacheprovider -m "not compat_full" tests
+
+# The engine built with ASan+UBSan (native/build_native.py --sanitize) into
+# build/sanitize/, loaded by tests/conftest.py in place of the installed one.
+# A report aborts the run (exit status 1); it goes to the terminal, since
+# pytest captures only Python's sys.stderr here (--capture=sys).
+SAN_DIR   := build/sanitize
+SAN_STAMP := $(SAN_DIR)/.built
+SAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath $(SAN_DIR)) \
+             LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+             ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1 \
+             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+             $(PY) -m pytest -q -p no:cacheprovider --capture=sys
+
+$(SAN_STAMP): $(STAMP) native/*.c native/*.h native/build_native.py
+	mkdir -p $(SAN_DIR)
+	$(PY) native/build_native.py --sanitize address $(SAN_DIR) > $(SAN_DIR).log 2>&1 \
+	  || { cat $(SAN_DIR).log; exit 1; }
+	touch $@
+
+# make test's share: the lifecycle and stress tests, ~1 minute.
+sanitize-ci: $(SAN_STAMP)
+	$(SAN_RUN) tests/test_lifecycle.py tests/test_stress.py
+
+# The lifecycle, rates and processes tests and a minute of stress per backend.
+sanitize: $(SAN_STAMP)
+	GOVERNOR_STRESS_SECONDS=60 $(SAN_RUN) tests/test_lifecycle.py tests/test_rates.py \
+	  tests/test_processes.py tests/test_stress.py
 
 # Real programs compared with native at length (CPython's regression tests of
 # processes, signals, sockets, threads...): the table in README.

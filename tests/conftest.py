@@ -6,6 +6,20 @@ import os
 
 import pytest
 
+# make sanitize: the engine built with sanitizers (native/build_native.py
+# --sanitize) is loaded in place of the installed one. Only this process
+# runs it: the commands it spawns and the `governor` CLIs the tests start
+# neither preload the sanitizer's runtime nor load that build.
+SANITIZED = os.environ.pop("GOVERNOR_NATIVE_DIR", "")
+if SANITIZED:
+    import governor
+
+    governor.__path__.insert(0, os.path.join(SANITIZED, "governor"))
+    from governor import _native
+
+    assert _native.__file__.startswith(SANITIZED), f"not the sanitized engine: {_native.__file__}"
+    os.environ.pop("LD_PRELOAD", None)
+
 BACKENDS = ("seccomp", "ptrace")
 
 
