@@ -444,8 +444,6 @@ class Group:
                             stdio=(stdin, stdout, stderr),
                             trace=self.supervisor.backend != "seccomp",
                             paused=bool(tracer or self._traces_clones))
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
@@ -464,9 +462,11 @@ class Group:
         resume: the command runs, and a dead supervisor had its listener:
         the calls in the group's record file (keep()) that still wait are
         taken over (res.resumed: how many)."""
-        check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
-        self._inits.add(res.init_pid)
+        listener = res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
+            listener = -1
             if resume:
                 res.resumed = check(lib.gov_group_resume(self._engine, self.id, res.listener),
                                     "resume")
@@ -479,6 +479,8 @@ class Group:
             if self.supervisor._cpu:
                 self.supervisor._cpu.rebalance(self)
         except BaseException:
+            if listener >= 0:
+                os.close(listener)
             os.kill(res.init_pid, signal.SIGKILL)
             self.forget_init(res.init_pid)
             raise
@@ -498,8 +500,12 @@ class Group:
         CPU reservation, then lets a waiting command exec. On failure the
         command is killed (before it runs, if it was waiting)."""
         sup = self.supervisor
+        listener = -1 if trace else res.listener   # ours until the engine takes it
         try:
+            check(lib.gov_group_add_init(self._engine, self.id, res.init_pid), "add init")
+            self._inits.add(res.init_pid)
             if not trace:
+                listener = -1
                 check(lib.gov_group_add_listener(self._engine, self.id, res.listener),
                       "add listener")
             if trace or self._traces_clones:
@@ -516,6 +522,8 @@ class Group:
         except BaseException:
             if res.go_fd >= 0:
                 lib.gov_spawn_go(res, 0)  # it exits without running
+            if listener >= 0:
+                os.close(listener)
             proc.kill()
             os.close(res.exec_fd)
             raise

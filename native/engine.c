@@ -56,8 +56,19 @@ enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
 struct group;
 
+/* What an epoll event names: a slot of e->watch, by index and generation,
+ * never a pointer. Another thread (gov_group_remove, the tracer) or an
+ * earlier event of the same batch may free a listener or a hold between
+ * epoll_wait and the engine's look at the event; freeing bumps the slot's
+ * generation, so the stale event names nothing and is dropped. */
+struct watch {
+    int tag;                  /* TAG_*, 0: free */
+    uint32_t gen;
+    void *obj;                /* the listener or hold */
+};
+
 struct listener {
-    int tag;
+    uint64_t key;             /* its watch */
     int fd;
     struct group *g;
     struct listener *next;
@@ -65,6 +76,7 @@ struct listener {
 
 struct hold {
     int tag;                  /* TAG_DATA while waiting for data */
+    uint64_t key;             /* its watch then */
     struct hold *prev, *next;
     struct group *g;
     struct listener *l;       /* seccomp: the listener and notification id */
@@ -144,7 +156,67 @@ struct gov_engine {
     int64_t last_pidfd_sweep;
     int64_t timer_at;         /* 0: disarmed */
     struct gov_tracer *tracer; /* with the first ptrace group */
+    struct watch *watch;      /* what epoll events name (struct watch) */
+    int nwatch, cap_watch;
+    int *free_watch, nfree_watch;
 };
+
+/* ---- epoll's view: watches ---- */
+
+/* Adds fd to epoll as a watch of obj; its key in *key. 0 or -errno. */
+static int watch_add(struct gov_engine *e, int fd, uint32_t events, int tag, void *obj,
+                     uint64_t *key)
+{
+    if (!e->nfree_watch && e->nwatch == e->cap_watch) {
+        int cap = e->cap_watch ? e->cap_watch * 2 : 64;
+        struct watch *w = realloc(e->watch, sizeof *w * cap);
+        int *f = w ? realloc(e->free_watch, sizeof *f * cap) : NULL;
+        if (w)
+            e->watch = w;
+        if (!f)
+            return -ENOMEM;
+        e->free_watch = f;
+        e->cap_watch = cap;
+    }
+    int i = e->nfree_watch ? e->free_watch[--e->nfree_watch] : e->nwatch;
+    if (i == e->nwatch)
+        e->watch[e->nwatch++].gen = 0;
+    struct watch *w = &e->watch[i];
+    w->tag = tag;
+    w->obj = obj;
+    *key = (uint64_t)w->gen << 32 | (uint32_t)i;
+    struct epoll_event ev = {.events = events, .data.u64 = *key};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        int err = errno;
+        w->tag = 0;
+        w->obj = NULL;
+        w->gen++;
+        e->free_watch[e->nfree_watch++] = i;
+        return -err;
+    }
+    return 0;
+}
+
+/* Takes fd out of epoll and frees its watch: events already reported for
+ * it name nothing now. */
+static void watch_del(struct gov_engine *e, int fd, uint64_t key)
+{
+    int i = (int)(uint32_t)key;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    e->watch[i].tag = 0;
+    e->watch[i].obj = NULL;
+    e->watch[i].gen++;
+    e->free_watch[e->nfree_watch++] = i;
+}
+
+/* The live watch an event names, or NULL (freed since). */
+static struct watch *watch_of(struct gov_engine *e, uint64_t key)
+{
+    uint32_t i = (uint32_t)key;
+    if (i >= (uint32_t)e->nwatch || e->watch[i].gen != (uint32_t)(key >> 32) || !e->watch[i].tag)
+        return NULL;
+    return &e->watch[i];
+}
 
 static struct group *group_of(struct gov_engine *e, int id);
 
@@ -455,18 +527,21 @@ static double brk_growth(struct memproc *m, uint64_t addr)
     return addr > (uint64_t)m->last_brk ? (double)(addr - (uint64_t)m->last_brk) : 0;
 }
 
-/* The memory call of h: sets its cost; 1 if it fits, 0 if not. `fresh`: do
- * the slow, exact recount before saying no. */
+/* The memory call of h: sets its cost; 1 if it fits, 0 if not, -1 if the
+ * engine cannot tell (out of memory or fds: the call fails, closed).
+ * `fresh`: do the slow, exact recount before saying no. */
 static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     int tgid;
     int64_t bytes = gov_task_committed(h->pid, &tgid);
-    if (bytes < 0)
+    if (bytes == -ENOENT || bytes == -ESRCH)
         return 1; /* gone: the call will not run */
+    if (bytes < 0)
+        return -1;
     h->tgid = tgid;
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
-        return 1;
+        return -1;
     m->bytes = bytes;
     if (h->call.brk) {
         h->call.nch = 0;
@@ -543,7 +618,8 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
         /* More than the whole cap never fits: fail it at once, as the
          * kernel fails a mapping larger than memory (a program probing how
          * much it may allocate must not wait for ever). */
-        if (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap) {
+        if (fits < 0 ||
+            (!fits && h->call.nch && h->call.ch[0].cost > (double)g->lim.r[GOV_MEMORY].cap)) {
             *why = res;
             return DENY;
         }
@@ -705,7 +781,7 @@ static void free_hold(struct gov_engine *e, struct hold *h)
     if (h->call.wait_fd >= 0) {
         /* The tenant shares the file: closing our fd would not unregister it. */
         if (h->tag == TAG_DATA)
-            epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
+            watch_del(e, h->call.wait_fd, h->key);
         close(h->call.wait_fd);
     }
     free(h);
@@ -772,8 +848,8 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
 {
     settle_now(g, h);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = h};
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, h->call.wait_fd, &ev) == 0) {
+        if (watch_add(e, h->call.wait_fd, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, TAG_DATA, h,
+                      &h->key) == 0) {
             h->tag = TAG_DATA;
             h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
             enqueue(e, g, h, now);
@@ -967,7 +1043,7 @@ static void run_holds(struct gov_engine *e)
 static void close_listener(struct gov_engine *e, struct listener *l)
 {
     struct group *g = l->g;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+    watch_del(e, l->fd, l->key);
     for (struct hold *h = g->holds.next, *n; h != &g->holds; h = n) {
         n = h->next;
         if (h->l == l) {
@@ -1057,8 +1133,12 @@ int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t 
                            const uint64_t *args)
 {
     struct group *g = group_of(e, t->group);
-    if (!g)
-        return 0;
+    if (!g) {
+        /* Its group is gone (or it never had one): it may not run
+         * ungoverned. */
+        syscall(SYS_tgkill, t->tid, t->tid, SIGKILL);
+        return 1;
+    }
     /* ptrace-syscall stops at every call; the i386 and x32 entries are all
      * refused there (their numbers are other tables'). */
     if (t->backend == GOV_BACKEND_PTRACE_SYSCALL && arch == AUDIT_ARCH_X86_64 &&
@@ -1106,7 +1186,7 @@ void gov_engine_traced_exec(struct gov_engine *e, struct gov_tracee *t)
 static void on_data(struct gov_engine *e, struct hold *h)
 {
     struct group *g = h->g;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, h->call.wait_fd, NULL);
+    watch_del(e, h->call.wait_fd, h->key);
     unlink_hold(g, h);
     h->tag = 0;
     reclassify(e, h);
@@ -1126,15 +1206,16 @@ static void *engine_main(void *arg)
         }
         int timer = 0;
         for (int i = 0; i < n; i++) {
-            int tag = *(int *)evs[i].data.ptr;
+            struct watch *w = watch_of(e, evs[i].data.u64);
+            int tag = w ? w->tag : 0; /* 0: freed since epoll_wait returned */
             if (tag == TAG_LISTENER) {
-                struct listener *l = evs[i].data.ptr;
+                struct listener *l = w->obj;
                 if (evs[i].events & EPOLLIN)
                     on_notification(e, l);
                 else if (evs[i].events & (EPOLLHUP | EPOLLERR))
                     close_listener(e, l);
             } else if (tag == TAG_DATA) {
-                on_data(e, evs[i].data.ptr);
+                on_data(e, w->obj);
             } else if (tag == TAG_TIMER) {
                 uint64_t ticks;
                 ssize_t r = read(e->timerfd, &ticks, sizeof ticks);
@@ -1157,8 +1238,6 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&e->mu);
     }
 }
-
-static const int timer_tag = TAG_TIMER, wake_tag = TAG_WAKE;
 
 int gov_engine_new(struct gov_engine **out)
 {
@@ -1183,13 +1262,10 @@ int gov_engine_new(struct gov_engine **out)
         rc = -(errno ?: ENOMEM);
         goto fail;
     }
-    struct epoll_event t = {.events = EPOLLIN, .data.ptr = (void *)&timer_tag};
-    struct epoll_event w = {.events = EPOLLIN, .data.ptr = (void *)&wake_tag};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->timerfd, &t) < 0 ||
-        epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &w) < 0) {
-        rc = -errno;
+    uint64_t key;
+    if ((rc = watch_add(e, e->timerfd, EPOLLIN, TAG_TIMER, e, &key)) < 0 ||
+        (rc = watch_add(e, e->wakefd, EPOLLIN, TAG_WAKE, e, &key)) < 0)
         goto fail;
-    }
     e->sync_wakeup = -1; /* learnt with the first listener */
     e->want_sync_wakeup = 1;
     /* Signals are the host program's business: none may land on this thread. */
@@ -1208,6 +1284,8 @@ fail:
     for (int *fd = &e->epfd; fd <= &e->evfd; fd++)
         if (*fd >= 0)
             close(*fd);
+    free(e->watch);
+    free(e->free_watch);
     free(e);
     return rc;
 }
@@ -1250,13 +1328,18 @@ void gov_engine_free(struct gov_engine *e)
     wake(e);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
-    pthread_mutex_lock(&e->mu); /* the tracer may be at a stop */
-    for (int i = 0; i < MAX_GROUPS; i++)
-        if (e->groups[i])
-            free_group(e, e->groups[i]);
-    pthread_mutex_unlock(&e->mu);
+    /* The tracer first: no stop reaches a group from here on. Its tracees
+     * die with its thread (EXITKILL); their memory goes after the groups',
+     * whose holds point at them. */
     if (e->tracer)
-        gov_tracer_free(e->tracer); /* its tracees die with it (EXITKILL) */
+        gov_tracer_stop(e->tracer);
+    for (int i = 0; i < MAX_GROUPS; i++)
+        if (e->groups[i]) {
+            free_group(e, e->groups[i]);
+            e->groups[i] = NULL;
+        }
+    if (e->tracer)
+        gov_tracer_free(e->tracer);
     gov_pidfds_clear(&e->pidfds);
     close(e->epfd);
     close(e->timerfd);
@@ -1264,6 +1347,8 @@ void gov_engine_free(struct gov_engine *e)
     close(e->evfd);
     free(e->req);
     free(e->resp);
+    free(e->watch);
+    free(e->free_watch);
     free(e);
 }
 
@@ -1380,11 +1465,9 @@ static int listener_add(struct gov_engine *e, struct group *g, int fd, struct li
                ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0;
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
-    *l = (struct listener){.tag = TAG_LISTENER, .fd = fd, .g = g, .next = g->listeners};
+    *l = (struct listener){.fd = fd, .g = g, .next = g->listeners};
     g->fdcache.gen++; /* new tasks, whose tids may be old ones reused */
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        rc = -errno;
+    if ((rc = watch_add(e, fd, EPOLLIN, TAG_LISTENER, l, &l->key)) < 0) {
         close(fd);
         free(l);
         goto out;
@@ -1451,6 +1534,10 @@ int gov_group_remove(struct gov_engine *e, int id)
     struct group *g = group_of(e, id);
     if (g) {
         e->groups[id] = NULL;
+        /* Its stopped tracees: no group governs them now. */
+        for (struct hold *h = g->holds.next; h != &g->holds; h = h->next)
+            if (h->t)
+                syscall(SYS_tgkill, h->t->tid, h->t->tid, SIGKILL);
         free_group(e, g);
     }
     pthread_mutex_unlock(&e->mu);

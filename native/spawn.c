@@ -586,9 +586,16 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     int cmd = find_child(init);
     if (n == 0)
         rc = -ETIMEDOUT;
-    else if (n < 0 || cmd < 0 || (!req->trace && (listener = take_listener(cmd)) < 0))
+    else if (n < 0) /* it wrote its errno or exited: the read does not block */
         rc = -(child_errno(exec_[0], &res->fail_step, &res->fail_index) ?: ECHILD);
+    else if (cmd < 0)
+        rc = cmd;
+    else if (!req->trace && (listener = take_listener(cmd)) < 0)
+        rc = listener;
     if (rc < 0) {
+        /* A command that waits for "go" sees it never come, and exits. */
+        close(go[1]);
+        go[1] = -1;
         kill(init, SIGKILL);
         waitpid(init, NULL, __WALL);
         goto fail;

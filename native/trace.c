@@ -38,6 +38,7 @@ struct gov_tracer {
     int started;
     int pending;              /* atomic: work waits (attaches, answers, stop) */
     int stop;
+    int stopped;              /* its thread has been joined */
     siginfo_t si;             /* what the last wait took; si_pid 0: nothing */
     struct attach *attaches;
     struct gov_tracee *answers, **answers_tail;  /* answers the engine thread decided */
@@ -152,7 +153,7 @@ static struct gov_tracee *adopt(struct gov_tracer *tr, int tid)
     for (int i = 0; ino && i < tr->nns; i++)
         if (tr->ns[i].ino == ino)
             return add(tr, tid, tr->ns[i].group, tr->ns[i].backend);
-    return add(tr, tid, -1, GOV_BACKEND_PTRACE);
+    return NULL; /* no group to govern it: the caller kills it */
 }
 
 static void note_ns(struct gov_tracer *tr, int pid, int group, int backend)
@@ -438,13 +439,21 @@ int gov_tracer_new(struct gov_tracer **out, struct gov_engine *e, pthread_mutex_
     return 0;
 }
 
-void gov_tracer_free(struct gov_tracer *tr)
+void gov_tracer_stop(struct gov_tracer *tr)
 {
+    if (tr->stopped)
+        return;
     pthread_mutex_lock(tr->mu);
     tr->stop = 1;
     kick(tr);
     pthread_mutex_unlock(tr->mu);
     pthread_join(tr->thread, NULL);
+    tr->stopped = 1;
+}
+
+void gov_tracer_free(struct gov_tracer *tr)
+{
+    gov_tracer_stop(tr);
     for (int i = 0; i < BUCKETS; i++)
         while (tr->tab[i]) {
             struct gov_tracee *t = tr->tab[i];

@@ -44,7 +44,10 @@ enum {
 
 /* 0 or -errno. Starts the thread; mu is the engine's mutex. */
 int gov_tracer_new(struct gov_tracer **out, struct gov_engine *e, pthread_mutex_t *mu);
-/* Stops the thread (its tracees die with it: PTRACE_O_EXITKILL). */
+/* Stops the thread (its tracees die with it: PTRACE_O_EXITKILL); the
+ * tracees' memory stays until gov_tracer_free. */
+void gov_tracer_stop(struct gov_tracer *tr);
+/* Stops the thread if it runs, frees everything. */
 void gov_tracer_free(struct gov_tracer *tr);
 
 /* With mu held, from any thread but the tracer: PTRACE_SEIZE pid for group;
