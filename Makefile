@@ -32,35 +32,41 @@ $(COMPAT_SRC): $(STAMP)
 demo: setup
 	$(PY) -m governor.demo
 
+# tests/test_stress.py runs in sanitize-ci, against the sanitized engines.
 test: setup sanitize-ci
-	$(PY) -m pytest -q -p no:cacheprovider -m "not compat_full" tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not compat_full" --ignore=tests/test_stress.py tests
 
-# The engine built with ASan+UBSan (native/build_native.py --sanitize) into
-# build/sanitize/, loaded by tests/conftest.py in place of the installed one.
-# A report aborts the run (exit status 1); it goes to the terminal, since
-# pytest captures only Python's sys.stderr here (--capture=sys).
-SAN_DIR   := build/sanitize
-SAN_STAMP := $(SAN_DIR)/.built
-SAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath $(SAN_DIR)) \
-             LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
-             ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=1 \
-             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-             $(PY) -m pytest -q -p no:cacheprovider --capture=sys
+# The engine built with sanitizers (native/build_native.py --sanitize
+# address: ASan+UBSan, leaks checked; thread: TSan) into build/sanitize-*/,
+# loaded by tests/conftest.py in place of the installed one. A report fails
+# the run; it goes to the terminal (pytest captures only sys.stderr here:
+# a report written to a captured fd 2 would be lost with the process).
+SAN_PYTEST := $(PY) -m pytest -q -p no:cacheprovider --capture=sys
+ASAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath build/sanitize-address) \
+              LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+              ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+              LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+              UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(SAN_PYTEST)
+TSAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath build/sanitize-thread) \
+              LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) \
+              TSAN_OPTIONS=halt_on_error=1 $(SAN_PYTEST)
 
-$(SAN_STAMP): $(STAMP) native/*.c native/*.h native/build_native.py
-	mkdir -p $(SAN_DIR)
-	$(PY) native/build_native.py --sanitize address $(SAN_DIR) > $(SAN_DIR).log 2>&1 \
-	  || { cat $(SAN_DIR).log; exit 1; }
+build/sanitize-%/.built: $(STAMP) native/*.c native/*.h native/build_native.py
+	mkdir -p $(@D)
+	$(PY) native/build_native.py --sanitize $* $(@D) > $(@D).log 2>&1 || { cat $(@D).log; exit 1; }
 	touch $@
 
-# make test's share: the lifecycle and stress tests, ~1 minute.
-sanitize-ci: $(SAN_STAMP)
-	$(SAN_RUN) tests/test_lifecycle.py tests/test_stress.py
+# make test's share (under a minute): the lifecycle and stress tests under
+# ASan+UBSan.
+sanitize-ci: build/sanitize-address/.built
+	GOVERNOR_STRESS_SECONDS=4 $(ASAN_RUN) tests/test_lifecycle.py tests/test_stress.py
 
-# The lifecycle, rates and processes tests and a minute of stress per backend.
-sanitize: $(SAN_STAMP)
-	GOVERNOR_STRESS_SECONDS=60 $(SAN_RUN) tests/test_lifecycle.py tests/test_rates.py \
-	  tests/test_processes.py tests/test_stress.py
+# The lifecycle, rates, processes and engine-safety tests and a minute of
+# stress per backend, under ASan+UBSan; lifecycle and stress under TSan.
+sanitize: build/sanitize-address/.built build/sanitize-thread/.built
+	GOVERNOR_STRESS_SECONDS=60 $(ASAN_RUN) tests/test_lifecycle.py tests/test_rates.py \
+	  tests/test_processes.py tests/test_engine_safety.py tests/test_stress.py
+	GOVERNOR_STRESS_SECONDS=60 $(TSAN_RUN) tests/test_lifecycle.py tests/test_stress.py
 
 # Real programs compared with native at length (CPython's regression tests of
 # processes, signals, sockets, threads...): the table in README.
