@@ -61,11 +61,11 @@ build/sanitize-%/.built: $(STAMP) native/*.c native/*.h native/build_native.py
 sanitize-ci: build/sanitize-address/.built
 	GOVERNOR_STRESS_SECONDS=4 $(ASAN_RUN) tests/test_lifecycle.py tests/test_stress.py
 
-# The lifecycle, rates, processes and engine-safety tests and a minute of
-# stress per backend, under ASan+UBSan; lifecycle and stress under TSan.
+# The lifecycle, rates and processes tests and a minute of stress per
+# backend under ASan+UBSan; the lifecycle and stress tests under TSan.
 sanitize: build/sanitize-address/.built build/sanitize-thread/.built
 	GOVERNOR_STRESS_SECONDS=60 $(ASAN_RUN) tests/test_lifecycle.py tests/test_rates.py \
-	  tests/test_processes.py tests/test_engine_safety.py tests/test_stress.py
+	  tests/test_processes.py tests/test_stress.py
 	GOVERNOR_STRESS_SECONDS=60 $(TSAN_RUN) tests/test_lifecycle.py tests/test_stress.py
 
 # Real programs compared with native at length (CPython's regression tests of

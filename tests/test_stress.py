@@ -1,11 +1,12 @@
 """Stress: groups come and go while their tenants hammer governed calls,
 spawns fail at each step, ptrace tracees come and go. Nothing may be left
-behind (fds, children), and under `make sanitize` (the engine built with
-ASan and UBSan) the run must end without a sanitizer report, which aborts
-the process.
+behind (fds, children), and against the engine built with sanitizers
+(`make sanitize`, `make sanitize-ci`) the run must end without a report,
+which fails it.
 
 GOVERNOR_STRESS_SECONDS: how long the churn runs per backend (default 6;
-make sanitize: 60). The random choices are seeded, and the seed printed.
+make sanitize-ci: 4, make sanitize: 60). The random choices are seeded, and
+the seed printed.
 """
 from __future__ import annotations
 
