@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -234,6 +235,19 @@ def _descendants(pid: int) -> list[int]:
             out += kids
             todo += kids
     return out
+
+
+def _raise_nofile() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one: a supervisor holds an fd
+    per listener, spawn and cached pidfd (each engine's pidfd cache takes an
+    eighth of the limit it finds, native/classify.h). Its commands inherit
+    it, as a container's processes get a high nofile from docker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass   # an infinite hard limit above the kernel's nr_open: keep it
 
 
 def _find_command(command: str, env: Mapping[str, str]) -> str:
@@ -711,6 +725,7 @@ class Supervisor:
         if isinstance(engines, bool) or not isinstance(engines, int) or not 1 <= engines <= 1024:
             raise GovernorError(f"engines: expected 1 to 1024 engine threads, got {engines!r}")
         self.backend = backend
+        _raise_nofile()   # before the engines size their pidfd caches
         self._engines = []
         try:
             for _ in range(engines):

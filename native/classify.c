@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -36,15 +37,48 @@ void gov_pidfds_init(struct gov_pidfds *c)
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++) {
         c->tid[i] = 0;
         c->fd[i] = -1;
+        c->used[i] = 0;
     }
+    struct rlimit rl;
+    rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur / 8 : 16;
+    c->max = n < 4 ? 4 : n > GOV_PIDFD_SLOTS ? GOV_PIDFD_SLOTS : (int)n;
+    c->open = 0;
+    c->clock = 0;
+}
+
+static void slot_close(struct gov_pidfds *c, int s)
+{
+    if (c->fd[s] >= 0) {
+        close(c->fd[s]);
+        c->open--;
+    }
+    c->fd[s] = -1;
+    c->tid[s] = 0;
 }
 
 void gov_pidfds_clear(struct gov_pidfds *c)
 {
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
-        if (c->fd[i] >= 0)
-            close(c->fd[i]);
+        slot_close(c, i);
     gov_pidfds_init(c);
+}
+
+/* Closes the least recently used pidfd but `keep`'s; 0, or -1 if none is open. */
+static int evict(struct gov_pidfds *c, int keep)
+{
+    int lru = -1;
+    for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
+        if (c->fd[i] >= 0 && i != keep && (lru < 0 || c->used[i] < c->used[lru]))
+            lru = i;
+    if (lru < 0)
+        return -1;
+    slot_close(c, lru);
+    return 0;
+}
+
+static int out_of_fds(void)
+{
+    return errno == EMFILE || errno == ENFILE;
 }
 
 void gov_pidfds_sweep(struct gov_pidfds *c)
@@ -61,43 +95,64 @@ void gov_pidfds_sweep(struct gov_pidfds *c)
     if (n == 0 || poll(pfd, n, 0) <= 0)
         return;
     for (nfds_t k = 0; k < n; k++)
-        if (pfd[k].revents) { /* readable: its task has exited */
-            close(c->fd[slot[k]]);
-            c->fd[slot[k]] = -1;
-            c->tid[slot[k]] = 0;
-        }
+        if (pfd[k].revents) /* readable: its task has exited */
+            slot_close(c, slot[k]);
+}
+
+static int pidfd_of(int tid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0 && errno == EINVAL) {
+        /* Before 6.9 only thread group leaders have pidfds: use the
+         * leader's fd table, which pthreads share. */
+        int tgid;
+        if (gov_task_committed(tid, &tgid) >= 0)
+            fd = (int)syscall(SYS_pidfd_open, tgid, 0);
+    }
+    return fd;
 }
 
 static int slot_open(struct gov_pidfds *c, int tid)
 {
     int s = tid % GOV_PIDFD_SLOTS;
-    if (c->fd[s] >= 0)
-        close(c->fd[s]);
+    slot_close(c, s);
+    if (c->open >= c->max)
+        evict(c, s);
+    int fd = pidfd_of(tid);
+    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
+        fd = pidfd_of(tid);
+    if (fd < 0)
+        return -1;
     c->tid[s] = tid;
-    c->fd[s] = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-    if (c->fd[s] < 0 && errno == EINVAL) {
-        /* Before 6.9 only thread group leaders have pidfds: use the
-         * leader's fd table, which pthreads share. */
-        int tgid;
-        if (gov_task_committed(tid, &tgid) >= 0)
-            c->fd[s] = (int)syscall(SYS_pidfd_open, tgid, 0);
-    }
-    return c->fd[s];
+    c->fd[s] = fd;
+    c->used[s] = ++c->clock;
+    c->open++;
+    return fd;
+}
+
+/* pidfd_getfd, with one pidfd fewer if the supervisor is out of fds. */
+static int getfd(struct gov_pidfds *c, int s, int fd)
+{
+    int dup = (int)syscall(SYS_pidfd_getfd, c->fd[s], fd, 0);
+    if (dup < 0 && out_of_fds() && evict(c, s) == 0)
+        dup = (int)syscall(SYS_pidfd_getfd, c->fd[s], fd, 0);
+    return dup;
 }
 
 /* A duplicate of the tenant's fd (close it), or -1. */
 static int tenant_fd(struct gov_pidfds *c, int tid, int fd)
 {
     int s = tid % GOV_PIDFD_SLOTS;
-    int pidfd = c->tid[s] == tid && c->fd[s] >= 0 ? c->fd[s] : slot_open(c, tid);
-    if (pidfd < 0)
+    if (c->tid[s] == tid && c->fd[s] >= 0)
+        c->used[s] = ++c->clock;
+    else if (slot_open(c, tid) < 0)
         return -1;
-    int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    int dup = getfd(c, s, fd);
     if (dup < 0 && (errno == ESRCH || errno == EBADF)) {
         /* Maybe a stale slot: the tid now names another task. */
-        if ((pidfd = slot_open(c, tid)) < 0)
+        if (slot_open(c, tid) < 0)
             return -1;
-        dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+        dup = getfd(c, s, fd);
     }
     return dup;
 }

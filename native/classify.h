@@ -21,10 +21,16 @@ struct gov_disk;
 #define GOV_FDCACHE_SLOTS 1024
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
- * with ESRCH/EBADF and is reopened. */
+ * with ESRCH/EBADF and is reopened. At most `max` fds are open (an eighth
+ * of RLIMIT_NOFILE when the cache starts, the supervisor's other engines and
+ * files need the rest): past it, or at EMFILE, the least recently used one
+ * is closed. */
 struct gov_pidfds {
     int tid[GOV_PIDFD_SLOTS];
     int fd[GOV_PIDFD_SLOTS];
+    uint64_t used[GOV_PIDFD_SLOTS];  /* `clock` at its last use */
+    uint64_t clock;
+    int open, max;
 };
 
 void gov_pidfds_init(struct gov_pidfds *c);

@@ -748,13 +748,30 @@ static void refuse(struct gov_engine *e, struct group *g, struct hold *h, int re
     emit(e, GOV_EV_DENIED, g->id, res, h->pid, h->nr, err);
 }
 
-static int hold_res(struct hold *h)
+/* The queue of earlier held calls that h must wait behind (FIFO per
+ * resource): one of a resource it charges, or -1. A call that charges
+ * nothing (a pipe read) waits behind nobody. */
+static int queued_behind(struct group *g, const struct hold *h)
 {
     if (h->call.kind == GOV_CALL_TASK)
-        return GOV_PROCESSES;
+        return g->held_res[GOV_PROCESSES] ? GOV_PROCESSES : -1;
     if (h->call.kind == GOV_CALL_MEMORY)
-        return GOV_MEMORY;
-    return h->call.nch ? h->call.ch[0].res : GOV_NET_RECV;
+        return g->held_res[GOV_MEMORY] ? GOV_MEMORY : -1;
+    for (int i = 0; i < h->call.nch; i++)
+        if (g->held_res[h->call.ch[i].res])
+            return h->call.ch[i].res;
+    return -1;
+}
+
+/* Whether a queue that h would join is blocked in this pass. */
+static int behind_blocked(const struct hold *h, const int *blocked)
+{
+    if (blocked[h->res])
+        return 1;
+    for (int i = 0; h->call.kind == GOV_CALL_BYTES && i < h->call.nch; i++)
+        if (blocked[h->call.ch[i].res])
+            return 1;
+    return 0;
 }
 
 static void held_list_add(struct gov_engine *e, struct group *g)
@@ -811,7 +828,8 @@ static int is_receive(int nr)
            nr == SYS_recvmmsg || nr == SYS_splice;
 }
 
-static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64_t now)
+/* Queues h under res, the resource that holds it (-1: waiting for data). */
+static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64_t now, int res)
 {
     h->since = now;
     h->prev = g->holds.prev;
@@ -819,7 +837,7 @@ static void enqueue(struct gov_engine *e, struct group *g, struct hold *h, int64
     g->holds.prev->next = h;
     g->holds.prev = h;
     g->nholds++;
-    h->res = h->tag == TAG_DATA ? -1 : hold_res(h);
+    h->res = res;
     if (h->res >= 0)
         g->held_res[h->res]++;
     held_list_add(e, g);
@@ -852,16 +870,22 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
                       &h->key) == 0) {
             h->tag = TAG_DATA;
             h->deadline = h->call.timeout_ns ? now + h->call.timeout_ns : 0;
-            enqueue(e, g, h, now);
+            enqueue(e, g, h, now, -1);
             arm_before(e, h->deadline ? h->deadline : now + SWEEP_NS);
             arm_before(e, now + SIGNAL_SWEEP_NS);
             return;
         }
-        reclassify(e, h); /* cannot wait: charge what is there */
+        /* Cannot watch it (out of memory): the receive fails rather than
+         * wait in the kernel for data that nobody would charge. */
+        answer(e, h, 0, -ENOMEM, 0);
+        g->u.r[GOV_NET_RECV].denied++;
+        emit(e, GOV_EV_DENIED, g->id, GOV_NET_RECV, h->pid, h->nr, ENOMEM);
+        free_hold(e, h);
+        return;
     }
     int64_t wait = 0;
-    int why = -1;
-    int v = g->held_res[hold_res(h)] ? WAIT : verdict(e, g, h, now, &wait, 1, &why);
+    int why = queued_behind(g, h);
+    int v = why >= 0 ? WAIT : verdict(e, g, h, now, &wait, 1, &why);
     switch (v) {
     case GO:
         let_go(e, g, h);
@@ -872,12 +896,13 @@ static void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_
         free_hold(e, h);
         return;
     }
-    /* Held calls queue behind earlier ones of the same resource (FIFO). */
-    int res = hold_res(h);
+    /* Held: filed under the resource that refused it, or whose earlier
+     * held calls it waits behind. */
+    int res = why;
     g->u.r[res].held_calls++;
     emit(e, GOV_EV_HELD, g->id, res, h->pid, h->nr,
          h->call.nch ? (int64_t)h->call.ch[0].cost : 1);
-    enqueue(e, g, h, now);
+    enqueue(e, g, h, now, res);
     arm_before(e, now + (wait ? wait : CAP_RECHECK_NS));
     if (watch_signals(h))
         arm_before(e, now + SIGNAL_SWEEP_NS);
@@ -915,7 +940,7 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
             continue;
         }
         watched |= watch_signals(h);
-        if (blocked[res])
+        if (behind_blocked(h, blocked))
             continue;
         if (is_receive(h->nr)) {
             reclassify(e, h);
@@ -925,7 +950,11 @@ static int64_t release_ready(struct gov_engine *e, struct group *g, int64_t now)
         int why;
         int v = verdict(e, g, h, now, &wait, 1, &why);
         if (v == WAIT) {
-            blocked[res] = 1;
+            blocked[res] = blocked[why] = 1;
+            if (why != res) { /* another of its resources holds it now */
+                g->held_res[res]--;
+                g->held_res[h->res = why]++;
+            }
             int64_t at = now + (wait ? wait : CAP_RECHECK_NS);
             if (!next || at < next)
                 next = at;

@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import sys
+import time
 
 from governor import Limits, Supervisor
 from governor._errors import GovernorError
@@ -40,6 +41,10 @@ with Supervisor(publish_state=False, engines=1) as sup:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             assert p.wait(10) == 0
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for _ in range(100):   # the sampler thread may have a /proc file open
+            if fds() == before:
+                break
+            time.sleep(0.01)
         assert fds() == before, (extra, before, fds())
         assert not children(), children()
 print("ok", failed)

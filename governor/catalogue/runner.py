@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 import psutil
 
 from .._errors import CatalogueError, GovernorError
+from .._readable import readable
 from .catalogue import Catalogue, Installed
 from .db import dumps
 
@@ -93,7 +93,7 @@ def _read_ready(fd: int, timeout: float) -> str:
     data, deadline = b"", time.monotonic() + timeout
     while b"\n" not in data:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not readable([fd], left):
             return f"no answer from the supervisor in {timeout:.0f} s"
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -188,7 +188,7 @@ def supervise(group: str, ready_fd: int) -> int:
             log.info("group %s runs: %s", group, json.dumps(addresses))
             while not stop_now["flag"] and any(p.returncode is None for p in procs.values()):
                 fds = [p.status_fd for p in procs.values() if p.returncode is None]
-                ready, _, _ = select.select(fds + [wake_r], [], [])
+                ready = readable(fds + [wake_r])
                 for name, p in procs.items():
                     if p.returncode is None and p.status_fd in ready:
                         p.wait()

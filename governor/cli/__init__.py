@@ -20,17 +20,28 @@ COMMANDS = {"run": "run", "ps": "ps", "top": "ps", "bench": "bench",
 
 
 def configure_logging(verbose: int) -> None:
+    """The commands log through structlog, the library through `logging`
+    (it imposes nothing on programs that import it): both go to stderr in
+    one format, at the level -v asks for."""
     import structlog
 
     level = logging.WARNING - 10 * verbose
     renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
                 else structlog.processors.JSONRenderer())
+    shared = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+              structlog.processors.TimeStamper(fmt="iso")]
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:

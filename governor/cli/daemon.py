@@ -2,7 +2,6 @@
 `governor run --daemon` on this host (governor/daemon)."""
 from __future__ import annotations
 
-import logging
 import sys
 
 
@@ -36,8 +35,6 @@ def main(args) -> int:
     from ..daemon.server import Daemon
     from ..monitor.metrics import parse_address, serve_metrics
 
-    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.metrics:
             parse_address(args.metrics)

@@ -6,7 +6,6 @@ import argparse
 import errno
 import json
 import os
-import select
 import signal
 import socket
 import sys
@@ -15,6 +14,7 @@ import time
 import structlog
 
 from .._errors import PolicyError, SpawnError
+from .._readable import readable
 from ..backends import NAMES as BACKENDS
 from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
@@ -382,7 +382,7 @@ class _DaemonWatch:
 def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
     """Waits for the command and what `watch` watches (no polling)."""
     # A signal may land on another thread of this process; the wakeup fd makes
-    # select return so that its handler (which forwards it) runs at once.
+    # the wait return so that its handler (which forwards it) runs at once.
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
@@ -408,7 +408,7 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         timeout = watch.timeout()
         if left is not None:
             timeout = left if timeout is None else min(left, timeout)
-        ready, _, _ = select.select([proc.status_fd, wake_r, *watch.fds()], [], [], timeout)
+        ready = readable([proc.status_fd, wake_r, *watch.fds()], timeout)
         if wake_r in ready:
             try:
                 wake_r.recv(64)

@@ -132,8 +132,7 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
 
 
 def _start_supervisor(store, st, res, lim, spec, area, lifeline_w, log) -> None:
-    import select
-
+    from .._readable import readable
     from .supervisor import serve   # imports the engine's Supervisor: only here
 
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -145,7 +144,7 @@ def _start_supervisor(store, st, res, lim, spec, area, lifeline_w, log) -> None:
     os.close(ready_w)
     os.close(lifeline_w)
     try:
-        ready, _, _ = select.select([ready_r], [], [], _WAIT_SECONDS)
+        ready = readable([ready_r], _WAIT_SECONDS)
         answer = os.read(ready_r, 4096).decode(errors="replace") if ready else "timed out"
     finally:
         os.close(ready_r)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 from types import SimpleNamespace
 
 from .. import _native
 from .._errors import GovernorError
+from .._readable import readable
 from ..limits import Limits
 from ..supervisor import Supervisor
 from . import hooks
@@ -55,7 +55,7 @@ class ContainerSupervisor:
         try:
             while self.proc.returncode is None:
                 watched = [self.server, self.proc.status_fd, *self.execs]
-                ready, _, _ = select.select(watched, [], [])
+                ready = readable(watched)
                 if self.proc.status_fd in ready:
                     self.proc.wait()
                     break
