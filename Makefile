@@ -49,7 +49,7 @@ ASAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath build/sanitize-address) \
               UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(SAN_PYTEST)
 TSAN_RUN   := GOVERNOR_NATIVE_DIR=$(abspath build/sanitize-thread) \
               LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) \
-              TSAN_OPTIONS=halt_on_error=1 $(SAN_PYTEST)
+              TSAN_OPTIONS=halt_on_error=1:atexit_sleep_ms=0 $(SAN_PYTEST)
 
 build/sanitize-%/.built: $(STAMP) native/*.c native/*.h native/build_native.py
 	mkdir -p $(@D)
@@ -61,12 +61,13 @@ build/sanitize-%/.built: $(STAMP) native/*.c native/*.h native/build_native.py
 sanitize-ci: build/sanitize-address/.built
 	GOVERNOR_STRESS_SECONDS=4 $(ASAN_RUN) tests/test_lifecycle.py tests/test_stress.py
 
-# The lifecycle, rates and processes tests and a minute of stress per
-# backend under ASan+UBSan; the lifecycle and stress tests under TSan.
+# The lifecycle, rates, processes and engine-safety tests and a minute of
+# stress per backend under ASan+UBSan; a minute of stress under TSan, on
+# seccomp groups without a tracer (tests/_tenants.py, under_tsan).
 sanitize: build/sanitize-address/.built build/sanitize-thread/.built
 	GOVERNOR_STRESS_SECONDS=60 $(ASAN_RUN) tests/test_lifecycle.py tests/test_rates.py \
-	  tests/test_processes.py tests/test_stress.py
-	GOVERNOR_STRESS_SECONDS=60 $(TSAN_RUN) tests/test_lifecycle.py tests/test_stress.py
+	  tests/test_processes.py tests/test_engine_safety.py tests/test_stress.py
+	GOVERNOR_STRESS_SECONDS=60 $(TSAN_RUN) tests/test_stress.py
 
 # Real programs compared with native at length (CPython's regression tests of
 # processes, signals, sockets, threads...): the table in README.
