@@ -355,7 +355,7 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
-        else:
+        elif self.group:   # a daemon's keeper has none: the daemon counts it running
             self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
