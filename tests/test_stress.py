@@ -50,20 +50,23 @@ def no_leaks():
     same(children, kids, "children")
 
 
-def open_fds(pidfds: bool = True) -> dict[str, str]:
-    """fd -> what it is. pidfds=False: without pidfds (the engine keeps
-    one per task it has seen, of live groups too)."""
+def open_fds() -> dict[str, str]:
+    """fd -> what it is."""
     out = {}
     for fd in os.listdir("/proc/self/fd"):
         try:
             out[fd] = os.readlink(f"/proc/self/fd/{fd}")
         except FileNotFoundError:
             pass  # the listing's own
-    return {fd: what for fd, what in out.items() if pidfds or what != "anon_inode:[pidfd]"}
+    return out
 
 
 def group_fds() -> dict[str, str]:
-    return open_fds(pidfds=False)
+    """The fds a spawn makes, while a supervisor runs: without pidfds (the
+    engine keeps one per task it has seen, of live groups too), and without
+    the sampler's passing reads of /proc and writes of state files."""
+    passing = ("anon_inode:[pidfd]", "/proc/", os.environ["GOVERNOR_RUN_DIR"])
+    return {fd: what for fd, what in open_fds().items() if not what.startswith(passing)}
 
 
 def children() -> set[int]:
