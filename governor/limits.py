@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 from ._errors import PolicyError
 
@@ -50,7 +49,7 @@ _UNITS = {
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*(/\s*s)?\s*$")
 
 
-def _parse(value: Any, *, rate: bool, source: str, key: str) -> float:
+def _parse(value: object, *, rate: bool, source: str, key: str) -> float:
     if isinstance(value, bool):
         raise PolicyError(source, key, f"expected a {'rate' if rate else 'size'}, got a boolean")
     if isinstance(value, (int, float)):
@@ -81,7 +80,7 @@ def _parse(value: Any, *, rate: bool, source: str, key: str) -> float:
     return number
 
 
-def _parse_count(value: Any, source: str, key: str) -> int:
+def _parse_count(value: object, source: str, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise PolicyError(source, key, f"expected a whole number, got {type(value).__name__}")
     try:
@@ -95,7 +94,7 @@ def _parse_count(value: Any, source: str, key: str) -> int:
     return n
 
 
-def _parse_cpu(value: Any, source: str, key: str) -> float:
+def _parse_cpu(value: object, source: str, key: str) -> float:
     """"50%" (of one CPU) or 1.5 (CPUs) -> CPUs."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise PolicyError(source, key, f"expected 50% or 1.5, got {type(value).__name__}")
@@ -118,37 +117,30 @@ def _check_key(key: str, source: str) -> None:
         raise PolicyError(source, key, f"unknown limit (known: {', '.join(KEYS)})")
 
 
-@dataclass(frozen=True)
 class Limits:
     """A group's allocation. Rates in bytes per second, sizes in bytes.
 
     Values may be given as numbers or as strings with units:
     ``Limits(net_send="4MiB/s", processes=32, memory="256MiB")``.
+
+    Immutable, compared by value. (A plain class, not a dataclass:
+    dataclasses imports inspect, a tenth of what a short `governor run`
+    costs.)
     """
 
-    net_send: float | None = None
-    net_recv: float | None = None
-    disk_write: float | None = None
-    disk_read: float | None = None
-    processes: int | None = None
-    memory: int | None = None
-    memory_resident: int | None = None
-    disk_space: int | None = None  # bytes stored in the group's writable area
-    cpu: float | None = None      # CPUs: 0.5 is half of one CPU
-    burst: Mapping[str, float] = field(default_factory=dict)
-    on_exhausted: Mapping[str, str] = field(default_factory=dict)
-    # A class of service (governor/share.py) that shares some of the rates:
-    # the group always gets its guarantee, and borrows what the class has
-    # spare by its weight (default 1).
-    guarantee: Mapping[str, float] = field(default_factory=dict)
-    weight: float | None = None
-    parent: Any = None
+    # Each key of KEYS: None (not limited) or its value (bytes/s for rates,
+    # tasks, bytes, CPUs for cpu). disk_space: bytes stored in the group's
+    # writable area. Then burst and on_exhausted per key; and a class of
+    # service (governor/share.py) that shares some of the rates: the group
+    # always gets its guarantee, and borrows what the class has spare by its
+    # weight (default 1).
+    FIELDS = KEYS + ("burst", "on_exhausted", "guarantee", "weight", "parent")
 
-    def __init__(self, *, burst: Mapping[str, Any] | None = None,
+    def __init__(self, *, burst: Mapping[str, object] | None = None,
                  on_exhausted: Mapping[str, str] | None = None, source: str = "Limits",
-                 guarantee: Mapping[str, Any] | None = None, weight: Any = None,
-                 parent: Any = None, **values: Any):
-        parsed: dict[str, Any] = {}
+                 guarantee: Mapping[str, object] | None = None, weight: object = None,
+                 parent: object = None, **values: object):
+        parsed: dict[str, object] = {}
         for key, value in values.items():
             _check_key(key, source)
             if value is None:
@@ -191,10 +183,12 @@ class Limits:
         self._set_share(guarantee, weight, parent, source)
 
     def _set_share(self, guarantee, weight, parent, source: str) -> None:
-        from .share import Class  # share.py builds on this module
+        if parent is not None:
+            from .share import Class  # share.py builds on this module
 
-        if parent is not None and not isinstance(parent, Class):
-            raise PolicyError(source, "parent", f"expected a Class, got {type(parent).__name__}")
+            if not isinstance(parent, Class):
+                raise PolicyError(source, "parent",
+                                  f"expected a Class, got {type(parent).__name__}")
         shared = {k for c in parent.path() for k in c.rates} if parent else set()
         guaranteed: dict[str, float] = {}
         for key, value in (guarantee or {}).items():
@@ -219,9 +213,31 @@ class Limits:
         object.__setattr__(self, "weight", float(weight) if weight is not None else None)
         object.__setattr__(self, "parent", parent)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Limits are immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Limits are immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    __hash__ = None   # the dicts in it are not hashable either
+
+    def __repr__(self) -> str:
+        return f"Limits({', '.join(f'{f}={getattr(self, f)!r}' for f in self.FIELDS)})"
+
     def items(self) -> list[tuple[str, float | int]]:
         """The limits that are set, in key order."""
         return [(k, getattr(self, k)) for k in KEYS if getattr(self, k) is not None]
+
+    def unset_bursts(self) -> list[str]:
+        """Keys given a burst but no rate: neither limited here nor shared by
+        a class of the group (such a burst would be silently ignored)."""
+        shared = {k for c in self.parent.path() for k in c.rates} if self.parent else set()
+        return [k for k in self.burst if getattr(self, k) is None and k not in shared]
 
     def burst_of(self, key: str) -> float:
         rate = getattr(self, key)
@@ -240,7 +256,7 @@ class Limits:
                       weight=other.weight if other.weight is not None else self.weight,
                       parent=other.parent or self.parent, **values)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         out = {
             "limits": dict(self.items()),
             "burst": {k: self.burst_of(k) for k in RATE_KEYS if getattr(self, k) is not None},

@@ -2,12 +2,12 @@
 [class] and [security] tables."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import PolicyError
 from .container.profile import check_allow
+from .inputfile import read_toml
 from .limits import Limits
 from .share import load_class
 
@@ -28,16 +28,7 @@ class Policy:
 def read_policy(path: str | Path) -> Policy:
     """Reads and validates a policy file; PolicyError names the file and key."""
     source = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise PolicyError(source, None, "no such file") from None
-    except OSError as e:
-        raise PolicyError(source, None, e.strerror or str(e)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise PolicyError(source, None, f"not valid TOML: {e}") from None
-    except RecursionError:  # tomllib parses nested arrays and tables recursively
-        raise PolicyError(source, None, "not valid TOML: nested too deeply") from None
+    data = read_toml(path, source)
     for key, value in data.items():
         if key not in TABLES:
             raise PolicyError(source, key, f"unknown table (known: {', '.join(TABLES)})")
@@ -65,6 +56,10 @@ def read_policy(path: str | Path) -> Policy:
     limits = Limits(burst=data.get("burst"), on_exhausted=data.get("on_exhausted"),
                     guarantee=data.get("guarantees"), weight=cls.get("weight"), parent=parent,
                     source=source, **data.get("limits", {}))
+    if unset := limits.unset_bursts():
+        key = unset[0]
+        raise PolicyError(f"{source} burst", key, f"no limit {key} is set in [limits] (a burst "
+                                                  "is the bucket size of a rate limit)")
     return Policy(limits, check_allow(allow, source, "security.allow"))
 
 

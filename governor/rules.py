@@ -12,8 +12,8 @@ call that a rule denies stays denied).
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
-from typing import Sequence
+from collections import namedtuple
+from collections.abc import Sequence
 
 from . import _native
 from ._errors import PolicyError
@@ -29,38 +29,33 @@ _SOURCE = "seccomp rules"
 _U64 = 2**64
 
 
-@dataclass(frozen=True)
-class Action:
+# Immutable values, as namedtuples: a plain group's filter needs this module,
+# and dataclasses imports inspect (a tenth of a short `governor run`).
+
+
+class Action(namedtuple("Action", "kind errno", defaults=(0,))):
     """kind: allow, log, errno, trap, kill_thread or kill_process; errno:
     what an `errno` action returns (0..4095)."""
 
-    kind: str
-    errno: int = 0
+    __slots__ = ()
 
 
 ALLOW = Action("allow")
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(namedtuple("Arg", "index op value value_two", defaults=(0,))):
     """Argument `index` (0..5) compared with `op` (ne, lt, le, eq, ge, gt,
     masked_eq) to value; for masked_eq, value is the mask and value_two
     what the masked argument must equal (as in an OCI profile)."""
 
-    index: int
-    op: str
-    value: int
-    value_two: int = 0
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(namedtuple("Rule", "syscall action args", defaults=((),))):
     """syscall (an x86_64 name libseccomp knows, or a number below 1024, for
     calls newer than its table) gets action when every arg holds."""
 
-    syscall: str | int
-    action: Action
-    args: tuple[Arg, ...] = ()
+    __slots__ = ()
 
 
 def syscall_number(name: str) -> int | None:

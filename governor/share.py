@@ -23,11 +23,11 @@ A class file (`governor run --class FILE`, or `[class] file` in a policy):
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
 from ._errors import PolicyError
+from .inputfile import read_toml
 from .limits import RATE_KEYS, DEFAULT_BURST_SECONDS, _check_key, _parse
 
 CLASS_KEYS = ("name", "parent", "rates", "ceilings", "burst")
@@ -111,14 +111,7 @@ def load_class(path: str | Path, _seen: tuple[Path, ...] = (),
         raise PolicyError(source, "parent", "classes form a loop")
     if cache is not None and str(path.resolve()) in cache:
         return cache[str(path.resolve())]
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise PolicyError(source, None, "no such file") from None
-    except OSError as e:
-        raise PolicyError(source, None, e.strerror or str(e)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise PolicyError(source, None, f"not valid TOML: {e}") from None
+    data = read_toml(path, source)
     for key, value in data.items():
         if key not in CLASS_KEYS:
             raise PolicyError(source, key, f"unknown key (known: {', '.join(CLASS_KEYS)})")

@@ -2,35 +2,26 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
-import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence
+from collections import namedtuple
+from collections.abc import Mapping, Sequence
 
-import psutil
-from ptrace.syscall.linux.i386 import SYSCALL_NAMES as _I386_CALLS
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
-
-from . import _native, backends
+from . import _log, _native, backends
 from ._errors import GovernorError, PolicyError, SpawnError, check
-from .container import Container
-from .container.setup import ProcessSetup
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
-from .monitor.cpu import CpuController
-from .monitor.state import Publisher
 from .rules import ALLOW, Action, Rule, c_rules
 
+# Imported where used, so that a plain group's `governor run` does without
+# them: psutil, the syscall tables (call_name), containers, CPU caps, state
+# files; the annotations below name some of them.
 ffi, lib = _native.ffi, _native.lib
-log = logging.getLogger(__name__)
+log = _log.getLogger(__name__)
 
 # In the order of native/gov.h's resource enum.
 RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space")
@@ -53,36 +44,33 @@ _SAMPLER_SHARE = 0.1
 _LEND_MEMBERS = 100   # lending runs every tick for classes of up to this many groups in all
 
 
-@dataclass
-class ResourceUsage:
-    used: int = 0            # bytes moved (rates) or current level (processes, memory, disk_space)
-    held_calls: int = 0
-    held_seconds: float = 0.0
-    denied_calls: int = 0
-    borrowed: int = 0        # rates a class shares: bytes borrowed beyond the guarantee
+# Records, as namedtuples: dataclasses imports inspect, a tenth of what a
+# short `governor run` costs.
 
 
-@dataclass
-class Usage:
-    """A group's usage: per resource, and peaks of tasks and committed memory."""
+class ResourceUsage(namedtuple("ResourceUsage", "used held_calls held_seconds denied_calls "
+                               "borrowed", defaults=(0, 0, 0.0, 0, 0))):
+    """used: bytes moved (rates) or the current level (processes, memory,
+    disk_space); borrowed: of a rate a class shares, the bytes borrowed
+    beyond the guarantee."""
 
-    resources: dict[str, ResourceUsage] = field(default_factory=dict)
-    tasks: int = 0
-    peak_tasks: int = 0
-    memory: int = 0
-    peak_memory: int = 0
-    notifications: int = 0
-    compat_denied: int = 0
-    held_now: int = 0
-    resident: int = 0          # RSS of the group's processes (sampled)
-    pss: int = 0               # proportional set size: shared pages split (sampled)
-    peak_resident: int = 0
-    resident_kills: int = 0    # processes killed for memory_resident
-    cpu_seconds: float = 0.0   # CPU time of the live processes (sampled)
+    __slots__ = ()
+
+
+class Usage(namedtuple("Usage", "resources tasks peak_tasks memory peak_memory notifications "
+                       "compat_denied held_now resident pss peak_resident resident_kills "
+                       "cpu_seconds", defaults=(0,) * 11 + (0.0,))):
+    """A group's usage: per resource (a dict of ResourceUsage), and peaks of
+    tasks and committed memory. Sampled: resident (RSS of the group's
+    processes), pss (proportional set size: shared pages split), cpu_seconds
+    (CPU time of the live processes). resident_kills: processes killed for
+    memory_resident."""
+
+    __slots__ = ()
 
     def as_dict(self) -> dict:
         return {
-            "resources": {k: vars(v) for k, v in self.resources.items()},
+            "resources": {k: v._asdict() for k, v in self.resources.items()},
             "tasks": self.tasks, "peak_tasks": self.peak_tasks,
             "memory": self.memory, "peak_memory": self.peak_memory,
             "resident": self.resident, "pss": self.pss, "peak_resident": self.peak_resident,
@@ -92,14 +80,10 @@ class Usage:
         }
 
 
-@dataclass
-class Event:
-    kind: str
-    group: str
-    resource: str | None
-    pid: int
-    value: int
-    call: str | None = None   # the system call's name ("x32 write" for the x32 table)
+class Event(namedtuple("Event", "kind group resource pid value call", defaults=(None,))):
+    """call: the system call's name ("x32 write" for the x32 table)."""
+
+    __slots__ = ()
 
 
 def call_name(nr: int, compat: bool = False) -> str | None:
@@ -107,6 +91,9 @@ def call_name(nr: int, compat: bool = False) -> str | None:
     the i386 one for a compat call without the x32 bit."""
     if nr < 0:
         return None
+    from ptrace.syscall.linux.i386 import SYSCALL_NAMES as _I386_CALLS
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
+
     if nr & _X32_BIT:
         return "x32 " + _X86_64_CALLS.get(nr & ~_X32_BIT, str(nr & ~_X32_BIT))
     return (_I386_CALLS if compat else _X86_64_CALLS).get(nr, str(nr))
@@ -115,6 +102,8 @@ def call_name(nr: int, compat: bool = False) -> str | None:
 def governed_calls(limits: Limits) -> list[str]:
     """The system calls a group with these limits intercepts (x86_64 names),
     from the lists the engine builds its filters from."""
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
+
     table = ffi.new("unsigned char[]", _NR_SYSCALLS)
     lib.gov_filter_governed(_c_limits(limits), table, _NR_SYSCALLS)
     return [_X86_64_CALLS.get(nr, str(nr)) for nr in range(_NR_SYSCALLS) if table[nr]]
@@ -237,6 +226,18 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _which(command: str, search: str) -> str | None:
+    """The first executable file named command in the directories of PATH
+    search (as shutil.which, whose module costs a short run 2 ms)."""
+    if not search:
+        return None
+    for d in search.split(os.pathsep):
+        path = os.path.join(d, command)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def _raise_nofile() -> None:
     """The soft RLIMIT_NOFILE up to the hard one: a supervisor holds an fd
     per listener, spawn and cached pidfd (each engine's pidfd cache takes an
@@ -251,7 +252,7 @@ def _raise_nofile() -> None:
 
 
 def _find_command(command: str, env: Mapping[str, str]) -> str:
-    path = shutil.which(command, path=env.get("PATH", os.defpath)) if "/" not in command else command
+    path = _which(command, env.get("PATH", os.defpath)) if "/" not in command else command
     if path is None or not os.path.exists(path):
         raise SpawnError(2, command)  # ENOENT
     if os.path.isdir(path) or not os.access(path, os.X_OK):
@@ -296,11 +297,14 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
     res = ffi.new("struct gov_spawn_res *")
     try:
         for i, f in enumerate(stdio):
-            if f == subprocess.DEVNULL:
+            if isinstance(f, int) and f < 0:
+                import subprocess   # here only: a plain `governor run` does without it
+
+                if f != subprocess.DEVNULL:
+                    raise GovernorError(f"spawn: bad fd {f} for "
+                                        f"{('stdin', 'stdout', 'stderr')[i]}")
                 f = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 opened.append(f)
-            elif isinstance(f, int) and f < 0:
-                raise GovernorError(f"spawn: bad fd {f} for {('stdin', 'stdout', 'stderr')[i]}")
             req.stdio[i] = -1 if f is None else (f if isinstance(f, int) else f.fileno())
         rc = lib.gov_spawn(req, res)
     finally:
@@ -320,20 +324,29 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
 
 def spawn_command(argv: Sequence[str], program: bytes, *, container: Container | None = None,
                   name: str = "", env: Mapping[str, str] | None = None, cwd: str | None = None,
-                  stdio=(None, None, None), trace: bool = False, paused: bool = False):
+                  stdio=(None, None, None), trace: bool = False, paused: bool = False,
+                  console: tuple[int, int] = (-1, 0)):
     """gov_spawn() of argv as a group's command, looked up in its PATH (a
     container's inside the rootfs; env defaults to the container's or
     ours): the init shim and the command, filter installed, listener
-    taken. A container's command starts paused, for its network."""
+    taken. A container's command starts paused, for its network.
+    console: (socket, std fd mask): a container's command makes a pty,
+    sends its master over the socket and takes the slave as those std fds
+    (governor/cli/_relay.py)."""
     if container:
         env = dict(container.default_env() if env is None else env)
         path = container.find_command(argv[0], env)
     else:
         env = dict(os.environ if env is None else env)
         path = _find_command(argv[0], env)
+    setup = process = None
+    if container:
+        from .container.setup import ProcessSetup
+
+        setup = container.setup(name)
+        process = ProcessSetup(console_fd=console[0], console_stdio=console[1])
     return gov_spawn(path, argv, env, program, cwd=cwd, stdio=stdio,
-                     setup=container.setup(name) if container else None,
-                     process=ProcessSetup() if container else None, trace=trace,
+                     setup=setup, process=process, trace=trace,
                      paused=paused or container is not None)
 
 
@@ -355,7 +368,7 @@ class Process:
         self._exec_fd = -1
         if len(data) == 4:
             self.exec_errno = struct.unpack("i", data)[0]
-        elif self.group:   # a daemon's keeper has none: the daemon counts it running
+        elif self.group is not None:   # None: a daemon's group (governor/daemon/keeper.py)
             self.group._running.add(self.init_pid)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -439,11 +452,12 @@ class Group:
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: str | None = None, stdin=None, stdout=None, stderr=None,
-              tracer=None) -> Process:
+              tracer=None, console: tuple[int, int] = (-1, 0)) -> Process:
         """Starts argv in the group. SpawnError(ENOENT) if it is not found.
 
         stdin, stdout, stderr: None (inherit), an fd, a file object or
         subprocess.DEVNULL. No other fd of this process reaches the command.
+        console: see spawn_command (containers only).
         tracer (seccomp backend; `governor capture`'s file tracer): its
         `filter` (BPF) goes in front of the group's, and its `attach(pid)`
         runs while the command waits before exec."""
@@ -455,13 +469,14 @@ class Group:
         bpf = (tracer.filter if tracer else b"") + self._filter
         # A tracer's attach comes before the command runs: paused.
         res = spawn_command(argv, bpf, container=box, name=self.name, env=env, cwd=cwd,
-                            stdio=(stdin, stdout, stderr),
+                            stdio=(stdin, stdout, stderr), console=console,
                             trace=self.supervisor.backend != "seccomp",
                             paused=bool(tracer or self._traces_clones))
         proc = Process(self, res.cmd_pid, res.init_pid, res.status_fd, res.exec_fd, argv)
         self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
+        self.supervisor._start_sampler()
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
         if proc.exec_errno:
             proc.wait()
@@ -498,6 +513,7 @@ class Group:
             os.kill(res.init_pid, signal.SIGKILL)
             self.forget_init(res.init_pid)
             raise
+        self.supervisor._start_sampler()
         if res.status_fd < 0:
             # Another process waits for it (governor-oci exec, a daemon's
             # keeper): forget_init then. It runs at once.
@@ -580,7 +596,8 @@ class Group:
         that never left the namespace, such as loopback). The group's usage
         then counts every byte the interface moved, headers included."""
         try:
-            index = int(Path(f"/sys/class/net/{host_ifname}/ifindex").read_text())
+            with open(f"/sys/class/net/{host_ifname}/ifindex") as f:
+                index = int(f.read())
         except (OSError, ValueError):
             raise GovernorError(f"attach_interface: no interface {host_ifname!r}") from None
         check(lib.gov_group_attach_net(self._engine, self.id), "attach interface")
@@ -608,10 +625,13 @@ class Group:
     def _sample(self) -> None:
         """Tasks, committed and resident memory, by psutil: levels and peaks
         for what the engine does not count itself, and for monitoring."""
+        import psutil
+
         tasks = memory = resident = pss = 0
         cpu = 0.0
         largest = (0, None)
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             try:
                 info = psutil.Process(pid)
                 with info.oneshot():
@@ -625,9 +645,14 @@ class Group:
                 largest = max(largest, (mem.rss, info), key=lambda t: t[0])
             except psutil.Error:
                 pass
+        cap = self.limits.memory_resident
+        if cap is not None:
+            # memfds held by fd, SysV segments, shared pages: once each
+            # (their reads cost, so only where a limit needs them).
+            from governor.monitor.shmem import shared_resident
+            resident += shared_resident(pids)
         self._sampled = {"tasks": tasks, "memory": memory, "resident": resident, "cpu": cpu,
                          "pss": pss}
-        cap = self.limits.memory_resident
         if cap is not None and resident > cap and largest[1] is not None:
             self._kill_for_resident(largest[1], largest[0], resident, cap)
         self._peak_tasks = max(self._peak_tasks, tasks)
@@ -636,6 +661,8 @@ class Group:
 
     def _kill_for_resident(self, proc: psutil.Process, rss: int, resident: int, cap: int) -> None:
         """Like an OOM kill: the group's largest process goes."""
+        import psutil
+
         try:
             proc.send_signal(signal.SIGKILL)
         except psutil.Error:
@@ -747,11 +774,10 @@ class Supervisor:
         self._stop = threading.Event()
         self._py_events: list[Event] = []   # events raised in Python (resident kills)
         self._py_events_lock = threading.Lock()
-        self._publisher = Publisher() if publish_state else None
+        self._publish_state = publish_state
+        self._publisher = None   # made by the sampler at its first publish
         self._cpu: CpuController | None = None
-        self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
-                                         daemon=True)
-        self._sampler.start()
+        self._sampler: threading.Thread | None = None   # started with the first command
 
     def __enter__(self) -> "Supervisor":
         return self
@@ -817,6 +843,8 @@ class Supervisor:
         self._load[shard] += 1
         self._groups[name] = g
         if limits.cpu is not None and self._cpu is None:
+            from .monitor.cpu import CpuController
+
             self._cpu = CpuController(self)
         self._names[(shard, gid)] = name
         return g
@@ -936,6 +964,15 @@ class Supervisor:
     def groups(self) -> list[Group]:
         return list(self._groups.values())
 
+    def _start_sampler(self) -> None:
+        """The thread that settles, samples, lends and publishes, from the
+        first command on (before it there is nothing to look at): a short
+        `governor run` has no thread to start before its command runs."""
+        if self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
+                                             daemon=True)
+            self._sampler.start()
+
     def _sample_loop(self) -> None:
         tick, turn = 0, 0
         while not self._stop.wait(_TICK_SECONDS):
@@ -960,6 +997,10 @@ class Supervisor:
         """Samples and publishes the groups that are due, round robin from
         `turn`, until `until`; where the next tick goes on. Groups with a
         memory_resident limit first: their sample enforces it."""
+        if self._publish_state and self._publisher is None:
+            from .monitor.state import Publisher
+
+            self._publisher = Publisher()
         urgent = [g for g in groups if g.limits.memory_resident is not None]
         n = len(groups)
         for i, g in [(-1, g) for g in urgent] + [((turn + k) % n, groups[(turn + k) % n])
@@ -982,7 +1023,8 @@ class Supervisor:
         if not self._engines:
             return
         self._stop.set()
-        self._sampler.join()
+        if self._sampler:
+            self._sampler.join()
         if self._cpu:
             self._cpu.close()
         for g in self.groups:

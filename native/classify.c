@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -24,6 +25,7 @@
 #include "classify.h"
 #include "diskspace.h"
 #include "procfs.h"
+#include "shmem.h"
 #include "gov.h"
 
 #ifndef PIDFD_THREAD
@@ -371,6 +373,17 @@ static void charge_growth(struct gov_call *out, const struct gov_disk *d, const 
     out->disk_ino = st->st_ino;
 }
 
+/* memory: `growth` bytes more for a file in memory (shmem.h), if it is one.
+ * Charged first, so that a call held for it is held on memory. */
+static void charge_memory(struct gov_call *out, struct gov_shmem *sh, int tid, int fd,
+                          const struct stat *st, double growth)
+{
+    if (!sh || growth <= 0 || !gov_shmem_is_memory(fd, st))
+        return;
+    gov_shmem_note(sh, tid, fd, st);
+    add(out, GOV_MEMORY, growth);
+}
+
 /* Where a write of a file lands: at its end with O_APPEND (pwrite too, on
  * Linux), else at pos (>= 0), else at its file position. */
 static int64_t write_at(int dup, const struct stat *st, int64_t pos)
@@ -382,8 +395,8 @@ static int64_t write_at(int dup, const struct stat *st, int64_t pos)
 
 /* splice/sendfile/copy_file_range: bytes move from `in` to `out`. */
 static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const struct gov_disk *d,
-                            int pid, int in_fd, uint64_t in_off, int out_fd, uint64_t out_off,
-                            double len)
+                            struct gov_shmem *sh, int pid, int in_fd, uint64_t in_off,
+                            int out_fd, uint64_t out_off, double len)
 {
     struct stat st_in, st_out;
     int in = tenant_fd(c, pid, in_fd);
@@ -405,11 +418,13 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const st
         if (kin == FD_SOCKET)
             add(out, GOV_NET_RECV, n);
     }
-    charge_write(out, kout, n);
-    if (kout == FD_FILE && d && gov_disk_on_area(d, st_out.st_dev)) {
+    if (kout == FD_FILE && ((d && gov_disk_on_area(d, st_out.st_dev)) || sh)) {
         int64_t at = write_at(outd, &st_out, out_off ? position(outd, pid, out_off) : -1);
-        charge_growth(out, d, &st_out, gov_disk_growth(&st_out, (double)at + n));
+        double grow = gov_disk_growth(&st_out, (double)at + n);
+        charge_memory(out, sh, pid, outd, &st_out, grow);
+        charge_growth(out, d, &st_out, grow);
     }
+    charge_write(out, kout, n);
     if (in >= 0)
         close(in);
     if (outd >= 0)
@@ -436,14 +451,15 @@ static double write_size(int pid, int nr, const uint64_t *a)
     return nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
 }
 
-static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d, int pid, int nr,
+static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d,
+                        const struct gov_shmem *sh, int pid, int nr,
                         const uint64_t *a, struct gov_call *out)
 {
     unsigned s = fdcache_slot(pid, (int)a[0]);
     if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
         return 0;
-    if (d && fc->slot[s].kind == FD_FILE)
-        return 0; /* disk_space needs the file's size and position */
+    if ((d || sh) && fc->slot[s].kind == FD_FILE)
+        return 0; /* disk_space and memory need the file's size and position */
     charge_write(out, fc->slot[s].kind, write_size(pid, nr, a));
     return 1;
 }
@@ -469,11 +485,12 @@ static double write_growth(int dup, const struct stat *st, int nr, const uint64_
 }
 
 static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
-                             struct gov_ledger *lg, const struct gov_disk *d, int pid, int nr,
-                             const uint64_t *a, struct gov_call *out)
+                             struct gov_ledger *lg, const struct gov_disk *d,
+                             struct gov_shmem *sh, int pid, int nr, const uint64_t *a,
+                             struct gov_call *out)
 {
     struct stat st = {0};
-    if (is_plain_write(nr) && cached_write(fc, d, pid, nr, a, out))
+    if (is_plain_write(nr) && cached_write(fc, d, sh, pid, nr, a, out))
         return;
     int dup = tenant_fd(c, pid, (int)a[0]);
     int kind = fd_kind(dup, &st);
@@ -483,6 +500,8 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
         remember(fc, pid, (int)a[0], kind);
     if (is_plain_write(nr)) {
         double n = write_size(pid, nr, a);
+        if (kind == FD_FILE && sh)
+            charge_memory(out, sh, pid, dup, &st, write_growth(dup, &st, nr, a, n));
         if (nr == SYS_write || nr == SYS_writev)
             charge_send(out, dup, kind, n, 0);
         else
@@ -591,41 +610,53 @@ static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr, 
     return fd;
 }
 
-/* ftruncate, truncate and fallocate of a file of the area: growth, or space
- * given back. fd: the file (the caller closes it). */
-static void classify_resize(const struct gov_disk *d, int fd, int nr, const uint64_t *a,
-                            struct gov_call *out)
+/* What ftruncate, truncate or fallocate grows file st by; -1 if it may give
+ * space back. */
+static double resize_growth(const struct stat *st, int nr, const uint64_t *a)
 {
-    struct stat st;
-    if (!d || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-        !gov_disk_on_area(d, st.st_dev))
-        return;
     if (nr != SYS_fallocate) {
         int64_t len = (int64_t)a[1];
-        if (len < st.st_size)
-            out->kind = GOV_CALL_DISK_FREE;
-        else
-            charge_growth(out, d, &st, gov_disk_growth(&st, (double)len));
-        return;
+        return len < st->st_size ? -1 : gov_disk_growth(st, (double)len);
     }
     int mode = (int)a[1];
     double off = (double)(int64_t)a[2], len = (double)(int64_t)a[3];
-    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)) {
-        out->kind = GOV_CALL_DISK_FREE;
-    } else if (mode & FALLOC_FL_INSERT_RANGE) {
-        charge_growth(out, d, &st, gov_disk_growth(&st, (double)st.st_size + len));
-    } else {
-        double grow = gov_disk_growth(&st, off + len);
-        /* KEEP_SIZE allocates blocks in the range only: at most len more. */
-        if ((mode & FALLOC_FL_KEEP_SIZE) && grow > len + st.st_blksize)
-            grow = len + st.st_blksize;
-        charge_growth(out, d, &st, grow);
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE))
+        return -1;
+    if (mode & FALLOC_FL_INSERT_RANGE)
+        return gov_disk_growth(st, (double)st->st_size + len);
+    double grow = gov_disk_growth(st, off + len);
+    /* KEEP_SIZE allocates blocks in the range only: at most len more. */
+    if ((mode & FALLOC_FL_KEEP_SIZE) && grow > len + st->st_blksize)
+        grow = len + st->st_blksize;
+    return grow;
+}
+
+/* ftruncate, truncate and fallocate of a file of the area or in memory:
+ * growth, or space given back. fd: the file (the caller closes it). */
+static void classify_resize(const struct gov_disk *d, struct gov_shmem *sh, int tid, int fd,
+                            int nr, const uint64_t *a, struct gov_call *out)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return;
+    int area = d && gov_disk_on_area(d, st.st_dev);
+    if (!area && !sh)
+        return;
+    double grow = resize_growth(&st, nr, a);
+    if (grow < 0) {
+        if (area)
+            out->kind = GOV_CALL_DISK_FREE; /* memory: the next recount sees it */
+        return;
     }
+    charge_memory(out, sh, tid, fd, &st, grow);
+    if (area)
+        charge_growth(out, d, &st, grow);
 }
 
 /* disk_space calls that name their file by path or fd, or that free space. */
-static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
-                              const uint64_t *a, struct gov_call *out)
+static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
+                              struct gov_shmem *sh, int tid, int nr, const uint64_t *a,
+                              struct gov_call *out)
 {
     struct stat st;
     int fd = -1;
@@ -641,11 +672,11 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d, in
     case SYS_ftruncate:
     case SYS_fallocate:
         fd = tenant_fd(c, tid, (int)a[0]);
-        classify_resize(d, fd, nr, a, out);
+        classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_truncate:
         fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
-        classify_resize(d, fd, nr, a, out);
+        classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_mkdir:
     case SYS_mkdirat:
@@ -668,9 +699,52 @@ static double page_round(uint64_t len)
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
+/* What a new pipe or unix socket, or a larger send buffer, may hold
+ * (shmem.h): charged as a shared mapping is. */
+static void charge_buffer(struct gov_call *out, double bytes)
+{
+    out->kind = GOV_CALL_MEMORY;
+    if (bytes > 0) {
+        add(out, GOV_MEMORY, bytes);
+        out->shared_mem = 1;
+    }
+}
+
+static int sock_domain(int dup)
+{
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    return getsockopt(dup, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 ? domain : -1;
+}
+
+/* accept of a unix socket makes one; setsockopt SO_SNDBUF of one grows it
+ * (SO_SNDBUFFORCE past wmem_max). The value is read from the tenant, which
+ * may change it before the kernel does: the recount reads the buffer the
+ * kernel set. */
+static void classify_socket_call(struct gov_pidfds *c, int tid, int nr, const uint64_t *a,
+                                 struct gov_call *out)
+{
+    int val = 0, sndbuf = 0;
+    socklen_t len = sizeof sndbuf;
+    int force = a[2] == SO_SNDBUFFORCE;
+    if (nr == SYS_setsockopt && (a[1] != SOL_SOCKET || (a[2] != SO_SNDBUF && !force) ||
+                                 read_mem(tid, a[3], &val, sizeof val)))
+        return;
+    int dup = tenant_fd(c, tid, (int)a[0]);
+    if (dup < 0)
+        return;
+    if (sock_domain(dup) == AF_UNIX) {
+        if (nr != SYS_setsockopt)
+            charge_buffer(out, (double)gov_unix_sndbuf(0));
+        else if (getsockopt(dup, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0)
+            charge_buffer(out, (force ? 2.0 * val : (double)gov_unix_sndbuf(val)) - sndbuf);
+    }
+    close(dup);
+}
+
 void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  const struct gov_disk *disk, int tid, int nr, const uint64_t *a,
-                  struct gov_call *out)
+                  const struct gov_disk *disk, struct gov_shmem *sh, int tid, int nr,
+                  const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
@@ -717,15 +791,40 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
         out->kind = GOV_CALL_MEMORY;
         out->brk = 1; /* the engine knows the current break */
         return;
+    case SYS_pipe:
+    case SYS_pipe2:
+        charge_buffer(out, sh ? GOV_PIPE_BYTES : 0);
+        return;
+    case SYS_socketpair:
+        charge_buffer(out, sh && a[0] == AF_UNIX ? 2.0 * (double)gov_unix_sndbuf(0) : 0);
+        return;
+    case SYS_socket:
+        charge_buffer(out, sh && a[0] == AF_UNIX ? (double)gov_unix_sndbuf(0) : 0);
+        return;
+    case SYS_accept:
+    case SYS_accept4:
+    case SYS_setsockopt:
+        if (sh)
+            classify_socket_call(c, tid, nr, a, out);
+        return;
+    case SYS_shmget:
+        /* A new SysV segment: its size, whether or not it is ever
+         * attached (shmem.h recounts it). */
+        out->kind = GOV_CALL_MEMORY;
+        if (a[2] & IPC_CREAT) {
+            add(out, GOV_MEMORY, page_round(a[1]));
+            out->shared_mem = 1;
+        }
+        return;
     case SYS_sendfile:
-        charge_transfer(out, c, disk, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
+        charge_transfer(out, c, disk, sh, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
         return;
     case SYS_splice:
     case SYS_copy_file_range:
-        charge_transfer(out, c, disk, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
+        charge_transfer(out, c, disk, sh, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
         return;
     default:
-        if (!classify_disk_call(c, disk, tid, nr, a, out))
-            classify_fd_call(c, fc, lg, disk, tid, nr, a, out);
+        if (!classify_disk_call(c, disk, sh, tid, nr, a, out))
+            classify_fd_call(c, fc, lg, disk, sh, tid, nr, a, out);
     }
 }

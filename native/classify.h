@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct gov_disk;
+struct gov_shmem;
 
 #define GOV_PIDFD_SLOTS 4096
 #define GOV_FDCACHE_SLOTS 1024
@@ -90,7 +91,8 @@ struct gov_call {
     int wait_fd;          /* owned by the caller when kind == GOV_CALL_WAIT_DATA */
     int64_t timeout_ns;   /* the socket's SO_RCVTIMEO for that wait, 0: none */
     int brk;              /* the call is brk(addr) */
-    int shared_mem;       /* a shared anonymous mapping (not in VmData) */
+    int shared_mem;       /* shared memory, not in VmData: a shared anonymous
+                           * mapping, a SysV segment */
     double correction;    /* net_recv to settle now (may be negative) */
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
@@ -98,9 +100,10 @@ struct gov_call {
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).
- * disk: the group's disk_space area, or NULL. */
+ * disk: the group's disk_space area, or NULL; sh: with a memory limit, the
+ * group's files in memory (growth of one is charged GOV_MEMORY), or NULL. */
 void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  const struct gov_disk *disk, int tid, int nr, const uint64_t *args,
-                  struct gov_call *out);
+                  const struct gov_disk *disk, struct gov_shmem *sh, int tid, int nr,
+                  const uint64_t *args, struct gov_call *out);
 
 #endif

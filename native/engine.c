@@ -25,6 +25,7 @@
 #include "keep.h"
 #include "procfs.h"
 #include "share.h"
+#include "shmem.h"
 #include "tasks.h"
 #include "trace.h"
 
@@ -39,6 +40,7 @@
 #define MAX_GROUPS 4096
 #define EVENT_RING 4096
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
+#define MEM_RECOUNT_NS 1000000000LL /* memory: a recount at least this often (mem_recount_due) */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
 #define MAX_PROCS 65536
 #define SIGNAL_SWEEP_NS 20000000LL  /* held calls that a signal may interrupt: looked at */
@@ -124,7 +126,9 @@ struct group {
     int64_t stall_next;
     struct memproc *mem;
     int nmem, cap_mem;
-    int64_t shared_mem;       /* shared anonymous memory of the group */
+    int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
+    struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
+    int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
     struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
@@ -506,14 +510,27 @@ static void mem_refresh_all(struct gov_engine *e, struct group *g)
     }
     free(old);
     /* Shared objects count once, however many processes map them. */
-    struct gov_shm_obj objs[1024];
+    static struct gov_shm_obj objs[4096]; /* the engine thread's only */
     int nobjs = 0;
-    for (int i = 0; i < n; i++)
-        gov_task_shared_anon(e->procs[i], objs, &nobjs, 1024);
+    for (int i = 0; i < n; i++) {
+        gov_task_shared_anon(e->procs[i], objs, &nobjs, 4096);
+        gov_shmem_fds(&g->shmem, e->procs[i], objs, &nobjs, 4096);
+    }
+    gov_shmem_recount(&g->shmem, n ? e->procs[0] : 0, objs, &nobjs, 4096);
     g->shared_mem = 0;
     for (int i = 0; i < nobjs; i++)
         g->shared_mem += objs[i].size;
     mem_total(g);
+    g->mem_recount_at = now_ns() + MEM_RECOUNT_NS;
+}
+
+/* Memory that grew without a call we charged (a file the group was handed
+ * open, a write whose fd was swapped under it) is found by a recount: at
+ * the group's first memory call and at most once a second after that. */
+static void mem_recount_due(struct gov_engine *e, struct group *g)
+{
+    if (now_ns() >= g->mem_recount_at)
+        mem_refresh_all(e, g);
 }
 
 /* Bytes that brk(addr) would commit for the process; fills its state. */
@@ -539,6 +556,7 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     if (bytes < 0)
         return -1;
     h->tgid = tgid;
+    mem_recount_due(e, g);
     struct memproc *m = mem_proc(g, tgid);
     if (!m)
         return -1;
@@ -555,6 +573,29 @@ static int memory_fits(struct gov_engine *e, struct group *g, struct hold *h, in
     int64_t cap = g->lim.r[GOV_MEMORY].cap;
     if (mem_total(g) + cost <= cap)
         return 1;
+    if (!fresh)
+        return 0;
+    mem_refresh_all(e, g);
+    return mem_total(g) + cost <= cap;
+}
+
+/* A call that grows a file in memory (classify.c: a GOV_MEMORY charge on a
+ * call that is not a memory call): its growth against the memory cap. -1 if
+ * it is larger than the whole cap. */
+static int file_memory_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
+{
+    double cost = 0;
+    for (int i = 0; i < h->call.nch; i++)
+        if (h->call.ch[i].res == GOV_MEMORY)
+            cost += h->call.ch[i].cost;
+    int64_t cap = g->lim.r[GOV_MEMORY].cap;
+    if (cost == 0 || !g->lim.r[GOV_MEMORY].set)
+        return 1;
+    mem_recount_due(e, g);
+    if (mem_total(g) + cost <= cap)
+        return 1;
+    if (cost > (double)cap)
+        return -1;
     if (!fresh)
         return 0;
     mem_refresh_all(e, g);
@@ -623,6 +664,10 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
             *why = res;
             return DENY;
         }
+    } else if ((fits = file_memory_fits(e, g, h, fresh)) <= 0) {
+        *why = res = GOV_MEMORY;
+        if (fits < 0)
+            return DENY;
     } else if (!disk_fits(e, g, h, fresh)) {
         res = GOV_DISK_SPACE; /* deny only: a full area does not free itself */
         fits = 0;
@@ -654,7 +699,7 @@ static int deny_errno(struct hold *h, int res)
 {
     if (res == GOV_DISK_SPACE)
         return EDQUOT;
-    if (h->call.kind == GOV_CALL_MEMORY)
+    if (h->call.kind == GOV_CALL_MEMORY || res == GOV_MEMORY)
         return ENOMEM;
     return EAGAIN;
 }
@@ -697,6 +742,10 @@ static void charge(struct group *g, struct hold *h, int sign)
         if (r == GOV_DISK_SPACE && g->disk)
             gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
                             h->call.disk_ino, sign);
+        if (r == GOV_MEMORY && h->call.kind != GOV_CALL_MEMORY) {
+            g->shared_mem += (int64_t)c; /* a file in memory grows */
+            mem_total(g);
+        }
         g->u.r[r].used += (int64_t)c;
     }
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
@@ -709,6 +758,8 @@ static void charge(struct group *g, struct hold *h, int sign)
         struct memproc *m = mem_proc(g, h->tgid);
         if (h->call.shared_mem) {
             g->shared_mem += (int64_t)h->call.ch[0].cost * sign;
+            if (h->nr == SYS_shmget && sign > 0)
+                gov_shmem_creator(&g->shmem, h->tgid);
         } else if (m) {
             m->bytes += (int64_t)h->call.ch[0].cost * sign;
             if (h->call.brk && sign > 0)
@@ -804,13 +855,18 @@ static void free_hold(struct gov_engine *e, struct hold *h)
     free(h);
 }
 
+static struct gov_shmem *shmem_of(struct group *g)
+{
+    return g->lim.r[GOV_MEMORY].set ? &g->shmem : NULL;
+}
+
 /* Reclassifies a receive at release: more may be queued by now. */
 static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->g->fdcache, &h->g->ledger, h->g->disk, h->pid, h->nr, h->args,
-                 &h->call);
+    gov_classify(&e->pidfds, &h->g->fdcache, &h->g->ledger, h->g->disk, shmem_of(h->g), h->pid,
+                 h->nr, h->args, &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -1121,7 +1177,8 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         free_hold(e, h);
         return;
     }
-    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, h->pid, h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, shmem_of(g), h->pid, h->nr, h->args,
+                 &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
     gov_clones_drop(&g->clones, h->pid);
@@ -1337,6 +1394,7 @@ static void free_group(struct gov_engine *e, struct group *g)
     for (int r = 0; r < GOV_NRES; r++)
         gov_share_release(&g->share[r]);
     free(g->mem);
+    gov_shmem_free(&g->shmem);
     if (g->disk)
         gov_disk_free(g->disk);
     gov_keep_close(g->keep);

@@ -8,9 +8,12 @@
 #include <netinet/in.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <fcntl.h>
 
 #include "argcond.h"
 #include "filter.h"
+#include "shmem.h"
 
 _Static_assert(GOV_CMP_NE == (int)SCMP_CMP_NE && GOV_CMP_LT == (int)SCMP_CMP_LT &&
                    GOV_CMP_LE == (int)SCMP_CMP_LE && GOV_CMP_EQ == (int)SCMP_CMP_EQ &&
@@ -30,7 +33,24 @@ static const char *const disk_read_calls[] = {
     "read", "readv", "pread64", "preadv", "preadv2", "sendfile", "splice",
     "copy_file_range", NULL};
 static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
-static const char *const memory_calls[] = {"mmap", "mremap", "brk", "mprotect", NULL};
+/* Memory grows by mappings, SysV segments, files in memory (memfd, tmpfs)
+ * growing (writes and resizes are looked at for those), new pipes and unix
+ * sockets, and larger send buffers (shmem.h). */
+static const char *const memory_calls[] = {
+    "mmap", "mremap", "brk", "mprotect", "shmget", "write", "writev", "pwrite64", "pwritev",
+    "pwritev2", "sendfile", "splice", "copy_file_range", "ftruncate", "truncate", "fallocate",
+    "pipe", "pipe2", "socketpair", "accept", "accept4", NULL};
+/* And, compared on the registers (a container's profile has its own rules
+ * on socket; whole, the two would not combine): */
+static const struct {
+    const char *name;
+    int ncmp;
+    struct gov_arg_cmp cmp[2];
+} memory_arg_calls[] = {
+    {"socket", 1, {{0, GOV_CMP_EQ, AF_UNIX, 0}}},
+    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUF, 0}}},
+    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUFFORCE, 0}}},
+};
 /* Calls that may grow what a group stores (charged), or give space back
  * (they mark the count dirty). */
 static const char *const disk_space_calls[] = {
@@ -175,7 +195,8 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set)
+    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
+        lim->r[GOV_MEMORY].set)
         for (const char *const *n = fd_table_calls; *n; n++)
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
@@ -194,6 +215,19 @@ void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int s
 {
     memset(map, 0, (size_t)size);
     for_governed(lim, map, (uint32_t)size, set_governed);
+    size_t n = lim->r[GOV_MEMORY].set ? sizeof memory_arg_calls / sizeof memory_arg_calls[0] : 0;
+    for (size_t i = 0; i < n; i++)
+        set_governed(map, (uint32_t)size, memory_arg_calls[i].name);
+}
+
+/* memory_arg_calls, for the seccomp and ptrace backends. */
+static int add_memory_arg_calls(struct rule_list *l, uint32_t action)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof memory_arg_calls / sizeof memory_arg_calls[0]; i++)
+        rc = add_named(l, action, memory_arg_calls[i].name, memory_arg_calls[i].ncmp,
+                       memory_arg_calls[i].cmp);
+    return rc;
 }
 
 /* What keeps a tracee traced (see filter.h). The traced clone without
@@ -237,6 +271,22 @@ static int add_container_rules(struct rule_list *l)
     return rc;
 }
 
+/* A memory-limited group keeps pipes at their default size: F_SETPIPE_SZ
+ * above 64 KiB gets EPERM, as an unprivileged process over
+ * fs.pipe-max-size does (shmem.h counts a pipe as 64 KiB). Compared on the
+ * registers: no pointer to race. And it has no secret memory (memfd_secret:
+ * pages no file handle finds again, bounded only by RLIMIT_MEMLOCK, which
+ * root passes): ENOSYS, as from a kernel without it. */
+static int add_memory_refusals(struct rule_list *l)
+{
+    struct gov_arg_cmp pipe_sz[2] = {
+        {1, GOV_CMP_EQ, F_SETPIPE_SZ, 0},
+        {2, GOV_CMP_GT, GOV_PIPE_BYTES, 0},
+    };
+    int rc = add_named(l, SCMP_ACT_ERRNO(EPERM), "fcntl", 2, pipe_sz);
+    return rc < 0 ? rc : add_call(l, SCMP_ACT_ERRNO(ENOSYS), "memfd_secret");
+}
+
 /* Under seccomp, iovec writes are settled when their thread next calls in
  * (iowrite.h): its exit is such a call too. */
 static const char *const exit_calls[] = {"exit", "exit_group", NULL};
@@ -261,6 +311,12 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_call(l, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             return rc;
+    if (lim->r[GOV_MEMORY].set && backend != GOV_BACKEND_PTRACE_SYSCALL &&
+        (rc = add_memory_arg_calls(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY
+                                                                     : SCMP_ACT_TRACE(0))) < 0)
+        return rc;
+    if (lim->r[GOV_MEMORY].set && (rc = add_memory_refusals(l)) < 0)
+        return rc;
     return lim->container ? add_container_rules(l) : 0;
 }
 

@@ -104,6 +104,23 @@ static int shmem_path(const char *path)
            strncmp(path, "/SYSV", 5) == 0;
 }
 
+void gov_shm_obj_add(struct gov_shm_obj *objs, int *n, int max, uint64_t dev, uint64_t ino,
+                     int64_t size)
+{
+    int i = 0;
+    while (i < *n && !(objs[i].dev == dev && objs[i].ino == ino))
+        i++;
+    if (i == *n) {
+        if (*n == max) {
+            objs[max - 1].size += size; /* no room: counted, perhaps twice */
+            return;
+        }
+        objs[(*n)++] = (struct gov_shm_obj){dev, ino, 0};
+    }
+    if (size > objs[i].size)
+        objs[i].size = size;
+}
+
 int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max)
 {
     char path[64], line[512];
@@ -120,16 +137,7 @@ int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max)
                    &ino, &at) < 6 || perms[1] != 'w' || perms[3] != 's' || !shmem_path(line + at))
             continue;
         uint64_t dev = ((uint64_t)major << 32) | minor;
-        int i = 0;
-        while (i < *n && !(objs[i].dev == dev && objs[i].ino == ino))
-            i++;
-        if (i == *n) {
-            if (*n == max)
-                continue;
-            objs[(*n)++] = (struct gov_shm_obj){dev, ino, 0};
-        }
-        if ((int64_t)(end - start) > objs[i].size)
-            objs[i].size = (int64_t)(end - start);
+        gov_shm_obj_add(objs, n, max, dev, ino, (int64_t)(end - start));
     }
     fclose(f);
     return 0;

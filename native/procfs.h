@@ -22,6 +22,10 @@ struct gov_shm_obj {
     int64_t size;
 };
 int gov_task_shared_anon(int pid, struct gov_shm_obj *objs, int *n, int max);
+/* Adds an object to such a set, or raises its size to `size`; with no room
+ * left, its size goes to the last one (an overcount, never one missed). */
+void gov_shm_obj_add(struct gov_shm_obj *objs, int *n, int max, uint64_t dev, uint64_t ino,
+                     int64_t size);
 
 /* Field `field` (numbered from 1, as in proc(5); >= 3, numeric) of
  * /proc/PID/stat, e.g. 47: start_brk; -errno if gone. */

@@ -126,8 +126,9 @@ static int init_map_ids(int sync, int cmd, const struct gov_container *c)
 
 /* A pty whose master goes to the caller over the console socket (as runc
  * does for `--console-socket`); the slave becomes the controlling terminal
- * and stdio. */
-static int make_console(int sock)
+ * and the std fds of mask (bit 1 << fd; `governor run` keeps pipes for the
+ * ones its caller redirected). */
+static int make_console(int sock, int mask)
 {
     int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0)
@@ -157,7 +158,7 @@ static int make_console(int sock)
     if (rc == 0 && (setsid() < 0 || ioctl(slave, TIOCSCTTY, 0) < 0))
         rc = -errno;
     for (int i = 0; rc == 0 && i < 3; i++)
-        if (dup2(slave, i) < 0)
+        if ((mask & 1 << i) && dup2(slave, i) < 0)
             rc = -errno;
     close(master);
     if (slave >= 0)
@@ -203,7 +204,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
     for (int i = 0; i < 3; i++)
         if (req->stdio[i] >= 0 && dup2(req->stdio[i], i) < 0)
             child_fail(exec_w, errno);
-    if (p && p->console_fd >= 0 && (rc = make_console(p->console_fd)) < 0)
+    if (p && p->console_fd >= 0 && (rc = make_console(p->console_fd, p->console_stdio)) < 0)
         setup_fail(exec_w, -rc, GOV_STEP_CONSOLE, -1);
     /* Nothing of the supervisor's reaches the group, and the only seccomp
      * listener in this fd table must be our own: the supervisor finds it

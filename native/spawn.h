@@ -48,7 +48,9 @@ struct gov_process {
     const struct gov_rlimit *rlimits;
     int console_fd;                /* >= 0: a connected unix socket; the command makes a
                                       pty, sends its master over it (SCM_RIGHTS) and takes
-                                      the slave as its terminal and stdio */
+                                      the slave as its terminal and as each std fd whose
+                                      bit (1 << fd) is set in console_stdio */
+    int console_stdio;
     int no_new_privs;
     int drop_bounding;             /* drop every capability not in cap_bounding */
     uint64_t cap_bounding;

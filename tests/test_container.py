@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -17,7 +18,9 @@ import pytest
 from _tenants import compile_c, make_rootfs, wait_for
 from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
-from governor.container.registry import FIRST_BASE, ID_RANGE
+from governor.container import uidranges
+from governor.container.registry import Registry
+from governor.container.uidranges import FIRST_BASE, ID_RANGE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
 GOVERNOR = [sys.executable, "-m", "governor"]
@@ -145,7 +148,7 @@ def test_uid_range_per_name_reused_and_distinct(tmp_path, state):
     box = Container(rootfs=str(rootfs_a), state_dir=str(state))
     status, out = run(box, "a", "id -u; touch /made-inside; echo x > /tmp/x")
     assert status == 0 and out.split()[0] == "0", out
-    base = FIRST_BASE
+    base = registry(state)["containers"]["a"]["uid_base"]
     made = os.lstat(rootfs_a / "made-inside")
     assert (made.st_uid, made.st_gid) == (base, base)
     assert os.lstat(rootfs_a / "bin" / "busybox").st_uid == base   # shifted on first use
@@ -202,11 +205,13 @@ def test_a_symlink_in_the_rootfs_cannot_redirect_a_mount(tmp_path, state):
     rootfs = make_rootfs(tmp_path / "a")
     outside = tmp_path / "outside"
     outside.mkdir()
-    (rootfs / "srv").symlink_to(outside)   # as a tenant could leave it
     data = tmp_path / "data"
     data.mkdir()
     (data / "payload").write_text("x")
     box = Container(rootfs=str(rootfs), volumes=[f"{data}:/srv"], state_dir=str(state))
+    # Checked when the container is made (test_bad_input_fails_cleanly);
+    # a tenant's link made after that check still meets the set-up's.
+    (rootfs / "srv").symlink_to(outside)
     with Supervisor(publish_state=False) as sup:
         g = sup.group("a", container=box)
         with pytest.raises(SpawnError) as err:
@@ -297,16 +302,24 @@ def test_cleanup_after_sigkill_and_stale_lease(tmp_path, state):
     assert registry(state)["leases"] == {}
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "no-command", "volume", "net", "no-name"])
+@pytest.mark.parametrize("case", ["missing", "file", "no-command", "volume", "volume-on-link",
+                                  "volume-on-file", "net", "no-name"])
 def test_bad_input_fails_cleanly(tmp_path, state, case):
     rootfs = make_rootfs(tmp_path / "a")
     (tmp_path / "file").write_text("")
+    (rootfs / "srv").symlink_to("/etc")   # as a tenant could leave it
+    (tmp_path / "www").mkdir()
+    vol = f"{tmp_path}/www:/srv/www"
     args = {"missing": (["--rootfs", str(tmp_path / "nope")], 2, "--rootfs: ", "no such directory"),
             "file": (["--rootfs", str(tmp_path / "file")], 2, "--rootfs: ", "not a directory"),
             "no-command": (["--rootfs", str(rootfs), "--", "/bin/httpd-missing"], 127,
                            "/bin/httpd-missing: ", "command not found in the rootfs"),
             "volume": (["--rootfs", str(rootfs), "--volume", "/tmp:relative"], 2, "--volume: ",
                        "absolute"),
+            "volume-on-link": (["--rootfs", str(rootfs), "--volume", vol], 2, "--volume: ",
+                               f"{vol}: /srv in the rootfs is a symlink"),
+            "volume-on-file": (["--rootfs", str(rootfs), "--volume", f"{tmp_path}/www:/etc/passwd"],
+                               2, "--volume: ", "/etc/passwd in the rootfs is not a directory"),
             "net": (["--rootfs", str(rootfs), "--net", "10.88.0.5/40"], 2, "--net: ",
                     "bad prefix /40"),
             "no-name": (["--rootfs", str(rootfs)], 2, "--rootfs: ", "needs --name")}
@@ -345,15 +358,142 @@ def test_a_running_name_is_refused(tmp_path, state):
     assert registry(state)["leases"] == {}
 
 
-def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch):
-    from governor.container import registry as reg
-    monkeypatch.setattr(reg, "_reserved_ranges", lambda: [(FIRST_BASE + 10, FIRST_BASE + 20)])
-    r = reg.Registry(tmp_path)
+@pytest.fixture
+def own_ledger(tmp_path, monkeypatch):
+    """A ledger of uid ranges of the test's own, no /etc/subuid ranges, and
+    no uid in use (other tests' containers run meanwhile)."""
+    monkeypatch.setattr(uidranges, "LEDGER_DIR", tmp_path / "ledger")
+    monkeypatch.setattr(uidranges, "_reserved_ranges", lambda: [])
+    monkeypatch.setattr(uidranges, "_ids_in_use", lambda: set())
+    return tmp_path / "ledger" / "uid-ranges.json"
+
+
+def test_uid_bases_skip_subuid_ranges_and_each_other(tmp_path, monkeypatch, own_ledger):
+    monkeypatch.setattr(uidranges, "_reserved_ranges",
+                        lambda: [(FIRST_BASE + 10, FIRST_BASE + 20)])
+    r = Registry(tmp_path)
     with r.locked() as doc:
         bases = [r.entry(doc, name)["uid_base"] for name in ("a", "b", "a")]
     assert bases == [FIRST_BASE + ID_RANGE, FIRST_BASE + 2 * ID_RANGE, FIRST_BASE + ID_RANGE]
     with r.locked() as doc:   # written back, read again
         assert r.entry(doc, "b")["uid_base"] == FIRST_BASE + 2 * ID_RANGE
+
+
+
+def test_two_registries_never_hand_out_one_uid_range(tmp_path, own_ledger, monkeypatch):
+    """Two --state-dir registries on one host: each base is taken under a
+    host-wide lock and recorded in a host-wide ledger, so the second skips
+    the first's; a range whose registry is gone is free again; a slot with
+    a uid in use by a process is skipped."""
+    one, two = Registry(tmp_path / "one"), Registry(tmp_path / "two")
+    with one.locked() as doc:
+        first = one.entry(doc, "web")["uid_base"]
+        # One's claim is in flight: its registry does not record the base yet.
+        with two.locked() as doc2:
+            second = two.entry(doc2, "web")["uid_base"]
+    assert (first, second) == (FIRST_BASE, FIRST_BASE + ID_RANGE)
+    ledger = json.loads(own_ledger.read_text())["ranges"]
+    assert ledger[str(first)] == {"registry": str(one.path), "name": "web"}
+    shutil.rmtree(one.dir)   # its containers and their ranges are gone
+    monkeypatch.setattr(uidranges, "_ids_in_use", lambda: {FIRST_BASE + 1000})
+    with two.locked() as doc:
+        third = two.entry(doc, "db")["uid_base"]
+    assert third == FIRST_BASE + 2 * ID_RANGE   # FIRST_BASE+1000 runs a process
+    assert str(first) not in json.loads(own_ledger.read_text())["ranges"]
+
+
+def test_a_process_in_a_range_keeps_it_from_being_handed_out(tmp_path, own_ledger,
+                                                            monkeypatch):
+    """The uids in use are read from the host's processes."""
+    monkeypatch.undo()
+    monkeypatch.setattr(uidranges, "LEDGER_DIR", tmp_path / "ledger")
+    sleeper = subprocess.Popen(["sleep", "60"], user=FIRST_BASE + 77, group=FIRST_BASE + 77,
+                               extra_groups=[])
+    try:
+        wait_for(lambda: FIRST_BASE + 77 in uidranges._ids_in_use(), 5, "the sleeper's uid")
+        r = Registry(tmp_path / "state")
+        with r.locked() as doc:
+            base = r.entry(doc, "a")["uid_base"]
+        assert not base <= FIRST_BASE + 77 < base + ID_RANGE
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_host_file_hard_linked_into_a_rootfs_is_not_given_away(tmp_path, state):
+    """A host file with a hard link in the rootfs would have been chowned
+    into the container's range, and the container could then rewrite it.
+    The run is refused (exit 2 naming the link), nothing is shifted or
+    recorded, and the host file keeps its owner and content. Hard links
+    among the rootfs's own files are fine."""
+    rootfs = make_rootfs(tmp_path / "a")
+    host_file = tmp_path / "host.conf"
+    host_file.write_text("host secret\n")
+    os.chown(host_file, 0, 0)
+    os.link(host_file, rootfs / "etc" / "linked.conf")
+    os.link(rootfs / "etc" / "passwd", rootfs / "etc" / "passwd.hard")   # both inside
+    r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/sh", "-c",
+            "echo tenant > /etc/linked.conf", state_dir=state)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == (f"governor: --rootfs: {rootfs}/etc/linked.conf: a hard link of a file "
+                        "with 1 other link(s) outside the container's files; its owner is not "
+                        "changed for the container (copy it instead)\n")
+    st = os.stat(host_file)
+    assert (st.st_uid, st.st_gid, host_file.read_text()) == (0, 0, "host secret\n")
+    assert os.lstat(rootfs / "bin" / "busybox").st_uid == 0   # nothing shifted
+    assert registry(state) == {"containers": {}, "leases": {}}
+    assert governor_inits(tmp_path) == []
+    os.unlink(rootfs / "etc" / "linked.conf")
+    r = cli("--name", "a", "--rootfs", str(rootfs), "--", "/bin/cat", "/etc/passwd.hard",
+            state_dir=state)
+    assert r.returncode == 0 and r.stdout.startswith("root:x:0:0"), r.stderr
+    assert os.stat(rootfs / "etc" / "passwd").st_uid == box_base(state, "a")
+
+
+def box_base(state: Path, name: str) -> int:
+    return registry(state)["containers"][name]["uid_base"]
+
+
+@pytest.mark.parametrize("option,value,named", [
+    ("--rootfs", "/usr", "/usr"),
+    ("--rootfs", "/bin", "/usr/bin"),          # resolved: /bin is a link on merged-/usr hosts
+    ("--rootfs", "/usr/local/lib", "/usr/local/lib"),
+    ("--volume", "/etc:/data", "/etc"),
+    ("--volume", "/home:/data", "/home"),
+    ("--volume", "/var:/data", "/var"),
+])
+def test_system_directories_are_refused(tmp_path, state, option, value, named):
+    """Refused before anything is made. The command is missing from the
+    rootfs on purpose: were the refusal to break, the run would stop at the
+    command's look-up (exit 127), which comes before any file is shifted,
+    instead of giving the host's files to a container."""
+    rootfs = make_rootfs(tmp_path / "a")
+    args = [option, value] + (["--rootfs", str(rootfs)] if option == "--volume" else [])
+    before = {p: os.lstat(p) for p in ("/usr/bin/busybox", "/etc/passwd", "/etc")}
+    r = cli("--name", "a", *args, "--", "/no-such-command", state_dir=state)
+    assert r.returncode == 2, r.stderr
+    real = os.path.realpath(named)
+    assert r.stderr.startswith(f"governor: {option}: {real}: "), r.stderr
+    assert "--allow-host-dir" in r.stderr or "governor's state" in r.stderr, r.stderr
+    assert {p: os.lstat(p) for p in before} == before   # owners, modes, times: untouched
+    assert registry(state) == {"containers": {}, "leases": {}}
+
+
+def test_allow_host_dir_and_the_state_directory(tmp_path, state):
+    """--allow-host-dir lifts the refusal of a system directory (checked
+    without running: the run would shift it); a directory holding the
+    registry is refused even so (the tenant could rewrite its uid base)."""
+    box = Container(rootfs="/usr", read_only=True, allow_host_dir=True, state_dir=str(state))
+    assert box.rootfs == "/usr"
+    rootfs = make_rootfs(tmp_path / "a")
+    state.mkdir()
+    with pytest.raises(PolicyError) as ei:
+        Container(rootfs=str(rootfs), volumes=[f"{tmp_path}:/data"], allow_host_dir=True,
+                  state_dir=str(state))
+    assert str(ei.value) == f"--volume: {tmp_path}: holds governor's state ({state})"
+    r = subprocess.run(GOVERNOR + ["run", "--allow-host-dir", "--", "true"], text=True,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 2 and r.stderr == "governor: --allow-host-dir: needs --rootfs\n"
 
 
 # runc's defaults, which `governor run --rootfs` gives every container.
@@ -400,3 +540,113 @@ def test_bounding_set_is_dockers_and_no_new_privs(tmp_path, state):
     assert fields["CapBnd"] == "00000000a80425fb", out
     assert fields["CapEff"] == "00000000a80425fb", out
     assert fields["NoNewPrivs"] == "1", out
+
+
+# ---- stdio: pipes or a pty of the container's own, relayed by governor run ----
+
+def test_a_tenant_cannot_reach_the_host_file_behind_its_stdout(tmp_path, state):
+    """`governor run ... >> host.log`: the tenant's stdout is a pipe that
+    governor relays into host.log, so its ftruncate, fallocate and reopen
+    through /proc/self/fd/1 reach nothing, and the link names a pipe, not
+    the host's path. The host file keeps its content, size and owner, and
+    gets the tenant's output appended."""
+    rootfs = make_rootfs(tmp_path / "a")
+    prog = compile_c(Path(__file__).parent / "hostile" / "stdio_tenant.c", tmp_path, ("-static",))
+    shutil.copy(prog, rootfs / "bin" / "stdio_tenant")
+    log = tmp_path / "host.log"
+    log.write_text("host data\n")
+    os.chown(log, 0, 0)
+    before = os.stat(log)
+    with open(log, "a") as out:
+        r = subprocess.run(GOVERNOR + ["run", "--state-dir", str(state), "--name", "a",
+                                       "--rootfs", str(rootfs), "--", "/bin/stdio_tenant"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    line = "ftruncate=EINVAL fallocate=ESPIPE reopen=EACCES link=pipe:\n"
+    assert log.read_text() == "host data\n" + line
+    after = os.stat(log)
+    assert after.st_size == len("host data\n" + line) and after.st_blocks <= 8
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid,
+                                                           before.st_mode)
+
+
+def test_relayed_stdio_behaves_as_native(tmp_path, state):
+    """Input to EOF, stdout and stderr apart, the exit status; with
+    `| head -1` the tenant's writer dies of SIGPIPE, as natively (141)."""
+    rootfs = make_rootfs(tmp_path / "a")
+    argv = GOVERNOR + ["run", "--state-dir", str(state), "--name", "a", "--rootfs", str(rootfs),
+                       "--"]
+    r = subprocess.run(argv + ["/bin/sh", "-c", "cat; echo err >&2; exit 4"], input="one\ntwo",
+                       capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (4, "one\ntwo"), r.stderr
+    assert r.stderr.endswith("err\n"), r.stderr
+    r = subprocess.run(argv + ["/bin/dd", "if=/dev/zero", "bs=65536", "count=128"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == bytes(8 << 20), r.stderr   # every byte
+    # 2>&1 into one file: one pipe, so the order is kept.
+    out = tmp_path / "both"
+    with open(out, "w") as f:
+        r = subprocess.run(argv + ["/bin/sh", "-c", "for i in 1 2 3; do echo o$i; echo e$i >&2; "
+                                                   "done"],
+                           stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                           timeout=30)
+    assert r.returncode == 0 and out.read_text() == "o1\ne1\no2\ne2\no3\ne3\n"
+    writer = subprocess.Popen(argv + ["/bin/sh", "-c", "while echo y; do :; done"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline() == b"y\n"
+        writer.stdout.close()   # as head does after its line
+        assert writer.wait(30) == 128 + signal.SIGPIPE
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    """What the pty master gives until text has come (or a failure)."""
+    import select
+    import time
+    got, deadline = b"", time.monotonic() + timeout
+    while text not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} from the terminal; got {got!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                got += os.read(fd, 4096)
+            except OSError:   # EIO: every slave closed
+                break
+    return got
+
+
+def test_a_terminal_is_relayed_through_a_pty_of_the_containers_own(tmp_path, state):
+    """With a terminal as stdin, the command gets a pty of its container's
+    /dev/pts (not the host's terminal) of the caller's size, as its
+    controlling terminal; the caller's terminal is raw while it runs and
+    restored when it ends, also after a SIGTERM."""
+    rootfs = make_rootfs(tmp_path / "a")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
+    cooked = termios.tcgetattr(slave)
+    try:
+        gov = subprocess.Popen(
+            GOVERNOR + ["run", "--state-dir", str(state), "--name", "a", "--rootfs", str(rootfs),
+                        "--", "/bin/sh", "-c", "busybox tty; busybox stty size; read line; "
+                                               "echo got:$line; sleep 300"],
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        try:
+            out = read_until(master, b"31 97")
+            assert b"/dev/pts/0\r\n31 97" in out, out
+            assert not termios.tcgetattr(slave)[3] & termios.ICANON   # raw meanwhile
+            os.write(master, b"hello\r")
+            assert b"got:hello" in read_until(master, b"got:hello")
+            gov.send_signal(signal.SIGTERM)   # passed on: sh dies of it
+            assert gov.wait(30) == 128 + signal.SIGTERM
+        finally:
+            gov.kill()
+            gov.wait()
+        assert termios.tcgetattr(slave) == cooked
+    finally:
+        os.close(master)
+        os.close(slave)

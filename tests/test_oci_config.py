@@ -2,6 +2,7 @@
 read as they should, and mutated ones give a PolicyError naming a key,
 never another exception."""
 import copy
+import os
 import json
 import random
 
@@ -136,3 +137,15 @@ def test_mutated_specs_fail_with_a_policy_error_or_read(bundle):
                 assert e.source == "config.json" and str(e)
                 failed += 1
     assert read and failed > read / 10
+
+
+def test_config_json_that_is_not_a_file_is_refused(bundle):
+    """A FIFO as config.json would block the runtime; a device would be read
+    until memory runs out. Each is a PolicyError naming the file."""
+    os.mkfifo(bundle / "config.json")
+    with pytest.raises(PolicyError) as ei:
+        config.load(str(bundle))
+    assert (ei.value.source, ei.value.reason) == (str(bundle / "config.json"),
+                                                  "not a regular file but a FIFO")
+    with pytest.raises(PolicyError, match="no such file: is --bundle the bundle's directory?"):
+        config.load(str(bundle / "rootfs"))

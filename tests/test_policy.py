@@ -18,9 +18,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="spawning a group need
 MiB = 1 << 20
 
 
-def governor(*args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+def governor(*args: str, timeout: float = 10, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "governor", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 # (policy text, offending key or None, words the reason contains)
@@ -51,6 +51,10 @@ BAD_POLICIES = {
     "burst_zero": ("[limits]\nnet_send = '1MiB/s'\n[burst]\nnet_send = 0\n",
                    "net_send", "more than 0"),
     "invalid_toml": ("[limits\nnet_send = \n", None, "TOML"),
+    "deep_nesting": ("[limits]\nnet_send = " + "[" * 5000 + "]" * 5000 + "\n", None,
+                     "nested too deeply"),
+    "burst_without_limit": ("[limits]\nnet_recv = '1MiB/s'\n[burst]\nnet_send = '1MiB'\n",
+                            "net_send", "no limit net_send is set"),
     "security_unknown_key": ("[security]\ndeny = ['keyctl']\n", "security.deny", "unknown key"),
     "security_allow_not_list": ("[security]\nallow = 'keyctl'\n", "security.allow", "list"),
     "security_allow_unknown": ("[security]\nallow = ['keyctll']\n", "security.allow",
@@ -112,6 +116,85 @@ def test_cli_policy_errors_exit_2_and_start_nothing(tmp_path, name):
     assert BAD_POLICIES.get(name, ("", "", ""))[2] in r.stderr
     assert "Traceback" not in r.stderr
     assert not marker.exists(), "the command ran although the policy is wrong"
+
+
+# Files that are not policies: each is refused at once (stat, then a bounded
+# read), where a device used to be read until memory ran out and a FIFO hung.
+SPECIAL_FILES = {
+    "fifo": "not a regular file but a FIFO",
+    "device": "not a regular file but a character device",
+    "link_to_device": "not a regular file but a character device",
+    "directory": "not a regular file but a directory",
+    "too_large": "larger than 1048576 bytes (1 MiB)",
+    "not_utf8": "not UTF-8 text (byte 0xe9 on line 2)",
+}
+
+
+def special_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "link_to_device":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "too_large":   # valid TOML, a comment 1 MiB long
+        path.write_text("[limits]\n#" + "x" * MiB + "\nprocesses = 4\n")
+    else:
+        path.write_bytes(b"[limits]\n# caf\xe9\nprocesses = 4\n")
+    return path
+
+
+@pytest.mark.parametrize("option", ["--policy", "--class"])
+@pytest.mark.parametrize("kind", sorted(SPECIAL_FILES))
+def test_cli_refuses_files_that_are_not_configuration(tmp_path, kind, option):
+    path = special_file(tmp_path, kind)
+    marker = tmp_path / "started"
+    r = governor("run", option, str(path), "--", "/bin/sh", "-c", f"touch {marker}")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr == f"governor: {path}: {SPECIAL_FILES[kind]}" + \
+        (": not a configuration file?\n" if kind == "too_large" else "\n")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv,shown", [
+    (["admit", "--spec", "{}"], "governor: --spec: not a group specification: {}: "),
+    (["console", "--listen", "127.0.0.1:0", "--token-file", "{}"], "governor: --token-file: {}: "),
+])
+def test_other_input_files_are_bounded(tmp_path, argv, shown):
+    """The other files the CLI reads: a FIFO is refused at once (it hung)."""
+    fifo = special_file(tmp_path, "fifo")
+    os.chmod(fifo, 0o600)   # a token file others can read is refused for that
+    r = governor(*[a.format(fifo) for a in argv], timeout=20,
+                 env={**os.environ, "GOVERNOR_STATE_DIR": str(tmp_path / "state")})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == shown.format(fifo) + SPECIAL_FILES["fifo"] + "\n"
+
+
+def test_a_class_file_is_bounded_like_a_policy(tmp_path):
+    """[class] file = a FIFO: refused naming the FIFO, not hanging."""
+    fifo = special_file(tmp_path, "fifo")
+    path = tmp_path / "p.toml"
+    path.write_text(f"[class]\nfile = '{fifo.name}'\n")
+    with pytest.raises(PolicyError) as ei:
+        load_policy(path)
+    assert (ei.value.source, ei.value.reason) == (str(fifo), SPECIAL_FILES["fifo"])
+
+
+def test_cli_burst_for_a_limit_not_set(tmp_path):
+    """--burst for a rate that neither --limit nor the policy sets would be
+    ignored without a word; it is an error naming the key. With the
+    rate set in the policy file, the same --burst is taken."""
+    path = tmp_path / "p.toml"
+    path.write_text("[limits]\nnet_send = '1MiB/s'\n")
+    r = governor("run", "--policy", str(path), "--burst", "net_recv=1MiB", "--", "true")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("governor: --burst: net_recv: no limit net_recv is set "
+                        "(--limit net_recv=RATE or the policy's [limits])\n")
+    r = governor("run", "--policy", str(path), "--burst", "net_send=2MiB", "--", "true")
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("args,key", [

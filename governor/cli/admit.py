@@ -33,13 +33,14 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     from .._errors import CatalogueError
     from ..catalogue import Remote, admit, remote_admission
+    from ..inputfile import read_text
 
     def body(cat):
         if args.spec:
             if args.group:
                 raise CatalogueError("admit: give GROUP or --spec, not both", key="group")
             try:
-                text = sys.stdin.read() if args.spec == "-" else open(args.spec).read()
+                text = sys.stdin.read() if args.spec == "-" else read_text(args.spec)
                 spec = json.loads(text)
                 spec["group"]["name"], spec["apps"][0]["proposal"]
             except (OSError, ValueError, KeyError, IndexError, TypeError) as e:

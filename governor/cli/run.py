@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import signal
-import socket
 import sys
 import time
 
-import structlog
-
 from .._errors import PolicyError, SpawnError
-from .._readable import readable
+from .._readable import ready as wait_ready
 from ..backends import NAMES as BACKENDS
-from ..container import Container, check_name
 from ..limits import KEYS, Limits, parse_assignments
-from ..monitor.metrics import parse_address, serve_metrics
-from ..policy import Policy, read_policy
-from ..share import load_class
-from ..supervisor import Supervisor
+from . import Log
 
+# A plain group imports neither the container modules, nor policy files',
+# nor metrics': a short run spends less on its command than on imports.
+
+# After the command's exit, how long what its container wrote is still
+# relayed (its writers die with its namespace: EOF comes at once).
+DRAIN_SECONDS = 5.0
 # Signals that `governor run` passes on to the command.
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 TTY_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -82,6 +80,10 @@ def add_parser(sub) -> None:
                      help="mount the rootfs read-only (its files are left as they are)")
     box.add_argument("--volume", action="append", default=[], metavar="HOSTDIR:PATH",
                      help="bind HOSTDIR at PATH inside, writable (repeatable)")
+    box.add_argument("--allow-host-dir", action="store_true",
+                     help="let --rootfs or --volume be a system directory of the host (/usr, "
+                          "/etc, /var, /home, ...; refused otherwise): unless --read-only, its "
+                          "files are shifted into the container's uid range, i.e. given to it")
     box.add_argument("--net", metavar="none|auto|ADDRESS/PREFIX", default=None,
                      help="none (default): own network namespace, loopback only; auto: the next "
                           "free address of the pool ($GOVERNOR_NET_POOL, default 10.88.0.0/16) "
@@ -114,18 +116,45 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _policy(args) -> Policy:
-    """The policy file's, with the command line's limits and exceptions on top."""
-    base = read_policy(args.policy) if args.policy else Policy(Limits())
-    if args.weight is not None and not args.class_file and base.limits.parent is None:
+def _policy(args) -> tuple[Limits, tuple[str, ...]]:
+    """The policy file's limits and system call exceptions, with the command
+    line's on top."""
+    if args.policy:
+        from ..policy import read_policy
+
+        base = read_policy(args.policy)
+        limits, allow = base.limits, base.allow_syscalls
+    else:
+        limits, allow = Limits(), ()
+    if args.weight is not None and not args.class_file and limits.parent is None:
         raise PolicyError("--weight", None, "needs a class (--class FILE)")
+    if args.class_file:
+        from ..share import load_class
+
+        parent = load_class(args.class_file)
+    else:
+        parent = limits.parent
     override = Limits(burst=parse_assignments(args.burst, "--burst"),
                       on_exhausted=parse_assignments(args.on_exhausted, "--on-exhausted"),
                       guarantee=parse_assignments(args.guarantee, "--guarantee"),
-                      weight=args.weight,
-                      parent=load_class(args.class_file) if args.class_file else base.limits.parent,
+                      weight=args.weight, parent=parent,
                       source="--limit", **parse_assignments(args.limit, "--limit"))
-    return Policy(base.limits.merged(override), base.allow_syscalls + tuple(args.allow_syscall))
+    limits = limits.merged(override)
+    if unset := limits.unset_bursts():   # the policy file's own are checked already
+        key = unset[0]
+        raise PolicyError("--burst", key, f"no limit {key} is set (--limit {key}=RATE or the "
+                                          "policy's [limits])")
+    return limits, allow + tuple(args.allow_syscall)
+
+
+def _relay(container):
+    """A container's stdio relay (governor/cli/_relay.py); a plain group
+    keeps the caller's fds."""
+    if not container:
+        return None
+    from ._relay import Relay
+
+    return Relay.for_caller()
 
 
 def check_writable(path: str, source: str, key: str | None) -> None:
@@ -135,26 +164,29 @@ def check_writable(path: str, source: str, key: str | None) -> None:
         raise PolicyError(source, key, f"cannot write into {where}")
 
 
-def _container(args, policy: Policy) -> Container | None:
+def _container(args, allow_syscalls: tuple[str, ...]):
     """The container the options ask for, checked; None without --rootfs."""
     if not args.rootfs:
         for flag, given in (("--read-only", args.read_only), ("--volume", args.volume),
                             ("--net", args.net), ("--state-dir", args.state_dir),
-                            ("--publish", args.publish), ("--no-nat", args.no_nat)):
+                            ("--publish", args.publish), ("--no-nat", args.no_nat),
+                            ("--allow-host-dir", args.allow_host_dir)):
             if given:
                 raise PolicyError(flag, None, "needs --rootfs")
-        if policy.allow_syscalls:
+        if allow_syscalls:
             where = ("--allow-syscall", None) if args.allow_syscall else (args.policy,
                                                                           "security.allow")
             raise PolicyError(*where, "needs --rootfs: only containers have a seccomp profile")
         return None
     if not args.name:
         raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
+    from ..container import Container, check_name
+
     check_name(args.name)
     return Container(rootfs=args.rootfs, read_only=args.read_only, volumes=args.volume,
                      net=args.net or "none", state_dir=args.state_dir,
-                     allow_syscalls=policy.allow_syscalls, nat=not args.no_nat,
-                     publish=args.publish)
+                     allow_syscalls=allow_syscalls, nat=not args.no_nat,
+                     publish=args.publish, allow_host_dir=args.allow_host_dir)
 
 
 def _check_daemon_options(args) -> None:
@@ -191,14 +223,15 @@ def main(args) -> int:
         return 2
     try:
         _check_daemon_options(args)
-        policy = _policy(args)
-        limits = policy.limits
+        limits, allow_syscalls = _policy(args)
         # Bad addresses and paths fail before anything starts.
         if args.metrics:
+            from ..monitor.metrics import parse_address
+
             parse_address(args.metrics)
         if args.stats_json:
             check_writable(args.stats_json, "--stats-json", None)
-        container = _container(args, policy)
+        container = _container(args, allow_syscalls)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
     except PolicyError as e:
@@ -207,30 +240,41 @@ def main(args) -> int:
     except SpawnError as e:
         return _spawn_failed(e, cmd[0], container)
     name = args.name or os.path.basename(cmd[0]) or "group"
-    structlog.contextvars.bind_contextvars(group=name)
-    log = structlog.get_logger("governor")
+    from ..supervisor import Supervisor
+
+    log = Log("governor")
+    log.bind(group=name)
     started = time.monotonic()
     if args.daemon or args.daemon_socket:
         return _run_under_daemon(args, cmd, name, limits, container, log, started)
-    with Supervisor(backend=args.backend) as sup:
+    with Supervisor(backend=args.backend, engines=1) as sup:   # one group: one engine thread
         try:
             group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
             print(f"governor: {e}", file=sys.stderr)
             return 2
-        metrics = serve_metrics(sup, args.metrics) if args.metrics else None
+        metrics = None
+        if args.metrics:
+            from ..monitor.metrics import serve_metrics
+
+            metrics = serve_metrics(sup, args.metrics)
+        relay = _relay(container)
         try:
             try:
-                proc = group.spawn(cmd)
+                proc = group.spawn(cmd, **(relay.spawn_args() if relay else {}))
             except SpawnError as e:
                 return _spawn_failed(e, cmd[0], container)
-            structlog.contextvars.bind_contextvars(pid=proc.pid)
+            if relay:
+                relay.started()
+            log.bind(pid=proc.pid)
             if args.backend == "seccomp" and not sup.sync_wakeup:
                 log.warning("kernel lacks SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: slower round trips")
             log.info("started", argv=cmd, limits=dict(limits.items()))
             stop = _forward_signals(proc)
-            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log))
+            _wait(proc, log, stop, args.stop_timeout, _EngineEvents(sup, log), relay)
         finally:
+            if relay:
+                relay.close()
             if metrics:
                 metrics.shutdown()
                 metrics.server_close()
@@ -243,6 +287,8 @@ def _finish(args, log, name: str, cmd: list[str], status: int, started: float, l
             usage: dict | None) -> None:
     log.info("exited", status=status, seconds=round(time.monotonic() - started, 3))
     if args.stats_json:
+        import json
+
         report = {"group": name, "command": cmd, "exit_status": status,
                   "seconds": time.monotonic() - started, **limits.as_dict(), "usage": usage}
         with open(args.stats_json, "w") as f:
@@ -257,27 +303,32 @@ def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
     from .._errors import DaemonError
     from ..daemon.keeper import KeptGroup
 
+    relay = _relay(container)
     try:
         kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container)
-        proc = kept.spawn(cmd)
-    except PolicyError as e:
+        proc = kept.spawn(cmd, **(relay.spawn_args() if relay else {}))
+    except (PolicyError, SpawnError, DaemonError) as e:
+        if relay:
+            relay.close()
+        if isinstance(e, SpawnError):
+            return _spawn_failed(e, cmd[0], container)
         print(f"governor: {e}", file=sys.stderr)
-        return 2
-    except SpawnError as e:
-        return _spawn_failed(e, cmd[0], container)
-    except DaemonError as e:
-        print(f"governor: {e}", file=sys.stderr)
-        return e.status
+        return 2 if isinstance(e, PolicyError) else e.status
     try:
-        structlog.contextvars.bind_contextvars(pid=proc.pid)
+        if relay:
+            relay.started()
+        log.bind(pid=proc.pid)
         log.info("started", argv=cmd, limits=dict(limits.items()), daemon=kept.daemon_pid)
         stop = _forward_signals(proc)
-        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait))
+        _wait(proc, log, stop, args.stop_timeout, _DaemonWatch(kept, proc, log, args.daemon_wait),
+              relay)
         status = _exit_status(proc.returncode)
         usage = kept.usage()
         if usage is None and args.stats_json:
             log.warning("the daemon is gone: --stats-json has no usage")
     finally:
+        if relay:
+            relay.close()
         kept.close()
     _finish(args, log, name, cmd, status, started, kept.limits, usage)
     return status
@@ -379,23 +430,25 @@ class _DaemonWatch:
             self.proc.kill()
 
 
-def _wait(proc, log, stops: list[float], stop_timeout: float, watch) -> None:
-    """Waits for the command and what `watch` watches (no polling)."""
+def _wait(proc, log, stops: list[float], stop_timeout: float, watch, relay=None) -> None:
+    """Waits for the command and what `watch` watches (no polling),
+    relaying a container's stdio meanwhile and what is left of it after."""
     # A signal may land on another thread of this process; the wakeup fd makes
     # the wait return so that its handler (which forwards it) runs at once.
-    wake_r, wake_w = socket.socketpair()
-    wake_r.setblocking(False)
-    wake_w.setblocking(False)
-    old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
-        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch)
+        _wait_loop(proc, log, wake_r, stops, stop_timeout, watch, relay)
+        if relay:
+            relay.drain(DRAIN_SECONDS)
     finally:
         signal.set_wakeup_fd(old)
-        wake_r.close()
-        wake_w.close()
+        os.close(wake_r)
+        os.close(wake_w)
 
 
-def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch) -> None:
+def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch,
+               relay) -> None:
     while proc.returncode is None:
         # As `docker stop`: SIGTERM, then the whole group is killed if the
         # command is still there (it may block or ignore SIGTERM).
@@ -408,12 +461,16 @@ def _wait_loop(proc, log, wake_r, stops: list[float], stop_timeout: float, watch
         timeout = watch.timeout()
         if left is not None:
             timeout = left if timeout is None else min(left, timeout)
-        ready = readable([proc.status_fd, wake_r, *watch.fds()], timeout)
+        ready, writable = wait_ready(
+            [proc.status_fd, wake_r, *watch.fds(), *(relay.readers() if relay else ())],
+            relay.writers() if relay else [], timeout)
         if wake_r in ready:
             try:
-                wake_r.recv(64)
+                os.read(wake_r, 64)
             except BlockingIOError:
                 pass
         watch.handle(ready)
+        if relay:
+            relay.handle(ready, writable)
         if proc.status_fd in ready:
             proc.wait()

@@ -131,6 +131,8 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
     import os
     import stat
 
+    from ..inputfile import read_text
+
     if token is not None and token_file is not None:
         raise ValueError("--token and --token-file: give one of them")
     if token_file is not None:
@@ -139,7 +141,7 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise ValueError(f"--token-file: {token_file} can be read by others "
                                  f"(mode {stat.S_IMODE(st.st_mode):o}): chmod 600 it")
-            token = open(token_file).read().strip()
+            token = read_text(token_file, f"--token-file: {token_file}").strip()
         except OSError as e:
             raise ValueError(f"--token-file: {token_file}: {e.strerror}") from None
         source = "--token-file"

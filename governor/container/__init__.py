@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -16,13 +17,21 @@ from ..limits import _parse
 from . import profile
 from .nat import parse_publish
 from .network import Lease, NetConfig, Network
-from .registry import ID_RANGE, Registry
+from .registry import Registry
+from .uidranges import ID_RANGE, LEDGER_DIR
 from .setup import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, Mount, Setup
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _MAX_LINKS = 40   # as the kernel's path walk
 _RESERVED = ("/proc", "/dev")   # mounted by governor: no volume there
+# Host directories that are no container's rootfs or volume without
+# --allow-host-dir: these and everything beneath them...
+_SYSTEM_TREES = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+                 "/proc", "/sys", "/dev")
+# ... and these themselves (rootfs directories are often made beneath them).
+_SYSTEM_DIRS = ("/", "/var", "/var/lib", "/var/cache", "/var/log", "/var/spool", "/var/tmp",
+                "/home", "/root", "/run", "/tmp", "/opt", "/srv", "/mnt", "/media")
 
 
 def check_name(name: str) -> None:
@@ -60,6 +69,24 @@ def parse_volume(spec: str | tuple[str, str]) -> tuple[str, str]:
     return _directory(host, "--volume"), inside
 
 
+def _check_mount_point(rootfs: str, host: str, inside: str) -> None:
+    """A volume goes onto a directory of the rootfs, or where one is made:
+    a symlink or a file on its path is refused here (and again by
+    native/container.c, which walks it with O_NOFOLLOW when it mounts)."""
+    at = "/"
+    for part in inside.strip("/").split("/"):
+        at = os.path.join(at, part)
+        try:
+            st = os.lstat(os.path.join(rootfs, at.lstrip("/")))
+        except FileNotFoundError:
+            return   # made by the set-up
+        what = ("a symlink" if stat.S_ISLNK(st.st_mode) else
+                None if stat.S_ISDIR(st.st_mode) else "not a directory")
+        if what:
+            raise PolicyError("--volume", None, f"{host}:{inside}: {at} in the rootfs is {what}; "
+                                                "a volume is mounted onto a directory")
+
+
 def resolve_in_root(root: str, path: str) -> str | None:
     """path inside root with every symlink resolved inside root (an
     absolute link starts again at root, '..' stops at it), or None."""
@@ -91,20 +118,27 @@ def resolve_in_root(root: str, path: str) -> str | None:
     return "/" + "/".join(done)
 
 
-def _shift_tree(top: str, base: int) -> None:
-    """Host ids u < 65536 -> base+u, for top and everything beneath it on
-    the same file system; symlinks themselves, never followed."""
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _check_host_dir(real: str, source: str, allow: bool, state: Sequence[str]) -> None:
+    """A rootfs or volume is never a directory that holds governor's state
+    (the tenant could rewrite its uid base), nor, unless allowed, a system
+    directory of the host (shifting would hand the host's files over)."""
+    for own in state:
+        if _within(os.path.realpath(own), real):
+            raise PolicyError(source, None, f"{real}: holds governor's state ({own})")
+    if not allow and (real in _SYSTEM_DIRS or any(_within(real, t) for t in _SYSTEM_TREES)):
+        raise PolicyError(source, None, f"{real}: a system directory of the host: its files "
+                          "would become the container's (--allow-host-dir to give it anyway)")
+
+
+def _tree(top: str) -> list[tuple[str, os.stat_result]]:
+    """top and everything beneath it on the same file system, lstat'ed;
+    symlinks never followed."""
     dev = os.lstat(top).st_dev
-
-    def shift(path: str, st: os.stat_result) -> None:
-        uid = base + st.st_uid if st.st_uid < ID_RANGE else st.st_uid
-        gid = base + st.st_gid if st.st_gid < ID_RANGE else st.st_gid
-        if (uid, gid) != (st.st_uid, st.st_gid):
-            os.lchown(path, uid, gid)
-            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
-                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared set-id bits
-
-    shift(top, os.lstat(top))
+    out = [(top, os.lstat(top))]
     for dirpath, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
@@ -113,7 +147,37 @@ def _shift_tree(top: str, base: int) -> None:
                 if name in dirnames:
                     dirnames.remove(name)  # another file system: not ours to change
                 continue
-            shift(path, st)
+            out.append((path, st))
+    return out
+
+
+def _check_links(trees: Mapping[str, list[tuple[str, os.stat_result]]], source_of) -> None:
+    """A file to be shifted whose hard links are not all among the trees
+    has a name elsewhere on the host (a host file linked into a rootfs):
+    shifting it would make the host's file the container's. Refused."""
+    links = Counter((st.st_dev, st.st_ino) for tree in trees.values() for _, st in tree
+                    if not stat.S_ISDIR(st.st_mode))
+    for top, tree in trees.items():
+        for path, st in tree:
+            if stat.S_ISDIR(st.st_mode) or min(st.st_uid, st.st_gid) >= ID_RANGE:
+                continue   # shifted already (or a directory: no hard links)
+            outside = st.st_nlink - links[(st.st_dev, st.st_ino)]
+            if outside > 0:
+                raise PolicyError(source_of(top), None, f"{path}: a hard link of a file with "
+                                  f"{outside} other link(s) outside the container's files; "
+                                  "its owner is not changed for the container (copy it instead)")
+
+
+def _shift_tree(tree: list[tuple[str, os.stat_result]], base: int) -> None:
+    """Host ids u < 65536 -> base+u, for the files of a _tree; symlinks
+    themselves."""
+    for path, st in tree:
+        uid = base + st.st_uid if st.st_uid < ID_RANGE else st.st_uid
+        gid = base + st.st_gid if st.st_gid < ID_RANGE else st.st_gid
+        if (uid, gid) != (st.st_uid, st.st_gid):
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
+                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared set-id bits
 
 
 @dataclass
@@ -127,7 +191,9 @@ class Container:
     network.py); tmp_size: of /tmp; allow_syscalls: calls that the default
     seccomp profile (profile.py) denies and this container may make; nat:
     masquerade its traffic to the world (with an address); publish:
-    "HOSTPORT:PORT[/tcp|udp]" host ports forwarded to it (nat.py)."""
+    "HOSTPORT:PORT[/tcp|udp]" host ports forwarded to it (nat.py);
+    allow_host_dir: let rootfs or a volume be a system directory of the
+    host (/usr, /etc, /var, ...), which is refused otherwise."""
 
     rootfs: str
     read_only: bool = False
@@ -140,17 +206,23 @@ class Container:
     allow_syscalls: Sequence[str] = ()
     nat: bool = True
     publish: Sequence[str] = ()
+    allow_host_dir: bool = False
     uid_base: int | None = field(default=None, init=False)   # known once claimed
 
     def __post_init__(self):
         self.allow_syscalls = profile.check_allow(self.allow_syscalls, "--allow-syscall")
         self.rootfs = _directory(self.rootfs, "--rootfs")
         self.volumes = [parse_volume(v) for v in self.volumes]
+        self.registry = Registry(self.state_dir)
+        state = (str(self.registry.dir), str(LEDGER_DIR))
+        for path in [self.rootfs] + [v[0] for v in self.volumes]:
+            _check_host_dir(path, self._source(path), self.allow_host_dir, state)
         inside = [v[1] for v in self.volumes]
         if len(set(inside)) != len(inside):
             raise PolicyError("--volume", None, "two volumes at the same PATH")
+        for host, inside in self.volumes:
+            _check_mount_point(self.rootfs, host, inside)
         self.tmp_size = int(_parse(self.tmp_size, rate=False, source="Container", key="tmp_size"))
-        self.registry = Registry(self.state_dir)
         self.network = Network(NetConfig.from_env(self.pool, self.bridge, self.state_dir))
         self._net_request = self.network.parse(self.net)
         self.ports = [parse_publish(p) for p in self.publish]
@@ -195,25 +267,29 @@ class Container:
             found = found or host
         raise SpawnError(13 if found else 2, command)
 
+    def _source(self, path: str) -> str:
+        return "--rootfs" if path == self.rootfs else "--volume"
+
     def claim(self, name: str) -> None:
         """Takes the registry lease of name, its uid range, and shifts the
-        writable files into the range on first use. Nothing is recorded
-        when something is refused."""
+        writable files into the range on first use. Nothing is recorded or
+        shifted when something is refused."""
         check_name(name)
         with self.registry.locked() as doc:
             self.registry.take_lease(doc, name)
-            entry = self.registry.entry(doc, name)
-            base = entry["uid_base"]
             for path in [self.rootfs] + [v[0] for v in self.volumes]:
                 owner = self.registry.owner_of(doc, path, os.lstat(path).st_uid)
                 if owner not in (None, name):
-                    source = "--rootfs" if path == self.rootfs else "--volume"
-                    raise PolicyError(source, None, f"{path} holds the files of container "
-                                      f"{owner!r}")
-            for path in self.writable_paths:
-                if path not in entry["shifted"]:
-                    _shift_tree(path, base)
-                    entry["shifted"].append(path)
+                    raise PolicyError(self._source(path), None, f"{path} holds the files of "
+                                      f"container {owner!r}")
+            shifted = doc["containers"].get(name, {}).get("shifted", [])
+            trees = {p: _tree(p) for p in self.writable_paths if p not in shifted}
+            _check_links(trees, self._source)
+            entry = self.registry.entry(doc, name)
+            base = entry["uid_base"]
+            for path, tree in trees.items():
+                _shift_tree(tree, base)
+                entry["shifted"].append(path)
             if not self.read_only:
                 os.chmod(self.rootfs, 0o700)   # no other uid crosses into it on the host
         try:

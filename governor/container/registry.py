@@ -21,30 +21,14 @@ from typing import Iterator
 import psutil
 
 from .._errors import GovernorError, PolicyError
+from . import uidranges
+from .uidranges import ID_RANGE
 
 log = logging.getLogger(__name__)
-ID_RANGE = 65536          # uids (and gids) per container
-FIRST_BASE = 1_000_000    # far above the uids of host users and system services
-MAX_BASE = 2**32 - 2 - ID_RANGE   # 2**32-1 is the invalid uid
 
 
 def state_dir() -> Path:
     return Path(os.environ.get("GOVERNOR_STATE_DIR", "/var/lib/governor"))
-
-
-def _reserved_ranges() -> list[tuple[int, int]]:
-    """[start, end) ranges handed out in /etc/subuid and /etc/subgid."""
-    ranges = []
-    for path in ("/etc/subuid", "/etc/subgid"):
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.strip().split(":")
-            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
-                ranges.append((int(fields[1]), int(fields[1]) + int(fields[2])))
-    return ranges
 
 
 def _supervisor_alive(lease: dict) -> bool:
@@ -98,13 +82,16 @@ class Registry:
                         "(pid %s) is gone", name, lease.get("pid"))
         doc["leases"][name] = {"pid": os.getpid(), "start": psutil.Process().create_time()}
 
-    @staticmethod
-    def entry(doc: dict, name: str) -> dict:
+    def entry(self, doc: dict, name: str) -> dict:
         """Container name's record, with its uid base: the same for the same
-        name every time, distinct from every other container's."""
+        name every time, distinct from every other container's of any
+        registry of the host (uidranges.py)."""
         entry = doc["containers"].setdefault(name, {"shifted": []})
-        if "uid_base" not in entry:
-            entry["uid_base"] = Registry._free_base(doc)
+        if "uid_base" in entry:
+            uidranges.note(self.path, name, entry["uid_base"])
+        else:
+            own = {n: c["uid_base"] for n, c in doc["containers"].items() if "uid_base" in c}
+            entry["uid_base"] = uidranges.take(self.path, name, own)
         return entry
 
     def release(self, name: str) -> None:
@@ -112,17 +99,6 @@ class Registry:
             lease = doc["leases"].get(name)
             if lease and lease.get("pid") == os.getpid():
                 del doc["leases"][name]
-
-    @staticmethod
-    def _free_base(doc: dict) -> int:
-        """The first 65536-aligned slot above FIRST_BASE that overlaps no
-        container's range and no /etc/subuid or /etc/subgid range."""
-        taken = [(c["uid_base"], c["uid_base"] + ID_RANGE) for c in doc["containers"].values()
-                 if "uid_base" in c] + _reserved_ranges()
-        for base in range(FIRST_BASE, MAX_BASE + 1, ID_RANGE):
-            if not any(start < base + ID_RANGE and base < end for start, end in taken):
-                return base
-        raise GovernorError("registry: no free uid range left")
 
     @staticmethod
     def owner_of(doc: dict, path: str, uid: int) -> str | None:

@@ -176,12 +176,13 @@ class ProcessSetup:
     rlimits: list[tuple[int, int, int]] = field(default_factory=list)
     oom_score_adj: int | None = None
     console_fd: int = -1
+    console_stdio: int = 0b111   # the std fds (bit 1 << fd) that get the console's pty
 
     def c_struct(self, keep: list):
         p = ffi.new("struct gov_process *")
         keep.append(p)
         p.no_new_privs = self.no_new_privs
-        p.console_fd = self.console_fd
+        p.console_fd, p.console_stdio = self.console_fd, self.console_stdio
         if self.oom_score_adj is not None:
             p.set_oom, p.oom_score_adj = 1, self.oom_score_adj
         rl = ffi.new("struct gov_rlimit[]", max(len(self.rlimits), 1))

@@ -89,7 +89,8 @@ class KeptGroup:
         return answer.get("resumed")
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: str | None = None, stdin=None, stdout=None, stderr=None) -> Process:
+              cwd: str | None = None, stdin=None, stdout=None, stderr=None,
+              console: tuple[int, int] = (-1, 0)) -> Process:
         """Starts argv as the group's command, as Group.spawn() does, and
         hands its calls to the daemon before it runs."""
         if self.proc is not None:
@@ -101,7 +102,7 @@ class KeptGroup:
             box.claim(self.name)
         try:
             res = spawn_command(argv, program, container=box, name=self.name, env=env, cwd=cwd,
-                                stdio=(stdin, stdout, stderr), paused=True)
+                                stdio=(stdin, stdout, stderr), paused=True, console=console)
         except BaseException:
             self.close()
             raise

@@ -16,6 +16,7 @@ import signal
 import sys
 
 from .._errors import GovernorError, PolicyError
+from ..inputfile import read_text
 
 # Global flags that podman and containerd's shim pass, which mean something
 # only with cgroups or other runtimes: accepted, ignored, logged.
@@ -241,10 +242,9 @@ def _exec(store, args, runtime) -> int:
     if args.process:
         source = args.process
         try:
-            with open(args.process) as f:
-                doc = json.load(f)
-        except (OSError, ValueError) as e:
-            raise PolicyError(source, None, f"cannot read the process: {e}") from None
+            doc = json.loads(read_text(source))
+        except (ValueError, RecursionError) as e:
+            raise PolicyError(source, None, f"not valid JSON: {e}") from None
         process = config.parse_process(doc, source)
     else:
         source = "exec"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import PolicyError
+from ..inputfile import read_text
 from . import seccomp
 from .hooks import Hook
 from ..container.setup import (CAP_NUMBER, CLONE_NEW, MS_BIND, MS_DIRSYNC, MS_LAZYTIME,
@@ -157,13 +158,9 @@ def load(bundle: str, config: str = "config.json") -> Spec:
     """Reads BUNDLE/config.json. PolicyError(path, key, reason) if it is bad."""
     bundle = os.path.abspath(bundle)
     path = os.path.join(bundle, config)
+    text = read_text(path, missing="no such file: is --bundle the bundle's directory?")
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except FileNotFoundError:
-        raise PolicyError(path, None, "no such file: is --bundle the bundle's directory?") from None
-    except OSError as e:
-        raise PolicyError(path, None, f"cannot read: {e.strerror}") from None
+        doc = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise PolicyError(path, None, f"not valid JSON: {e}") from None
     return parse(doc, bundle, path)

@@ -117,4 +117,7 @@ def from_spec(resources: dict, annotations: dict, source: str) -> tuple[Limits, 
         kind = ("burst" if e.source.endswith(" burst") else "on_exhausted" if e.source.endswith(" on_exhausted")
                 else "limit")
         raise PolicyError(source, f"annotations.{PREFIX}{kind}.{e.key}", e.reason) from None
-    return base.merged(extra), ignored
+    limits = base.merged(extra)
+    for key in limits.unset_bursts():
+        raise PolicyError(source, f"annotations.{PREFIX}burst.{key}", f"no limit {key} is set")
+    return limits, ignored
