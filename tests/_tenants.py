@@ -420,6 +420,17 @@ def compile_tenant(directory: Path) -> Path:
     return compile_c(src, directory)
 
 
+def open_fds() -> dict[str, str]:
+    """This process's fds: fd -> what it links to."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # closed meanwhile (the listing's own fd, a sampler's read)
+    return out
+
+
 def under_tsan() -> bool:
     """Whether the engine loaded is make sanitize's TSan build. TSan runs a
     signal handler only when its thread next enters a function TSan knows:

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _tenants import compile_c, under_tsan
+from _tenants import compile_c, open_fds, under_tsan
 from governor import GovernorError, Limits, Supervisor
 from governor._native import lib
 
@@ -48,17 +48,6 @@ def no_leaks():
     yield
     same(open_fds, fds, "fds")
     same(children, kids, "children")
-
-
-def open_fds() -> dict[str, str]:
-    """fd -> what it is."""
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            pass  # the listing's own
-    return out
 
 
 def group_fds() -> dict[str, str]:
