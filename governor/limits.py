@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from ._errors import PolicyError
 
 RATE_KEYS = ("net_send", "net_recv", "disk_write", "disk_read")
-COUNT_KEYS = ("processes",)
+COUNT_KEYS = ("processes", "disk_inodes")
 SIZE_KEYS = ("memory", "memory_resident", "disk_space")
 CPU_KEYS = ("cpu",)
 KEYS = RATE_KEYS + COUNT_KEYS + SIZE_KEYS + CPU_KEYS
@@ -26,8 +26,10 @@ ONLY_DENY = {
                        "killed) is possible",
     "disk_space": "a full disk quota does not free itself by waiting: only 'deny' (EDQUOT) is "
                   "possible",
+    "disk_inodes": "a full inode quota does not free itself by waiting: only 'deny' (EDQUOT) is "
+                   "possible",
 }
-# disk_space counts what a group stores in its writable area.
+# disk_space and disk_inodes count what a group stores in its writable area.
 NEEDS_AREA = "needs a writable area: a container's --rootfs or volumes"
 # A CPU cap throttles: nothing to deny.
 ONLY_HOLD = ("cpu",)

@@ -24,7 +24,8 @@ ffi, lib = _native.ffi, _native.lib
 log = _log.getLogger(__name__)
 
 # In the order of native/gov.h's resource enum.
-RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space")
+RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space",
+             "disk_inodes")
 _AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
@@ -476,7 +477,6 @@ class Group:
         self._start(proc, res, trace=self.supervisor.backend != "seccomp", tracer=tracer)
         proc.read_exec_result()  # after the engine has the listener: the child may write
         self._processes.append(proc)
-        self.supervisor._start_sampler()
         log.info("spawned", extra={"group": self.name, "pid": proc.pid, "argv": list(argv)})
         if proc.exec_errno:
             proc.wait()
@@ -513,7 +513,6 @@ class Group:
             os.kill(res.init_pid, signal.SIGKILL)
             self.forget_init(res.init_pid)
             raise
-        self.supervisor._start_sampler()
         if res.status_fd < 0:
             # Another process waits for it (governor-oci exec, a daemon's
             # keeper): forget_init then. It runs at once.
@@ -724,8 +723,9 @@ def _check_area(name: str, limits: Limits, dirs) -> list[str]:
         raise PolicyError(source, "disk_area", "a directory is listed twice")
     if len(area) > _AREA_MAX:
         raise PolicyError(source, "disk_area", f"at most {_AREA_MAX} directories")
-    if limits.disk_space is not None and not area:
-        raise PolicyError(source, "disk_space", NEEDS_AREA)
+    for key in ("disk_space", "disk_inodes"):
+        if getattr(limits, key) is not None and not area:
+            raise PolicyError(source, key, NEEDS_AREA)
     return area
 
 
@@ -805,7 +805,7 @@ class Supervisor:
         container's name (its hostname, its uid range) is the group's, and
         disk_space counts its writable area (its rootfs unless read-only, and
         its volumes). disk_area: for a group without a container, the
-        directories whose contents count against disk_space. rules: extra
+        directories whose contents count against disk_space and disk_inodes. rules: extra
         seccomp rules for its filter (governor/rules.py), and the action of
         a call they do not match; None: a container's default profile
         (governor/container/profile.py), nothing for a plain group."""
@@ -827,7 +827,7 @@ class Supervisor:
             gid = check(lib.gov_group_new(engine, _c_limits(limits, container is not None,
                                                              self.backend),
                                              BACKENDS[self.backend]), "new group")
-            if limits.disk_space is not None:
+            if limits.disk_space is not None or limits.disk_inodes is not None:
                 keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
                 rc = lib.gov_group_disk_area(engine, gid, ffi.new("char *[]", keep), len(keep))
                 if rc < 0:
@@ -847,6 +847,7 @@ class Supervisor:
 
             self._cpu = CpuController(self)
         self._names[(shard, gid)] = name
+        self._start_sampler()
         return g
 
     # ---- classes of service (governor/share.py, native/share.h) ----
@@ -966,8 +967,8 @@ class Supervisor:
 
     def _start_sampler(self) -> None:
         """The thread that settles, samples, lends and publishes, from the
-        first command on (before it there is nothing to look at): a short
-        `governor run` has no thread to start before its command runs."""
+        first group on: a supervisor without groups (governor-oci's light
+        commands, a daemon before its first run) runs none."""
         if self._sampler is None:
             self._sampler = threading.Thread(target=self._sample_loop, name="governor-sampler",
                                              daemon=True)

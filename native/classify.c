@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/ipc.h>
@@ -20,6 +21,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "classify.h"
@@ -653,22 +655,201 @@ static void classify_resize(const struct gov_disk *d, struct gov_shmem *sh, int 
         charge_growth(out, d, &st, grow);
 }
 
-/* disk_space calls that name their file by path or fd, or that free space. */
+/* What a name takes in its directory: twice ext4's entry (8 bytes and the
+ * name, to 4): a hashed directory's blocks split half full (5,100 names of
+ * 5 bytes took 135 KiB, 1.74 times their entries). */
+static double entry_bytes(int tid, uint64_t addr)
+{
+    char path[PATH_MAX];
+    if (read_str(tid, addr, path, sizeof path) < 0)
+        return 2 * 264; /* the longest */
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    size_t start = len;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    return (double)(2 * ((8 + len - start + 3) & ~(size_t)3));
+}
+
+/* Charges the directory dirfd (of the tenant's, O_PATH; closed here), if
+ * it is one of the area: `blocks` of its filesystem, `bytes` and `inodes`
+ * more. */
+static void charge_dir(const struct gov_disk *d, int fd, int blocks, double bytes, int inodes,
+                       struct gov_call *out)
+{
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && gov_disk_on_area(d, st.st_dev)) {
+        if (blocks || bytes > 0)
+            add(out, GOV_DISK_SPACE, blocks * (st.st_blksize > 0 ? st.st_blksize : 4096) + bytes);
+        if (inodes)
+            add(out, GOV_DISK_INODES, inodes);
+        out->disk_dev = st.st_dev;
+        out->disk_ino = st.st_ino;
+        out->disk_entry = 1;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+/* A new name (and with `inode` a new inode) in the directory that holds the
+ * tenant's path: charged the entry and a block of that directory's
+ * filesystem (what a new directory or a long symlink's target takes), and
+ * an inode; the recount makes it exact. */
+static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
+                         uint64_t path, int inode, struct gov_call *out)
+{
+    charge_dir(d, tenant_path(c, tid, dirfd, path, 1), 1, entry_bytes(tid, path), inode, out);
+}
+
+/* open, openat, openat2, creat: a new inode with O_CREAT when the file is
+ * not there yet, and always with O_TMPFILE (in the directory it names). */
+static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
+                            uint64_t path, uint64_t flags, struct gov_call *out)
+{
+    if ((flags & O_TMPFILE) == O_TMPFILE) {
+        charge_dir(d, tenant_path(c, tid, dirfd, path, 0), 0, 0, 1, out);
+        return;
+    }
+    if (!(flags & O_CREAT))
+        return;
+    int there = tenant_path(c, tid, dirfd, path, 0);
+    if (there >= 0)
+        close(there);
+    else
+        charge_entry(c, d, tid, dirfd, path, 1, out);
+}
+
+/* setxattr, lsetxattr, fsetxattr: the value may take a block of its own;
+ * charged rounded up to blocks, the recount makes it exact. */
+static void classify_xattr(const struct gov_disk *d, int fd, uint64_t size, struct gov_call *out)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !gov_disk_on_area(d, st.st_dev))
+        return;
+    uint64_t blk = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    add(out, GOV_DISK_SPACE, (double)((size + blk) / blk * blk));
+    out->disk_dev = st.st_dev;
+    out->disk_ino = st.st_ino;
+    out->disk_entry = 1;
+}
+
+/* Control data larger than this is refused (the kernel's optmem_max is
+ * 128 KiB by default). */
+#define MAX_CONTROL (1 << 20)
+
+/* 1 if the tenant's msghdr at addr passes fds (SCM_RIGHTS), or cannot be
+ * read whole (the kernel might read it otherwise). */
+static int passes_fds(int pid, uint64_t addr)
+{
+    struct msghdr m;
+    if (read_mem(pid, addr, &m, sizeof m))
+        return 1;
+    if (!m.msg_controllen || !m.msg_control)
+        return 0;
+    char *ctl = m.msg_controllen <= MAX_CONTROL ? malloc(m.msg_controllen) : NULL;
+    int rc = !ctl || read_mem(pid, (uint64_t)m.msg_control, ctl, m.msg_controllen);
+    m.msg_control = ctl;
+    for (struct cmsghdr *h = rc ? NULL : CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+        if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
+            rc = 1;
+    free(ctl);
+    return rc;
+}
+
+/* In a disk_space group, sendmsg and sendmmsg may not pass fds: a file in
+ * flight in a socket is held by no process, where no recount can see it. */
+static int refuses_fds(int pid, int nr, const uint64_t *a)
+{
+    if (nr == SYS_sendmsg)
+        return passes_fds(pid, a[1]);
+    uint64_t n = a[2] > MAX_IOV ? MAX_IOV : a[2];
+    for (uint64_t i = 0; i < n; i++)
+        if (passes_fds(pid, a[1] + i * sizeof(struct mmsghdr)))
+            return 1;
+    return 0;
+}
+
+/* Calls that add a name: where their dirfd (-1: the cwd) and path are
+ * among the arguments, whether they make an inode (-1: with the flags of
+ * argument `flags`, an open). */
+static const struct {
+    int nr;
+    signed char dirfd, path, inode, flags;
+} entry_calls[] = {
+    {SYS_rename, -1, 1, 0, 0},   {SYS_renameat, 2, 3, 0, 0}, {SYS_renameat2, 2, 3, 0, 0},
+    {SYS_link, -1, 1, 0, 0},     {SYS_linkat, 2, 3, 0, 0},   {SYS_symlink, -1, 1, 1, 0},
+    {SYS_symlinkat, 1, 2, 1, 0}, {SYS_mknod, -1, 0, 1, 0},   {SYS_mknodat, 0, 1, 1, 0},
+    {SYS_mkdir, -1, 0, 1, 0},    {SYS_mkdirat, 0, 1, 1, 0},  {SYS_creat, -1, 0, -1, -1},
+    {SYS_open, -1, 0, -1, 1},    {SYS_openat, 0, 1, -1, 2},
+};
+
+static int classify_entry_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
+                               const uint64_t *a, struct gov_call *out)
+{
+    for (size_t i = 0; i < sizeof entry_calls / sizeof entry_calls[0]; i++) {
+        if (entry_calls[i].nr != nr)
+            continue;
+        int dirfd = entry_calls[i].dirfd < 0 ? AT_FDCWD : (int)a[entry_calls[i].dirfd];
+        uint64_t path = a[entry_calls[i].path];
+        if (entry_calls[i].inode < 0) {
+            int f = entry_calls[i].flags;
+            classify_create(c, d, tid, dirfd, path, f < 0 ? O_CREAT : a[f], out);
+            return 1;
+        }
+        /* RENAME_WHITEOUT leaves a device inode behind. */
+        int inode = entry_calls[i].inode || (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
+        charge_entry(c, d, tid, dirfd, path, inode, out);
+        if (nr == SYS_rename || nr == SYS_renameat || nr == SYS_renameat2)
+            out->disk_entry = 1; /* it may replace a file: recount */
+        return 1;
+    }
+    return 0;
+}
+
+/* disk_space calls that name their file by path or fd, that add names,
+ * inodes or attributes, or that free space. */
 static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
                               struct gov_shmem *sh, int tid, int nr, const uint64_t *a,
                               struct gov_call *out)
 {
     struct stat st;
+    struct open_how how;
+    sa_family_t family;
+    char first;
     int fd = -1;
+    /* Without an area only a resize matters: of a file in memory (shmem.h). */
+    if (!d && nr != SYS_ftruncate && nr != SYS_fallocate && nr != SYS_truncate)
+        return 0;
     switch (nr) {
     case SYS_unlink:
     case SYS_unlinkat:
     case SYS_rmdir:
-    case SYS_rename:
-    case SYS_renameat:
-    case SYS_renameat2:
+    case SYS_removexattr:
+    case SYS_lremovexattr:
+    case SYS_fremovexattr:
         out->kind = GOV_CALL_DISK_FREE;
         return 1;
+    case SYS_bind: /* a unix socket's path is a new inode */
+        if (a[2] > offsetof(struct sockaddr_un, sun_path) + 1 &&
+            read_mem(tid, a[1], &family, sizeof family) == 0 && family == AF_UNIX &&
+            read_mem(tid, a[1] + offsetof(struct sockaddr_un, sun_path), &first, 1) == 0 && first)
+            charge_entry(c, d, tid, AT_FDCWD, a[1] + offsetof(struct sockaddr_un, sun_path), 1,
+                         out);
+        return 1;
+    case SYS_openat2:
+        if (a[3] < sizeof how.flags || read_mem(tid, a[2], &how.flags, sizeof how.flags) == 0)
+            classify_create(c, d, tid, (int)a[0], a[1], a[3] < sizeof how.flags ? 0 : how.flags, out);
+        return 1;
+    case SYS_setxattr:
+    case SYS_lsetxattr:
+        fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
+        classify_xattr(d, fd, a[3], out);
+        break;
+    case SYS_fsetxattr:
+        fd = tenant_fd(c, tid, (int)a[0]);
+        classify_xattr(d, fd, a[3], out);
+        break;
     case SYS_ftruncate:
     case SYS_fallocate:
         fd = tenant_fd(c, tid, (int)a[0]);
@@ -678,16 +859,8 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
-    case SYS_mkdir:
-    case SYS_mkdirat:
-        /* A new directory takes a block of its parent's filesystem. */
-        fd = nr == SYS_mkdir ? tenant_path(c, tid, AT_FDCWD, a[0], 1)
-                             : tenant_path(c, tid, (int)a[0], a[1], 1);
-        if (d && fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-            charge_growth(out, d, &st, st.st_blksize > 0 ? st.st_blksize : 4096);
-        break;
     default:
-        return 0;
+        return classify_entry_call(c, d, tid, nr, a, out);
     }
     if (fd >= 0)
         close(fd);
@@ -822,6 +995,15 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
     case SYS_splice:
     case SYS_copy_file_range:
         charge_transfer(out, c, disk, sh, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
+        return;
+    case SYS_sendmsg:
+    case SYS_sendmmsg:
+        if (disk && refuses_fds(tid, nr, a)) {
+            out->kind = GOV_CALL_REFUSED;
+            out->refuse_errno = EPERM;
+            return;
+        }
+        classify_fd_call(c, fc, lg, disk, sh, tid, nr, a, out);
         return;
     default:
         if (!classify_disk_call(c, disk, sh, tid, nr, a, out))

@@ -79,7 +79,8 @@ enum {
     GOV_CALL_TASK,        /* creates a task */
     GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
     GOV_CALL_FDTABLE,     /* changes what fd numbers name: nothing to charge */
-    GOV_CALL_DISK_FREE,   /* may give disk space back (unlink, rename, shrink) */
+    GOV_CALL_DISK_FREE,   /* may give disk space back (unlink, shrink) */
+    GOV_CALL_REFUSED,     /* fails with refuse_errno, unseen by the kernel */
 };
 
 struct gov_call {
@@ -96,7 +97,12 @@ struct gov_call {
     double correction;    /* net_recv to settle now (may be negative) */
     int ledger_slot;      /* TCP receive: its ledger slot, else -1 */
     uint64_t ledger_ino;
-    uint64_t disk_dev, disk_ino;  /* disk_space: the inode that grows (a dir for mkdir) */
+    uint64_t disk_dev, disk_ino;  /* disk_space: the inode that grows (the directory
+                                   * for a new name) */
+    int disk_entry;       /* adds (or with rename may replace) a name, an inode
+                           * or an attribute: the estimate charged is rough,
+                           * recount when usage is read */
+    int refuse_errno;     /* GOV_CALL_REFUSED */
 };
 
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).

@@ -6,13 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 
 #include "diskspace.h"
 #include "procfs.h"
 
-/* Deeper trees make the recount fail, and with it (failing closed) every
- * growth that needs one: the tenant can only deny itself. */
-#define MAX_DEPTH 256
+/* Directories the walk keeps open at once: deeper levels are closed and
+ * found again through ".." when the walk comes back to them. */
+#define OPEN_LEVELS 64
 
 static uint64_t slot_of(const struct gov_inoset *s, uint64_t dev, uint64_t ino)
 {
@@ -130,10 +132,11 @@ void gov_disk_returned(struct gov_disk *d, int tid)
         }
 }
 
-void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, uint64_t dev,
-                     uint64_t ino, int sign)
+void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double inodes,
+                     uint64_t dev, uint64_t ino, int sign)
 {
     d->used += (int64_t)(cost * sign);
+    d->inodes += (int64_t)(inodes * sign);
     if (!set_has(&d->seen, dev, ino))
         d->dirty = 1;
     gov_disk_returned(d, tid);
@@ -147,17 +150,20 @@ void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, uint64_t 
         d->inflight = p;
         d->cap_inflight = cap;
     }
-    d->inflight[d->ninflight++] = (struct gov_disk_inflight){tid, nr, cost};
+    d->inflight[d->ninflight++] = (struct gov_disk_inflight){tid, nr, cost, inodes};
 }
 
-/* Growths whose thread is still in (or may be in: on a CPU) its call. */
-static double inflight_sum(struct gov_disk *d)
+/* Growths whose thread is still in (or may be in: on a CPU) its call:
+ * bytes, and inodes in *inodes. */
+static double inflight_sum(struct gov_disk *d, double *inodes)
 {
     double sum = 0;
+    *inodes = 0;
     for (int i = 0; i < d->ninflight;) {
         int nr = gov_task_syscall(d->inflight[i].tid);
         if (nr == d->inflight[i].nr || nr == GOV_SC_RUNNING) {
             sum += d->inflight[i].cost;
+            *inodes += d->inflight[i].inodes;
             i++;
         } else {
             d->inflight[i] = d->inflight[--d->ninflight];
@@ -175,83 +181,181 @@ static int count(struct gov_inoset *s, int64_t *total, const struct stat *st)
     return rc;
 }
 
+/* Opens directory `name` at `at` on filesystem dev; NULL with errno set
+ * (EXDEV: a mount point, not ours). */
 static DIR *open_dir(int at, const char *name, uint64_t dev)
 {
     struct stat st;
     int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    /* Swapped for a mount point since we looked: not ours. */
-    DIR *dir = fstat(fd, &st) == 0 && st.st_dev == dev ? fdopendir(fd) : NULL;
+    DIR *dir = NULL;
+    if (fstat(fd, &st) < 0)
+        ;
+    else if (st.st_dev != dev)
+        errno = EXDEV; /* swapped for a mount point since we looked */
+    else
+        dir = fdopendir(fd);
     if (!dir)
         close(fd);
     return dir;
 }
 
-/* Depth first, with an explicit stack of open directories. */
+/* One directory on the walk's path: open, or closed at position pos. */
+struct level {
+    DIR *dir;
+    long pos;
+    uint64_t ino;
+};
+
+/* Reopens the closed level `up` from its child directory `below` (through
+ * ".."), where the walk left it. -ESTALE if it moved meanwhile. */
+static int reopen(struct level *up, DIR *below, uint64_t dev)
+{
+    struct stat st;
+    DIR *dir = open_dir(dirfd(below), "..", dev);
+    if (!dir)
+        return -errno;
+    if (fstat(dirfd(dir), &st) < 0 || st.st_ino != up->ino) {
+        closedir(dir);
+        return -ESTALE;
+    }
+    seekdir(dir, up->pos);
+    up->dir = dir;
+    return 0;
+}
+
+/* Depth first with openat/fstatat from the parent's fd, so no depth is too
+ * deep for a path; at most OPEN_LEVELS directories open. Any error but a
+ * file gone meanwhile fails the walk: a count that missed a subtree would
+ * let it grow for free. */
 static int walk(int rootfd, uint64_t dev, struct gov_inoset *s, int64_t *total)
 {
-    DIR *stack[MAX_DEPTH];
+    struct level *stack = NULL;
     struct stat st;
-    int depth = 0, rc = 0;
+    int depth = 0, cap = 0, lowest_open = 0, rc = 0;
     if (fstat(rootfd, &st) < 0)
         return -errno;
     if ((rc = count(s, total, &st)) <= 0)
         return rc; /* an area directory inside another one: counted there */
-    if (!(stack[depth++] = open_dir(rootfd, ".", dev)))
+    DIR *next = open_dir(rootfd, ".", dev); /* the directory to enter */
+    if (!next)
         return -errno;
-    while (depth && rc >= 0) {
-        DIR *dir = stack[depth - 1];
+    while (rc >= 0) {
+        if (depth == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct level *p = realloc(stack, sizeof *p * cap);
+            if (!p) {
+                rc = -ENOMEM;
+                break;
+            }
+            stack = p;
+        }
+        if (next) {
+            stack[depth++] = (struct level){next, 0, st.st_ino};
+            next = NULL;
+            if (depth - lowest_open > OPEN_LEVELS) {
+                struct level *old = &stack[lowest_open++];
+                old->pos = telldir(old->dir);
+                closedir(old->dir);
+                old->dir = NULL;
+            }
+        }
+        DIR *dir = stack[depth - 1].dir;
         errno = 0;
         struct dirent *de = readdir(dir);
         if (!de) {
-            rc = -errno;
-            closedir(stack[--depth]);
+            if ((rc = -errno) < 0 || depth == 1)
+                break;
+            if (!stack[depth - 2].dir) {
+                if ((rc = reopen(&stack[depth - 2], dir, dev)) < 0)
+                    break;
+                lowest_open--;
+            }
+            closedir(dir);
+            stack[--depth].dir = NULL;
             continue;
         }
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
-            continue; /* gone meanwhile, or another filesystem mounted here */
-        if ((rc = count(s, total, &st)) <= 0 || !S_ISDIR(st.st_mode))
-            continue;
-        if (depth == MAX_DEPTH) {
-            rc = -ELOOP;
-            break;
+        if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != ENOENT)
+                rc = -errno;
+            continue; /* gone meanwhile */
         }
-        DIR *sub = open_dir(dirfd(dir), de->d_name, dev);
-        if (sub)
-            stack[depth++] = sub;
-        else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+        if (st.st_dev != dev || (rc = count(s, total, &st)) <= 0 || !S_ISDIR(st.st_mode))
+            continue; /* another filesystem mounted here, or counted */
+        /* Gone, or swapped for a mount point, a file or a symlink since
+         * fstatat: what is there now is counted where the walk finds it.
+         * (A tenant cannot keep moving directories during a walk: its
+         * renames wait for the engine, which is walking.) */
+        if (!(next = open_dir(dirfd(dir), de->d_name, dev)) && errno != ENOENT &&
+            errno != EXDEV && errno != ENOTDIR && errno != ELOOP)
             rc = -errno;
     }
-    while (depth)
-        closedir(stack[--depth]);
+    if (next)
+        closedir(next);
+    for (int i = lowest_open; i < depth; i++)
+        closedir(stack[i].dir);
+    free(stack);
     return rc < 0 ? rc : 0;
 }
 
-/* Files the group's processes hold open after deleting them still use space. */
-static int count_deleted_open(const struct gov_disk *d, const int *pids, int npids,
-                              struct gov_inoset *s, int64_t *total)
+/* Adds every file of the area in directory `path` (a /proc fd or map_files
+ * directory, whose entries lead to the files) that no longer has a name:
+ * those that do were found by the walk. 0 if gone (an exited task). */
+static int count_unlinked(const struct gov_disk *d, const char *path, struct gov_inoset *s,
+                          int64_t *total)
 {
-    char path[64];
-    for (int i = 0; i < npids; i++) {
-        snprintf(path, sizeof path, "/proc/%d/fd", pids[i]);
-        DIR *dir = opendir(path);
-        if (!dir)
+    DIR *dir = opendir(path);
+    if (!dir)
+        return errno == ENOENT || errno == ESRCH ? 0 : -errno;
+    struct dirent *de;
+    struct stat st;
+    int rc = 0;
+    while (rc >= 0 && (errno = 0, de = readdir(dir)))
+        if (de->d_name[0] != '.' && fstatat(dirfd(dir), de->d_name, &st, 0) == 0 &&
+            st.st_nlink == 0 && gov_disk_on_area(d, st.st_dev))
+            rc = count(s, total, &st);
+    if (rc >= 0 && errno && errno != ENOENT && errno != ESRCH)
+        rc = -errno; /* readdir failed, but for the task leaving */
+    closedir(dir);
+    return rc < 0 ? rc : 0;
+}
+
+/* 1 if thread tid is not its process's leader and shares the leader's fd
+ * table (kcmp): its fds are the leader's, scanned once. */
+static int shares_fds(int tid, int pid)
+{
+    return tid != pid && syscall(SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) == 0;
+}
+
+/* Deleted files still use space while anything holds them: an fd of any
+ * thread (a thread may have its own fd table) or a mapping, whose fd may be
+ * closed (map_files). fds in flight in unix sockets are refused at sendmsg
+ * (filter.c), so there are none. */
+static int count_held(const struct gov_disk *d, const int *pids, int npids,
+                      struct gov_inoset *s, int64_t *total)
+{
+    char path[96];
+    int rc = 0;
+    for (int i = 0; i < npids && rc == 0; i++) {
+        snprintf(path, sizeof path, "/proc/%d/map_files", pids[i]);
+        if ((rc = count_unlinked(d, path, s, total)) < 0)
+            break;
+        snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
+        DIR *tasks = opendir(path);
+        if (!tasks)
             continue; /* exited */
         struct dirent *de;
-        struct stat st;
-        int rc = 0;
-        while ((de = readdir(dir)) && rc >= 0)
-            if (de->d_name[0] != '.' && fstatat(dirfd(dir), de->d_name, &st, 0) == 0 &&
-                S_ISREG(st.st_mode) && st.st_nlink == 0 && gov_disk_on_area(d, st.st_dev))
-                rc = count(s, total, &st);
-        closedir(dir);
-        if (rc < 0)
-            return rc;
+        while (rc == 0 && (de = readdir(tasks)))
+            if (de->d_name[0] != '.' && !shares_fds(atoi(de->d_name), pids[i])) {
+                snprintf(path, sizeof path, "/proc/%d/task/%.16s/fd", pids[i], de->d_name);
+                rc = count_unlinked(d, path, s, total);
+            }
+        closedir(tasks);
     }
-    return 0;
+    return rc;
 }
 
 int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
@@ -262,14 +366,19 @@ int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
     for (int i = 0; i < d->ndirs && rc == 0; i++)
         rc = walk(d->dirfd[i], d->dev[i], &seen, &total);
     if (rc == 0)
-        rc = count_deleted_open(d, pids, npids, &seen, &total);
+        rc = count_held(d, pids, npids, &seen, &total);
     if (rc < 0) {
         free(seen.key);
+        d->failed = rc;
+        d->dirty = 1;
         return rc;
     }
+    d->failed = 0;
     free(d->seen.key);
     d->seen = seen;
-    d->used = total + (int64_t)inflight_sum(d);
+    double inodes;
+    d->used = total + (int64_t)inflight_sum(d, &inodes);
+    d->inodes = (int64_t)(seen.n + inodes);
     d->dirty = 0;
     return 0;
 }

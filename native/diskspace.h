@@ -24,7 +24,7 @@ struct gov_inoset {
  * does not see its bytes must still count it. */
 struct gov_disk_inflight {
     int tid, nr;
-    double cost;
+    double cost, inodes;
 };
 
 struct gov_disk {
@@ -32,7 +32,10 @@ struct gov_disk {
     int dirfd[GOV_DISK_DIRS];    /* O_PATH descriptors of the area's directories */
     uint64_t dev[GOV_DISK_DIRS];
     int64_t used;                /* bytes: the last recount plus estimates since */
+    int64_t inodes;              /* inodes, the same way */
     int dirty;                   /* the counter may be off: recount when usage is read */
+    int failed;                  /* -errno: the last recount could not finish, and
+                                  * until one does the area may not grow */
     struct gov_inoset seen;      /* every inode of the area at the last recount */
     struct gov_disk_inflight *inflight;
     int ninflight, cap_inflight;
@@ -51,19 +54,21 @@ int gov_disk_inside(const struct gov_disk *d, uint64_t dev, uint64_t ino);
  * (rounded up to its block size), 0 if it does not grow. */
 double gov_disk_growth(const struct stat *st, double end);
 
-/* Charges (sign 1) or refunds (-1) the growth `cost` that thread tid's call
- * nr on inode (dev, ino) was allowed; marks the count dirty when the inode
- * was not in the area at the last recount (new, or outside the area). */
-void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, uint64_t dev,
-                     uint64_t ino, int sign);
+/* Charges (sign 1) or refunds (-1) the growth `cost` (bytes) and `inodes`
+ * that thread tid's call nr on inode (dev, ino) was allowed; marks the count
+ * dirty when the inode was not in the area at the last recount (new, or
+ * outside the area). */
+void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double inodes,
+                     uint64_t dev, uint64_t ino, int sign);
 /* Thread tid makes another call: its last one has returned. */
 void gov_disk_returned(struct gov_disk *d, int tid);
 
-/* Recounts exactly: walks every directory of the area (one open directory per
- * level, O_NOFOLLOW, never into another filesystem) and the open fds of
- * pids (deleted files still hold space), and adds the growths still in
- * flight; sets used, clears dirty. 0 or -errno (the counter is then left
- * as it was). */
+/* Recounts exactly: walks every directory of the area (openat from the
+ * parent's fd, O_NOFOLLOW, never into another filesystem, any depth), the
+ * deleted files that processes pids still hold (fds of every thread,
+ * mappings), and adds the growths still in flight; sets used, clears dirty
+ * and failed. 0 or -errno: then failed is set (the engine refuses growth
+ * until a recount finishes) and the counter is left as it was. */
 int gov_disk_recount(struct gov_disk *d, const int *pids, int npids);
 
 #endif

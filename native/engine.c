@@ -398,7 +398,8 @@ static int still_waits(struct gov_engine *e, struct hold *h, int sweep)
 
 static int is_rate(int res)
 {
-    return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE;
+    return res != GOV_PROCESSES && res != GOV_MEMORY && res != GOV_DISK_SPACE &&
+           res != GOV_DISK_INODES;
 }
 
 /* A call let go with estimates turned out to move `got` bytes: the rate
@@ -607,31 +608,55 @@ static int file_memory_fits(struct gov_engine *e, struct group *g, struct hold *
 static void disk_recount(struct gov_engine *e, struct group *g)
 {
     int n = 0;
-    if (count_tasks(e, g, &n) < 0)
-        n = 0;
+    if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
+        g->disk->failed = -ESRCH; /* the holders of deleted files are unknown */
+        g->disk->dirty = 1;
+        return;
+    }
     gov_disk_recount(g->disk, e->procs, n);
 }
 
-/* 1 if h's growth of the area fits disk_space; `fresh`: recount exactly
- * before saying no. A target the recount does not find in the area (a file
- * elsewhere on the same filesystem) costs nothing. */
+/* The area's cap that bytes and inodes more would pass (-1: none); with
+ * `any`, the first that they grow at all. */
+static int disk_within(struct group *g, double bytes, double inodes, int any)
+{
+    const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE], *in = &g->lim.r[GOV_DISK_INODES];
+    if (bytes > 0 && sp->set && (any || g->disk->used + bytes > sp->cap))
+        return GOV_DISK_SPACE;
+    if (inodes > 0 && in->set && (any || g->disk->inodes + inodes > in->cap))
+        return GOV_DISK_INODES;
+    return -1;
+}
+
+/* -1 if h's growth of the area fits disk_space and disk_inodes, else the
+ * resource that says no; `fresh`: recount exactly before saying no. A
+ * target the recount does not find in the area (a file elsewhere on the
+ * same filesystem) costs nothing. While no recount can finish, the area
+ * may not grow at all (fail closed). */
 static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
-    struct gov_charge *c = NULL;
-    for (int i = 0; i < h->call.nch; i++)
+    double bytes = 0, inodes = 0;
+    for (int i = 0; i < h->call.nch; i++) {
         if (h->call.ch[i].res == GOV_DISK_SPACE)
-            c = &h->call.ch[i];
-    if (!c || !g->disk)
-        return 1;
-    int64_t cap = g->lim.r[GOV_DISK_SPACE].cap;
-    if (g->disk->used + c->cost <= cap)
-        return 1;
-    if (!fresh)
-        return 0;
+            bytes = h->call.ch[i].cost;
+        else if (h->call.ch[i].res == GOV_DISK_INODES)
+            inodes = h->call.ch[i].cost;
+    }
+    if ((bytes <= 0 && inodes <= 0) || !g->disk)
+        return -1;
+    int why = disk_within(g, bytes, inodes, g->disk->failed);
+    if (why < 0 || !fresh)
+        return why;
     disk_recount(e, g);
-    if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino))
-        c->cost = 0;
-    return c->cost == 0 || g->disk->used + c->cost <= cap;
+    if (g->disk->failed)
+        return why;
+    if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino)) {
+        for (int i = 0; i < h->call.nch; i++)
+            if (h->call.ch[i].res == GOV_DISK_SPACE || h->call.ch[i].res == GOV_DISK_INODES)
+                h->call.ch[i].cost = 0;
+        return -1;
+    }
+    return disk_within(g, bytes, inodes, 0);
 }
 
 /* ---- deciding ---- */
@@ -668,9 +693,8 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
         *why = res = GOV_MEMORY;
         if (fits < 0)
             return DENY;
-    } else if (!disk_fits(e, g, h, fresh)) {
-        res = GOV_DISK_SPACE; /* deny only: a full area does not free itself */
-        fits = 0;
+    } else if ((res = disk_fits(e, g, h, fresh)) >= 0) {
+        fits = 0; /* deny only: a full area does not free itself */
     } else {
         for (int i = 0; i < h->call.nch; i++) {
             int r = h->call.ch[i].res;
@@ -697,7 +721,7 @@ static int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_
 
 static int deny_errno(struct hold *h, int res)
 {
-    if (res == GOV_DISK_SPACE)
+    if (res == GOV_DISK_SPACE || res == GOV_DISK_INODES)
         return EDQUOT;
     if (h->call.kind == GOV_CALL_MEMORY || res == GOV_MEMORY)
         return ENOMEM;
@@ -729,25 +753,30 @@ static void ledger_note(struct group *g, struct hold *h, int sign)
 
 static void charge(struct group *g, struct hold *h, int sign)
 {
+    double disk[2] = {0, 0}; /* the area's bytes, inodes */
     ledger_note(g, h, sign);
     for (int i = 0; i < h->call.nch; i++) {
         int r = h->call.ch[i].res;
         double c = h->call.ch[i].cost * sign;
+        if (r == GOV_DISK_SPACE || r == GOV_DISK_INODES)
+            disk[r == GOV_DISK_INODES] = h->call.ch[i].cost;
         if (!g->lim.r[r].set)
             continue;
         if (is_rate(r))
             gov_bucket_charge(&g->b[r], c);
         if (g->share[r].cls)
             gov_share_charge(&g->share[r], r, h->call.ch[i].cost, h->route[r], sign, now_ns());
-        if (r == GOV_DISK_SPACE && g->disk)
-            gov_disk_charge(g->disk, h->pid, h->nr, h->call.ch[i].cost, h->call.disk_dev,
-                            h->call.disk_ino, sign);
         if (r == GOV_MEMORY && h->call.kind != GOV_CALL_MEMORY) {
             g->shared_mem += (int64_t)c; /* a file in memory grows */
             mem_total(g);
         }
         g->u.r[r].used += (int64_t)c;
     }
+    if (g->disk && (disk[0] || disk[1]))
+        gov_disk_charge(g->disk, h->pid, h->nr, disk[0], disk[1], h->call.disk_dev,
+                        h->call.disk_ino, sign);
+    if (g->disk && h->call.disk_entry)
+        g->disk->dirty = 1;
     if (h->call.kind == GOV_CALL_TASK && g->lim.r[GOV_PROCESSES].set) {
         if (sign > 0)
             gov_clones_add(&g->clones, h->pid);
@@ -1186,8 +1215,10 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
-    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE) {
-        answer(e, h, 0, 0, 1);
+    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE ||
+        h->call.kind == GOV_CALL_REFUSED) {
+        int err = h->call.kind == GOV_CALL_REFUSED ? -h->call.refuse_errno : 0;
+        answer(e, h, 0, err, !err);
         free_hold(e, h);
         return;
     }
@@ -1583,8 +1614,10 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             count_tasks(e, g, NULL); /* the level now, pending clones settled */
         if (g->disk && g->disk->dirty)
             disk_recount(e, g);
-        if (g->disk)
+        if (g->disk) {
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
+            g->u.r[GOV_DISK_INODES].used = (uint64_t)g->disk->inodes;
+        }
         gov_iowrite_settle(&g->iowrites, -1, settle_returned, g);
         *out = g->u;
         out->held_now = g->nholds;

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -51,12 +52,26 @@ static const struct {
     {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUF, 0}}},
     {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUFFORCE, 0}}},
 };
-/* Calls that may grow what a group stores (charged), or give space back
- * (they mark the count dirty). */
+/* Calls that may grow what a group stores in its area (disk_space,
+ * disk_inodes: charged), or give space back (they mark the count dirty);
+ * sendmsg and sendmmsg, which may not pass fds there (classify.c). */
 static const char *const disk_space_calls[] = {
     "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
     "copy_file_range", "ftruncate", "truncate", "fallocate", "mkdir", "mkdirat",
-    "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", NULL};
+    "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
+    "symlink", "symlinkat", "mknod", "mknodat", "creat", "openat2", "setxattr", "lsetxattr",
+    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "bind", "sendmsg", "sendmmsg",
+    NULL};
+/* ... and open and openat when they may create a file: O_CREAT, O_TMPFILE
+ * (compared on the register). */
+static const struct {
+    const char *name;
+    int arg;
+    uint64_t flag;
+} creating_opens[] = {
+    {"open", 1, O_CREAT}, {"open", 1, __O_TMPFILE},
+    {"openat", 2, O_CREAT}, {"openat", 2, __O_TMPFILE},
+};
 /* Calls that change what an fd number names: they keep the engine's cache of
  * fd kinds honest (classify.h), so they come with every limit on writes
  * (disk_space included: a write to a pipe then needs no look at the fd). */
@@ -72,12 +87,19 @@ static const char *const *const calls_of[GOV_NRES] = {
     [GOV_PROCESSES] = process_calls,
     [GOV_MEMORY] = memory_calls,
     [GOV_DISK_SPACE] = disk_space_calls,
+    [GOV_DISK_INODES] = disk_space_calls,
 };
 
 /* io_uring moves bytes without system calls: refuse it as a kernel without
  * io_uring would, so programs fall back to ordinary calls. */
 static const char *const refused_calls[] = {
     "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
+/* setxattrat (Linux 6.13), newer than libseccomp's table: refused in a
+ * group with a disk area, as by a kernel without it, so that attributes
+ * come through the setxattr calls that are charged. libseccomp cannot
+ * carry a number it does not know to the i386 and x32 tables: a group with
+ * a disk area refuses those whole, as with extra rules (build_ctx). */
+#define NR_SETXATTRAT 463
 /* A CPU-capped group runs under SCHED_DEADLINE reservations (cpu.h) that its
  * tasks must not replace. */
 static const char *const sched_calls[] = {
@@ -196,7 +218,7 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
                 return rc;
     }
     if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
-        lim->r[GOV_MEMORY].set)
+        lim->r[GOV_MEMORY].set || lim->r[GOV_DISK_INODES].set)
         for (const char *const *n = fd_table_calls; *n; n++)
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
@@ -211,6 +233,23 @@ static int set_governed(void *map, uint32_t size, const char *name)
     return 0;
 }
 
+static int has_area(const struct gov_limits *lim)
+{
+    return lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set;
+}
+
+/* The opens that may create a file in a group with a disk area. */
+static int add_create_rules(struct rule_list *l, uint32_t action)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof creating_opens / sizeof creating_opens[0]; i++) {
+        struct gov_arg_cmp c = {creating_opens[i].arg, GOV_CMP_MASKED_EQ, creating_opens[i].flag,
+                                creating_opens[i].flag};
+        rc = add_named(l, action, creating_opens[i].name, 1, &c);
+    }
+    return rc;
+}
+
 void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size)
 {
     memset(map, 0, (size_t)size);
@@ -218,6 +257,9 @@ void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int s
     size_t n = lim->r[GOV_MEMORY].set ? sizeof memory_arg_calls / sizeof memory_arg_calls[0] : 0;
     for (size_t i = 0; i < n; i++)
         set_governed(map, (uint32_t)size, memory_arg_calls[i].name);
+    /* ptrace-syscall stops at every call: the engine looks at the flags. */
+    for (size_t i = 0; has_area(lim) && i < sizeof creating_opens / sizeof creating_opens[0]; i++)
+        set_governed(map, (uint32_t)size, creating_opens[i].name);
 }
 
 /* memory_arg_calls, for the seccomp and ptrace backends. */
@@ -303,6 +345,8 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
             rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
+    if (rc == 0 && has_area(lim) && backend != GOV_BACKEND_PTRACE_SYSCALL)
+        rc = add_create_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
     if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)
@@ -485,11 +529,12 @@ static int add_syscall(scmp_filter_ctx ctx, const struct rule *r, int n, uint32_
     return rc < 0 ? rc : 0;
 }
 
-/* The filter of all rules. Without extra rules the governor's go to the
+/* The filter of all rules. Without extra rules (nor a disk area: filter
+ * rules by number, NR_SETXATTRAT) the governor's go to the
  * native, i386 and x32 tables: governed calls through the latter are
  * notified too and refused by the engine (their own comparisons are of
  * values below 2^32, which libseccomp compares on 32 bits there alike).
- * With extra rules the i386 and x32 tables are refused whole (ENOSYS, the
+ * With them the i386 and x32 tables are refused whole (ENOSYS, the
  * bad-arch action): 32-bit programs are not supported under the governor,
  * and there libseccomp compares arguments on 32 bits and routes i386
  * socket calls through socketcall, where a rule on an argument is lost
@@ -541,7 +586,10 @@ int gov_filter_build(const struct gov_limits *lim, int backend, const struct gov
             (rc = push_rule(&l, extra->rule[i].nr, action, extra->rule[i].ncmp,
                             extra->rule[i].cmp, 1)) < 0)
             goto out;
-    if ((rc = build_ctx(&l, def, extra != NULL, &ctx)) < 0)
+    if (has_area(lim) &&
+        (rc = push_rule(&l, NR_SETXATTRAT, SCMP_ACT_ERRNO(ENOSYS), 0, NULL, 0)) < 0)
+        goto out;
+    if ((rc = build_ctx(&l, def, extra != NULL || has_area(lim), &ctx)) < 0)
         goto out;
 
     /* libseccomp 2.5 exports only to an fd. */

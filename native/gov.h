@@ -19,6 +19,7 @@ enum {
     GOV_PROCESSES,
     GOV_MEMORY,
     GOV_DISK_SPACE,
+    GOV_DISK_INODES,
     GOV_NRES
 };
 
@@ -36,7 +37,7 @@ struct gov_limit {
     int mode;        /* GOV_HOLD or GOV_DENY */
     double rate;     /* rates: bytes per second */
     double burst;    /* rates: bucket size in bytes */
-    int64_t cap;     /* processes: tasks; memory, disk_space: bytes */
+    int64_t cap;     /* processes: tasks; memory, disk_space: bytes; disk_inodes */
 };
 
 struct gov_limits {

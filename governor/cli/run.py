@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
                      help="bucket size of a rate limit (default: 0.1 s of the rate)")
     run.add_argument("--on-exhausted", action="append", default=[], metavar="KEY=hold|deny",
                      help="hold (default): the call waits; deny: it fails (EAGAIN, ENOMEM, "
-                          "EDQUOT for disk_space, which only denies)")
+                          "EDQUOT for disk_space and disk_inodes, which only deny)")
     run.add_argument("--policy", metavar="FILE", help="TOML policy file; --limit overrides it")
     run.add_argument("--class", dest="class_file", metavar="FILE",
                      help="a class of service (TOML) whose rates the group shares with the "
@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
         "classes of service are shared with every group of the host, and `governor ps` comes "
         "from the daemon; this command stays the command's parent and keeps its group")
     host.add_argument("--daemon", action="store_true",
-                      help="hand the group to the host's daemon (seccomp backend only)")
+                      help="hand the group to the host's daemon (seccomp backend only, no "
+                           "processes cap)")
     host.add_argument("--daemon-socket", metavar="PATH",
                       help="the daemon's socket (implies --daemon; default: "
                            "$GOVERNOR_RUN_DIR/daemon.sock, /run/governor/daemon.sock)")

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import _native
-from .._errors import DaemonError, SpawnError, check
+from .._errors import DaemonError, PolicyError, SpawnError, check
 from ..container import Container
 from ..limits import Limits
-from ..supervisor import Process, _check_area, _with_class_ceilings, filter_program, spawn_command
+from ..supervisor import (Process, _check_area, _with_class_ceilings, filter_program,
+                          spawn_command, traces_clones)
 from . import default_socket, wire
 
 lib = _native.lib
+TRACED = ("a processes cap has the supervisor trace the group's clone calls, and traced tasks "
+          "die with their tracer (PTRACE_O_EXITKILL): the group would not outlive a restart "
+          "of the daemon; run it without --daemon")
 
 
 class KeptGroup:
@@ -40,6 +44,8 @@ class KeptGroup:
         self.name, self.container = name, container
         self.limits = _with_class_ceilings(limits or Limits())
         wire.limits_to_wire(self.limits)   # a class not from a file: fail before anything
+        if traces_clones(self.limits, "seccomp"):
+            raise PolicyError(f"group {name!r}", "processes", TRACED)
         self.area = _check_area(name, self.limits,
                                 container.writable_paths if container else disk_area)
         self.path = Path(socket_path or default_socket())

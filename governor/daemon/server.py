@@ -28,6 +28,8 @@ from . import default_records, default_socket, wire
 
 log = logging.getLogger(__name__)
 BACKLOG = 512
+REFUSED_MAX = 64    # refused connections waiting for their request
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Daemon:
             raise DaemonError(f"another daemon keeps its groups in {self.records}") from None
         self.classes: dict = {}                   # class file -> Class, shared by its groups
         self.members: dict[int, Member] = {}      # connection fd -> member
+        self.refused: dict[int, socket.socket] = {}   # fd -> a connection refused, not yet asked
         self.stopping = False
         try:
             self.waiting = self._sweep()
@@ -104,13 +107,17 @@ class Daemon:
         except BaseException:
             self._lock.close()
             raise
+        self.sel = selectors.DefaultSelector()
+        # Before the socket answers: whoever sees it may stop the daemon.
+        self._signals = self._catch_signals()
         try:
             self.server = self._listen()
         except BaseException:
+            self._release_signals()
+            self.sel.close()
             self.sup.close()
             self._lock.close()
             raise
-        self.sel = selectors.DefaultSelector()
         self.sel.register(self.server, selectors.EVENT_READ, self._accept)
         self.sel.register(self.sup.event_fd, selectors.EVENT_READ, self._events)
         log.info("daemon on %s, records in %s, %d engines", self.path, self.records,
@@ -168,27 +175,35 @@ class Daemon:
 
     # ---- the loop ----
 
-    def serve(self) -> None:
-        """Until SIGTERM or SIGINT (or stop()): then the daemon goes, and its
-        groups wait for the next one (their keepers hold their listeners)."""
+    def _catch_signals(self) -> tuple:
+        """SIGTERM and SIGINT stop serve(). They are unblocked here: a mask
+        inherited from whatever started the daemon would leave it deaf to
+        them (engine threads block every signal, so this thread gets them)."""
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
-        old = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        handlers = {sig: signal.signal(sig, self._on_signal) for sig in
-                    (signal.SIGTERM, signal.SIGINT)}
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.sel.register(wake_r, selectors.EVENT_READ, lambda _s: wake_r.recv(64))
-        try:
-            while not self.stopping:
-                for key, _ in self.sel.select():
-                    key.data(key.fileobj)
-        finally:
-            self.sel.unregister(wake_r)
-            signal.set_wakeup_fd(old)
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-            wake_r.close()
-            wake_w.close()
+        return wake_r, wake_w, old_fd, handlers, old_mask
+
+    def _release_signals(self) -> None:
+        wake_r, wake_w, old_fd, handlers, old_mask = self._signals
+        self.sel.unregister(wake_r)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        signal.set_wakeup_fd(old_fd)
+        wake_r.close()
+        wake_w.close()
+
+    def serve(self) -> None:
+        """Until SIGTERM or SIGINT: then the daemon goes (close()), and its
+        groups wait for the next one (their keepers hold their listeners)."""
+        while not self.stopping:
+            for key, _ in self.sel.select():
+                key.data(key.fileobj)
 
     def _on_signal(self, sig, _frame) -> None:
         self.stopping = True
@@ -200,6 +215,9 @@ class Daemon:
             self.sel.unregister(m.conn)
             m.conn.close()
         self.members.clear()
+        for conn in list(self.refused.values()):
+            self._forget_refused(conn)
+        self._release_signals()
         self.sel.close()
         self.sup.close()
         self.server.close()
@@ -213,15 +231,34 @@ class Daemon:
             return
         pid, uid, gid = wire.peer(conn)
         if not self._allowed(pid, uid, gid):
-            who = f"uid {uid}" + (f" (not in group {grp.getgrgid(self.gid).gr_name})"
-                                  if self.gid is not None else "")
-            self._answer(conn, {"error": f"the daemon serves root only: permission denied for "
-                                         f"{who}", "status": 125})
-            conn.close()
+            self._refuse(conn, uid)
             return
         conn.setblocking(True)
         conn.settimeout(5)   # a keeper that sends half a request does not stall the others
         self.sel.register(conn, selectors.EVENT_READ, self._request)
+
+    def _refuse(self, conn: socket.socket, uid: int) -> None:
+        """Answers the refusal at once, and closes the connection only once
+        its request is read (or it closed): closed earlier, the client's send
+        fails with EPIPE, or its read with ECONNRESET, before it sees why."""
+        who = f"uid {uid}" + (f" (not in group {grp.getgrgid(self.gid).gr_name})"
+                              if self.gid is not None else "")
+        conn.setblocking(False)
+        self._answer(conn, {"error": f"the daemon serves root only: permission denied for "
+                                     f"{who}", "status": 125})
+        if len(self.refused) >= REFUSED_MAX:   # clients that never ask: the oldest goes
+            self._forget_refused(next(iter(self.refused.values())))
+        self.refused[conn.fileno()] = conn
+        self.sel.register(conn, selectors.EVENT_READ, self._forget_refused)
+
+    def _forget_refused(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(wire.MESSAGE_MAX)   # its request (fds sent with it are dropped)
+        except OSError:
+            pass
+        self.sel.unregister(conn)
+        del self.refused[conn.fileno()]
+        conn.close()
 
     def _allowed(self, pid: int, uid: int, gid: int) -> bool:
         if uid == 0 or self.gid is None:

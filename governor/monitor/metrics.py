@@ -26,7 +26,7 @@ class GroupCollector:
                                      labels=labels)
         denied = CounterMetricFamily("governor_denied_calls", "Calls denied with an errno",
                                      labels=labels)
-        limit = GaugeMetricFamily("governor_limit", "The limit: bytes/s, tasks or bytes",
+        limit = GaugeMetricFamily("governor_limit", "The limit: bytes/s, tasks, bytes or inodes",
                                   labels=labels)
         tasks = GaugeMetricFamily("governor_tasks", "Live tasks (processes and threads)",
                                   labels=["group"])

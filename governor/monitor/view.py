@@ -37,9 +37,13 @@ def row(st: dict, now: float | None = None) -> tuple[str, ...]:
     def level(value, key, fmt):
         return fmt(value) + (f" of {fmt(limits[key])}" if key in limits else "")
 
-    # Bytes stored in the writable area: known only where disk_space is set.
-    stored = (level(u["resources"]["disk_space"]["used"], "disk_space", size)
-              if "disk_space" in limits else "-")
+    # What the writable area stores: known only where disk_space or
+    # disk_inodes is set.
+    stored = "-"
+    if "disk_space" in limits or "disk_inodes" in limits:
+        stored = level(u["resources"]["disk_space"]["used"], "disk_space", size)
+    if "disk_inodes" in limits:
+        stored += f", {level(u['resources']['disk_inodes']['used'], 'disk_inodes', str)} inodes"
     cpu = f"{st.get('cpu_percent', 0):.0f}" + (
         f" of {limits['cpu'] * 100:.0f}" if "cpu" in limits else "")
     return (st["group"], str(st["supervisor_pid"]), cpu,

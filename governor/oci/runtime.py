@@ -114,7 +114,8 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
                    poststop=hooks.as_json(spec.hooks["poststop"]))
         hooks.run(spec.hooks["prestart"] + spec.hooks["createRuntime"], "createRuntime", st)
         hooks.run_in_container(spec.hooks["createContainer"], "createContainer", st, init_pid)
-        area = [spec.root] if lim.disk_space is not None and not spec.readonly else []
+        counted = lim.disk_space is not None or lim.disk_inodes is not None
+        area = [spec.root] if counted and not spec.readonly else []
         _start_supervisor(store, st, res, lim, spec, area, lifeline_w, log)
         _write_pid_file(pid_file, init_pid)
         for fd in (res.listener, res.exec_fd, res.go_fd):
