@@ -34,7 +34,7 @@ PATHS = {
     "floor_allow_getpid": "getpid, allow-all filter (floor_allow)",
     "engine_getpid": "getpid, ungoverned call in an engine group",
     "native_dupclose": "dup + close, no filter",
-    "engine_dupclose": "dup + close, engine group with a write limit (close notified)",
+    "engine_dupclose": "dup + close, engine group with a write limit (not notified)",
     "engine_pwrite_1group": "1-byte pwrite64, engine, 1 group alive",
     "engine_pwrite_100groups": "1-byte pwrite64, engine, 100 more idle groups alive",
     "daemon_pwrite_1group": "1-byte pwrite64, governor daemon, 1 group",

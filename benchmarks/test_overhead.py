@@ -127,7 +127,7 @@ def test_engine_write_disk_space(benchmark, bins, results, tmp_path):
                 lambda: run_engine(group, bins, "write", N_NOTIFY, tmp_path / "out"))
 
 
-# ---- the price of the fd cache: close is notified in groups with write limits ----
+# ---- close in a group with write limits: not notified (it was, for an fd cache) ----
 
 def test_native_dupclose(benchmark, bins, results):
     measure(benchmark, results, "native_dupclose", N_NOTIFY,

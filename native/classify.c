@@ -40,7 +40,7 @@ void gov_pidfds_init(struct gov_pidfds *c)
 {
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++) {
         c->tid[i] = 0;
-        c->fd[i] = -1;
+        c->fd[i] = c->iofd[i] = -1;
         c->used[i] = 0;
     }
     struct rlimit rl;
@@ -50,13 +50,19 @@ void gov_pidfds_init(struct gov_pidfds *c)
     c->clock = 0;
 }
 
+/* Slot s is free again: its task exited, or another tid takes it; its io
+ * file goes with it. */
 static void slot_close(struct gov_pidfds *c, int s)
 {
     if (c->fd[s] >= 0) {
         close(c->fd[s]);
         c->open--;
     }
-    c->fd[s] = -1;
+    if (c->iofd[s] >= 0) {
+        close(c->iofd[s]);
+        c->open--;
+    }
+    c->fd[s] = c->iofd[s] = -1;
     c->tid[s] = 0;
 }
 
@@ -116,15 +122,23 @@ static int pidfd_of(int tid)
     return fd;
 }
 
+/* open_fd(tid) for slot s, with room made: past `max`, or at EMFILE, the
+ * least recently used slot but s is closed. An fd, or < 0 (errno set). */
+static int open_for(struct gov_pidfds *c, int s, int (*open_fd)(int), int tid)
+{
+    if (c->open >= c->max)
+        evict(c, s);
+    int fd = open_fd(tid);
+    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
+        fd = open_fd(tid);
+    return fd;
+}
+
 static int slot_open(struct gov_pidfds *c, int tid)
 {
     int s = tid % GOV_PIDFD_SLOTS;
     slot_close(c, s);
-    if (c->open >= c->max)
-        evict(c, s);
-    int fd = pidfd_of(tid);
-    if (fd < 0 && out_of_fds() && evict(c, s) == 0)
-        fd = pidfd_of(tid);
+    int fd = open_for(c, s, pidfd_of, tid);
     if (fd < 0)
         return -1;
     c->tid[s] = tid;
@@ -141,6 +155,28 @@ static int getfd(struct gov_pidfds *c, int s, int fd)
     if (dup < 0 && out_of_fds() && evict(c, s) == 0)
         dup = (int)syscall(SYS_pidfd_getfd, c->fd[s], fd, 0);
     return dup;
+}
+
+int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *dirtied)
+{
+    int s = tid % GOV_PIDFD_SLOTS;
+    if (c->tid[s] != tid || c->fd[s] < 0) {
+        if (slot_open(c, tid) < 0)
+            return -ESRCH;
+    } else if (c->iofd[s] >= 0 && gov_io_writes(c->iofd[s], wchar, dirtied) == 0) {
+        c->used[s] = ++c->clock;
+        return 0;
+    } else if (c->iofd[s] >= 0 && slot_open(c, tid) < 0) {
+        return -ESRCH; /* its task is gone, and no task has its tid now */
+    }
+    if (c->iofd[s] < 0) {
+        int fd = open_for(c, s, gov_task_io_open, tid);
+        if (fd < 0)
+            return fd;
+        c->iofd[s] = fd;
+        c->open++;
+    }
+    return gov_io_writes(c->iofd[s], wchar, dirtied);
 }
 
 /* A duplicate of the tenant's fd (close it), or -1. */
@@ -439,40 +475,10 @@ static int is_plain_write(int nr)
            nr == SYS_pwritev2;
 }
 
-/* A write to a file or a pipe costs what it asks: its fd's kind is enough.
- * (Sockets are not cached: a send's cost depends on O_NONBLOCK and the
- * send queue, which change without any fd-table call.) */
-static unsigned fdcache_slot(int pid, int fd)
-{
-    return ((unsigned)pid * 2654435761u ^ (unsigned)fd) % GOV_FDCACHE_SLOTS;
-}
-
 /* Bytes a plain write (is_plain_write) asks to move. */
 static double write_size(int pid, int nr, const uint64_t *a)
 {
     return nr == SYS_write || nr == SYS_pwrite64 ? (double)a[2] : iov_sum(pid, a[1], a[2]);
-}
-
-static int cached_write(struct gov_fdcache *fc, const struct gov_disk *d,
-                        const struct gov_shmem *sh, int pid, int nr,
-                        const uint64_t *a, struct gov_call *out)
-{
-    unsigned s = fdcache_slot(pid, (int)a[0]);
-    if (fc->slot[s].tid != pid || fc->slot[s].fd != (int)a[0] || fc->slot[s].gen != fc->gen)
-        return 0;
-    if ((d || sh) && fc->slot[s].kind == FD_FILE)
-        return 0; /* disk_space and memory need the file's size and position */
-    charge_write(out, fc->slot[s].kind, write_size(pid, nr, a));
-    return 1;
-}
-
-static void remember(struct gov_fdcache *fc, int pid, int fd, int kind)
-{
-    unsigned s = fdcache_slot(pid, fd);
-    fc->slot[s].tid = pid;
-    fc->slot[s].fd = fd;
-    fc->slot[s].kind = kind;
-    fc->slot[s].gen = fc->gen;
 }
 
 /* Where a write of nr lands in a file, and what the file grows by. */
@@ -486,20 +492,17 @@ static double write_growth(int dup, const struct stat *st, int nr, const uint64_
     return gov_disk_growth(st, (double)write_at(dup, st, pos) + n);
 }
 
-static void classify_fd_call(struct gov_pidfds *c, struct gov_fdcache *fc,
-                             struct gov_ledger *lg, const struct gov_disk *d,
-                             struct gov_shmem *sh, int pid, int nr, const uint64_t *a,
-                             struct gov_call *out)
+/* The fd's kind is looked at on every call: what a number names changes
+ * with calls that are not notified (close, dup2, exec: docs/design.md). */
+static void classify_fd_call(struct gov_pidfds *c, struct gov_ledger *lg,
+                             const struct gov_disk *d, struct gov_shmem *sh, int pid, int nr,
+                             const uint64_t *a, struct gov_call *out)
 {
     struct stat st = {0};
-    if (is_plain_write(nr) && cached_write(fc, d, sh, pid, nr, a, out))
-        return;
     int dup = tenant_fd(c, pid, (int)a[0]);
     int kind = fd_kind(dup, &st);
     if (dup < 0 && kind == FD_OTHER)
         return; /* EBADF: the kernel will say so too */
-    if (is_plain_write(nr) && kind != FD_SOCKET && kind != FD_UNKNOWN)
-        remember(fc, pid, (int)a[0], kind);
     if (is_plain_write(nr)) {
         double n = write_size(pid, nr, a);
         if (kind == FD_FILE && sh)
@@ -813,7 +816,6 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
                               struct gov_shmem *sh, int tid, int nr, const uint64_t *a,
                               struct gov_call *out)
 {
-    struct stat st;
     struct open_how how;
     sa_family_t family;
     char first;
@@ -872,6 +874,31 @@ static double page_round(uint64_t len)
     return (double)((len + PAGE - 1) & ~(PAGE - 1));
 }
 
+/* A shared mapping of a file commits no memory, but what the tenant stores
+ * through it reaches the file with no call to hold (docs/design.md): a
+ * regular file open for writing is charged its whole mapped length as
+ * disk_write, up front, whatever the protection (mprotect may add
+ * PROT_WRITE later). */
+static void charge_shared_map(struct gov_pidfds *c, int tid, int fd, uint64_t len,
+                              struct gov_call *out)
+{
+    struct stat st;
+    out->kind = GOV_CALL_BYTES;
+    int dup = tenant_fd(c, tid, fd);
+    int kind = fd_kind(dup, &st);
+    int flags = dup >= 0 ? fcntl(dup, F_GETFL) : -1;
+    if (kind == FD_UNKNOWN || (kind == FD_FILE && (flags < 0 || (flags & O_ACCMODE) == O_RDWR)))
+        out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(len)};
+    if (dup >= 0)
+        close(dup);
+}
+
+void gov_classify_shared_remap(uint64_t grow, struct gov_call *out)
+{
+    *out = (struct gov_call){.kind = GOV_CALL_BYTES, .wait_fd = -1, .ledger_slot = -1};
+    out->ch[out->nch++] = (struct gov_charge){GOV_DISK_WRITE, (double)page_round(grow)};
+}
+
 /* What a new pipe or unix socket, or a larger send buffer, may hold
  * (shmem.h): charged as a shared mapping is. */
 static void charge_buffer(struct gov_call *out, double bytes)
@@ -915,9 +942,8 @@ static void classify_socket_call(struct gov_pidfds *c, int tid, int nr, const ui
     close(dup);
 }
 
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  const struct gov_disk *disk, struct gov_shmem *sh, int tid, int nr,
-                  const uint64_t *a, struct gov_call *out)
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk,
+                  struct gov_shmem *sh, int tid, int nr, const uint64_t *a, struct gov_call *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = GOV_CALL_BYTES;
@@ -928,19 +954,13 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
     case SYS_clone3:
     case SYS_fork:
     case SYS_vfork:
-        fc->gen++; /* a new task, maybe a reused tid or another fd table */
         out->kind = GOV_CALL_TASK;
         return;
-    case SYS_close:
-    case SYS_close_range:
-    case SYS_dup2:
-    case SYS_dup3:
-    case SYS_execve:
-    case SYS_execveat:
-        fc->gen++;
-        out->kind = GOV_CALL_FDTABLE;
-        return;
     case SYS_mmap:
+        if ((a[3] & MAP_SHARED) && !(a[3] & MAP_ANONYMOUS)) {
+            charge_shared_map(c, tid, (int)a[4], a[1], out);
+            return;
+        }
         out->kind = GOV_CALL_MEMORY;
         /* Private writable mappings commit memory, and so do shared
          * anonymous ones (shmem); PROT_NONE reservations (thread arenas,
@@ -1003,10 +1023,10 @@ void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledge
             out->refuse_errno = EPERM;
             return;
         }
-        classify_fd_call(c, fc, lg, disk, sh, tid, nr, a, out);
+        classify_fd_call(c, lg, disk, sh, tid, nr, a, out);
         return;
     default:
         if (!classify_disk_call(c, disk, sh, tid, nr, a, out))
-            classify_fd_call(c, fc, lg, disk, sh, tid, nr, a, out);
+            classify_fd_call(c, lg, disk, sh, tid, nr, a, out);
     }
 }

@@ -19,16 +19,17 @@ struct gov_disk;
 struct gov_shmem;
 
 #define GOV_PIDFD_SLOTS 4096
-#define GOV_FDCACHE_SLOTS 1024
 
 /* Thread pidfds by tid, direct-mapped. A slot that outlived its task fails
- * with ESRCH/EBADF and is reopened. At most `max` fds are open (an eighth
- * of RLIMIT_NOFILE when the cache starts, the supervisor's other engines and
- * files need the rest): past it, or at EMFILE, the least recently used one
- * is closed. */
+ * with ESRCH/EBADF and is reopened. With each, once asked for, the thread's
+ * /proc io file (gov_pidfds_writes), closed with it. At most `max` fds are
+ * open (an eighth of RLIMIT_NOFILE when the cache starts, the supervisor's
+ * other engines and files need the rest): past it, or at EMFILE, the least
+ * recently used slot is closed. */
 struct gov_pidfds {
     int tid[GOV_PIDFD_SLOTS];
     int fd[GOV_PIDFD_SLOTS];
+    int iofd[GOV_PIDFD_SLOTS];
     uint64_t used[GOV_PIDFD_SLOTS];  /* `clock` at its last use */
     uint64_t clock;
     int open, max;
@@ -39,19 +40,10 @@ void gov_pidfds_clear(struct gov_pidfds *c);
 /* Closes the pidfds of tasks that have exited: the supervisor's fds follow
  * the tenants' live tasks, not every task they ever had. */
 void gov_pidfds_sweep(struct gov_pidfds *c);
-
-/* What kind of file a tenant's fd is, remembered per group, so that a write
- * to a file or a pipe costs no pidfd_getfd. Every call that can make an fd
- * number name another file (close, close_range, dup2, dup3, exec) or bring
- * a task with another fd table (clone and friends) is notified and bumps
- * the generation, which forgets every entry of the group at once. */
-struct gov_fdcache {
-    uint64_t gen;
-    struct {
-        int tid, fd, kind;
-        uint64_t gen;
-    } slot[GOV_FDCACHE_SLOTS];
-};
+/* Thread tid's wchar and write_bytes (procfs.h gov_io_writes), read through
+ * its slot's io file, kept open while the slot is tid's: a pread costs a
+ * fraction of open, read and close. 0 or -errno. */
+int gov_pidfds_writes(struct gov_pidfds *c, int tid, int64_t *wchar, int64_t *dirtied);
 
 /* What each TCP socket has really handed to the tenant: the kernel counts
  * bytes received (TCP_INFO tcpi_bytes_received); minus what is still queued
@@ -78,7 +70,6 @@ enum {
     GOV_CALL_WAIT_DATA,   /* blocking receive, nothing queued: *wait_fd to poll */
     GOV_CALL_TASK,        /* creates a task */
     GOV_CALL_MEMORY,      /* may grow committed memory: ch[0] */
-    GOV_CALL_FDTABLE,     /* changes what fd numbers name: nothing to charge */
     GOV_CALL_DISK_FREE,   /* may give disk space back (unlink, shrink) */
     GOV_CALL_REFUSED,     /* fails with refuse_errno, unseen by the kernel */
 };
@@ -108,8 +99,12 @@ struct gov_call {
 /* Classifies syscall nr of thread tid with arguments args (x86_64 table).
  * disk: the group's disk_space area, or NULL; sh: with a memory limit, the
  * group's files in memory (growth of one is charged GOV_MEMORY), or NULL. */
-void gov_classify(struct gov_pidfds *c, struct gov_fdcache *fc, struct gov_ledger *lg,
-                  const struct gov_disk *disk, struct gov_shmem *sh, int tid, int nr,
-                  const uint64_t *args, struct gov_call *out);
+void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_disk *disk,
+                  struct gov_shmem *sh, int tid, int nr, const uint64_t *args,
+                  struct gov_call *out);
+
+/* mremap growing a shared file mapping by grow bytes: a disk_write charge,
+ * as the mapping itself was (classify.c charge_shared_map). */
+void gov_classify_shared_remap(uint64_t grow, struct gov_call *out);
 
 #endif

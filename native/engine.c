@@ -93,6 +93,7 @@ struct hold {
     int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
     int64_t since;
     int rec;                  /* its slot in the group's record file (keep.h), -1: none */
+    struct gov_iocounts io;   /* its thread's counters, read since it made this call */
 };
 
 struct memproc {
@@ -129,10 +130,12 @@ struct group {
     int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
     struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
     int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
-    struct gov_fdcache fdcache;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
-    struct gov_iowrites iowrites;  /* seccomp: iovec writes to settle (iowrite.h) */
+    double disk_pending;      /* page cache dirtied past the growth charged, since the last
+                                 recount: growth the count may lack (settle_dirtied) */
+    int disk_over;            /* such growth took the area past its quota (disk_fits) */
+    struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */
     uint64_t if_seen[2];
@@ -309,12 +312,30 @@ static struct gov_tracee *unhold(struct hold *h)
     return t;
 }
 
+/* What a call let run now is settled against later (iowrite.h): under
+ * seccomp what an iovec write wrote; the page cache a write dirtied, in a
+ * group with disk_space, and with disk_write when it was charged as no file
+ * (one charged as a file was charged what it asked, whichever file it
+ * lands in). Read before it runs. */
+static void note_write(struct gov_engine *e, struct hold *h)
+{
+    struct group *g = h->g;
+    int what = 0;
+    if (h->l && h->call.moves && gov_iowrite_is(h->nr))
+        what |= GOV_IOW_WROTE;
+    if (gov_iowrite_may_dirty(h->nr) &&
+        (g->disk || (g->lim.r[GOV_DISK_WRITE].set && !(h->call.moves & (1u << GOV_DISK_WRITE)))))
+        what |= GOV_IOW_DIRTIED;
+    if (what)
+        gov_iowrite_note(&g->iowrites, &e->pidfds, h->pid, h->nr, what, &h->call, &h->io);
+}
+
 /* Lets h's call run (cont), or makes it return val, or fail with error.
  * 0, or -ENOENT when the task no longer waits (interrupted or gone). */
 static int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont)
 {
-    if (h->l && cont && h->call.moves && gov_iowrite_is(h->nr))
-        gov_iowrite_note(&h->g->iowrites, h->pid, h->nr, &h->call); /* before it runs */
+    if (cont)
+        note_write(e, h);
     if (h->l) {
         int rc = respond(e, h->l, h->id, val, error, cont);
         keep_done(h);
@@ -402,6 +423,31 @@ static int is_rate(int res)
            res != GOV_DISK_INODES;
 }
 
+/* A write's fd was looked at when the call arrived, and another thread may
+ * have made its number name another file before the kernel used it (dup2;
+ * iowrite.h). disk_write: a call charged as no file that dirtied page cache
+ * wrote a file, and takes what it dirtied as a debt. disk_space: page cache
+ * dirtied past the growth charged may be growth of another file of the area
+ * (or an in-place rewrite of clean pages: the count cannot tell), pending
+ * until the next recount (disk_fits). */
+static void settle_dirtied(struct group *g, const struct gov_call *c, double dirtied)
+{
+    if (dirtied <= 0)
+        return;
+    if (g->lim.r[GOV_DISK_WRITE].set && !(c->moves & (1u << GOV_DISK_WRITE))) {
+        gov_bucket_charge(&g->b[GOV_DISK_WRITE], dirtied);
+        g->u.r[GOV_DISK_WRITE].used += (int64_t)dirtied;
+    }
+    double grown = 0;
+    for (int i = 0; i < c->nch; i++)
+        if (c->ch[i].res == GOV_DISK_SPACE)
+            grown += c->ch[i].cost;
+    if (g->disk && dirtied > grown) {
+        g->disk_pending += dirtied - grown;
+        g->disk->dirty = 1;
+    }
+}
+
 /* A call let go with estimates turned out to move `got` bytes: the rate
  * resources it moves are charged the difference (a debt, or a refund). */
 static void settle_returned(void *group, const struct gov_call *c, double got)
@@ -420,6 +466,16 @@ static void settle_returned(void *group, const struct gov_call *c, double got)
         if (r == GOV_NET_RECV && s >= 0 && g->ledger.slot[s].ino == c->ledger_ino)
             g->ledger.slot[s].charged += delta;
     }
+}
+
+/* A noted call, settled (iowrite.h). */
+static void settle_write(void *group, const struct gov_call *c, int what, double wrote,
+                         double dirtied)
+{
+    if (what & GOV_IOW_WROTE)
+        settle_returned(group, c, wrote);
+    if (what & GOV_IOW_DIRTIED)
+        settle_dirtied(group, c, dirtied);
 }
 
 static int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs)
@@ -614,14 +670,16 @@ static void disk_recount(struct gov_engine *e, struct group *g)
         return;
     }
     gov_disk_recount(g->disk, e->procs, n);
+    g->disk_pending = 0;
 }
 
 /* The area's cap that bytes and inodes more would pass (-1: none); with
- * `any`, the first that they grow at all. */
+ * `any`, the first that they grow at all. Growth the count may lack
+ * (disk_pending) counts with the bytes. */
 static int disk_within(struct group *g, double bytes, double inodes, int any)
 {
     const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE], *in = &g->lim.r[GOV_DISK_INODES];
-    if (bytes > 0 && sp->set && (any || g->disk->used + bytes > sp->cap))
+    if (bytes > 0 && sp->set && (any || g->disk->used + g->disk_pending + bytes > sp->cap))
         return GOV_DISK_SPACE;
     if (inodes > 0 && in->set && (any || g->disk->inodes + inodes > in->cap))
         return GOV_DISK_INODES;
@@ -631,8 +689,14 @@ static int disk_within(struct group *g, double bytes, double inodes, int any)
 /* -1 if h's growth of the area fits disk_space and disk_inodes, else the
  * resource that says no; `fresh`: recount exactly before saying no. A
  * target the recount does not find in the area (a file elsewhere on the
- * same filesystem) costs nothing. While no recount can finish, the area
- * may not grow at all (fail closed). */
+ * same filesystem) costs nothing. Fail closed:
+ * - while no recount can finish, the area may not grow at all;
+ * - growth the count may lack (disk_pending, pages a write dirtied beyond
+ *   its charge) counts too: when it may take the area past its quota, the
+ *   area is recounted, and if it is over, every write that could land in
+ *   it is refused, whatever its fd names now (another thread may change
+ *   that before the kernel uses it), until a recount finds it back under
+ *   (disk_over). */
 static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int fresh)
 {
     double bytes = 0, inodes = 0;
@@ -642,14 +706,24 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
         else if (h->call.ch[i].res == GOV_DISK_INODES)
             inodes = h->call.ch[i].cost;
     }
-    if ((bytes <= 0 && inodes <= 0) || !g->disk)
+    int may_dirty = gov_iowrite_may_dirty(h->nr);
+    if (!g->disk || (bytes <= 0 && inodes <= 0 && !may_dirty))
         return -1;
+    const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE];
     int why = disk_within(g, bytes, inodes, g->disk->failed);
+    if (why < 0 && sp->set && (g->disk_over || (may_dirty && g->disk->used + g->disk_pending >
+                                                              sp->cap)))
+        why = GOV_DISK_SPACE;
     if (why < 0 || !fresh)
         return why;
+    int unexplained = g->disk_over || g->disk_pending > 0;
     disk_recount(e, g);
     if (g->disk->failed)
         return why;
+    if (unexplained && sp->set)
+        g->disk_over = g->disk->used > sp->cap;
+    if (g->disk_over)
+        return GOV_DISK_SPACE;
     if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino)) {
         for (int i = 0; i < h->call.nch; i++)
             if (h->call.ch[i].res == GOV_DISK_SPACE || h->call.ch[i].res == GOV_DISK_INODES)
@@ -894,8 +968,8 @@ static void reclassify(struct gov_engine *e, struct hold *h)
 {
     int wait_fd = h->call.wait_fd;
     h->call.wait_fd = -1;
-    gov_classify(&e->pidfds, &h->g->fdcache, &h->g->ledger, h->g->disk, shmem_of(h->g), h->pid,
-                 h->nr, h->args, &h->call);
+    gov_classify(&e->pidfds, &h->g->ledger, h->g->disk, shmem_of(h->g), h->pid, h->nr, h->args,
+                 &h->call);
     if (h->call.kind == GOV_CALL_WAIT_DATA) {
         /* Readable, yet nothing queued: EOF or an error. It costs nothing. */
         close(h->call.wait_fd);
@@ -1200,14 +1274,19 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         return;
     }
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
-    gov_iowrite_settle(&g->iowrites, h->nr == SYS_exit_group ? -1 : h->pid, settle_returned, g);
+    gov_iowrite_settle(&g->iowrites, &e->pidfds, h->nr == SYS_exit_group ? -1 : h->pid,
+                       settle_write, g, &h->io);
     if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
         return;
     }
-    gov_classify(&e->pidfds, &g->fdcache, &g->ledger, g->disk, shmem_of(g), h->pid, h->nr, h->args,
-                 &h->call);
+    gov_classify(&e->pidfds, &g->ledger, g->disk, shmem_of(g), h->pid, h->nr, h->args, &h->call);
+    /* Growing a shared file mapping lets more of the file be written with no
+     * call (classify.c charge_shared_map). */
+    if (h->nr == SYS_mremap && g->lim.r[GOV_DISK_WRITE].set && h->args[2] > h->args[1] &&
+        gov_task_shared_file_map(h->pid, h->args[0]) > 0)
+        gov_classify_shared_remap(h->args[2] - h->args[1], &h->call);
     /* A thread that makes another call has returned from its last clone, or
      * its last growth of the disk area. */
     gov_clones_drop(&g->clones, h->pid);
@@ -1215,8 +1294,9 @@ static void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         g->disk->dirty = 1; /* recounted when usage is read, or before a denial */
-    if (h->call.kind == GOV_CALL_FDTABLE || h->call.kind == GOV_CALL_DISK_FREE ||
-        h->call.kind == GOV_CALL_REFUSED) {
+    /* Mappings are notified for disk_write too, where memory is free. */
+    if (h->call.kind == GOV_CALL_DISK_FREE || h->call.kind == GOV_CALL_REFUSED ||
+        (h->call.kind == GOV_CALL_MEMORY && !g->lim.r[GOV_MEMORY].set)) {
         int err = h->call.kind == GOV_CALL_REFUSED ? -h->call.refuse_errno : 0;
         answer(e, h, 0, err, !err);
         free_hold(e, h);
@@ -1291,13 +1371,6 @@ void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t)
     if (h->res >= 0)
         h->g->u.r[h->res].held_ns += (uint64_t)(now_ns() - h->since);
     free_hold(e, h);
-}
-
-void gov_engine_traced_exec(struct gov_engine *e, struct gov_tracee *t)
-{
-    struct group *g = group_of(e, t->group);
-    if (g)
-        g->fdcache.gen++;
 }
 
 static void on_data(struct gov_engine *e, struct hold *h)
@@ -1584,7 +1657,6 @@ static int listener_add(struct gov_engine *e, struct group *g, int fd, struct li
     if (e->sync_wakeup < 0)
         e->sync_wakeup = sync;
     *l = (struct listener){.fd = fd, .g = g, .next = g->listeners};
-    g->fdcache.gen++; /* new tasks, whose tids may be old ones reused */
     if ((rc = watch_add(e, fd, EPOLLIN, TAG_LISTENER, l, &l->key)) < 0) {
         close(fd);
         free(l);
@@ -1618,7 +1690,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
             g->u.r[GOV_DISK_SPACE].used = (uint64_t)g->disk->used;
             g->u.r[GOV_DISK_INODES].used = (uint64_t)g->disk->inodes;
         }
-        gov_iowrite_settle(&g->iowrites, -1, settle_returned, g);
+        gov_iowrite_settle(&g->iowrites, &e->pidfds, -1, settle_write, g, NULL);
         *out = g->u;
         out->held_now = g->nholds;
         for (int r = 0; r < GOV_NRES; r++)

@@ -72,12 +72,9 @@ static const struct {
     {"open", 1, O_CREAT}, {"open", 1, __O_TMPFILE},
     {"openat", 2, O_CREAT}, {"openat", 2, __O_TMPFILE},
 };
-/* Calls that change what an fd number names: they keep the engine's cache of
- * fd kinds honest (classify.h), so they come with every limit on writes
- * (disk_space included: a write to a pipe then needs no look at the fd). */
-static const char *const fd_table_calls[] = {
-    "close", "close_range", "dup2", "dup3", "execve", "execveat",
-    "clone", "clone3", "fork", "vfork", NULL};
+/* A thread's writes are settled when it next calls in (iowrite.h): its exit
+ * is such a call too. */
+static const char *const exit_calls[] = {"exit", "exit_group", NULL};
 
 static const char *const *const calls_of[GOV_NRES] = {
     [GOV_NET_SEND] = net_send_calls,
@@ -90,10 +87,12 @@ static const char *const *const calls_of[GOV_NRES] = {
     [GOV_DISK_INODES] = disk_space_calls,
 };
 
-/* io_uring moves bytes without system calls: refuse it as a kernel without
- * io_uring would, so programs fall back to ordinary calls. */
+/* io_uring and native AIO move bytes without a governed call: refuse them
+ * as a kernel built without them would, so programs fall back to ordinary
+ * calls (glibc's POSIX aio runs on threads that make ordinary calls). */
 static const char *const refused_calls[] = {
-    "io_uring_setup", "io_uring_enter", "io_uring_register", NULL};
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "io_setup", "io_submit",
+    "io_getevents", "io_pgetevents", "io_cancel", "io_destroy", NULL};
 /* setxattrat (Linux 6.13), newer than libseccomp's table: refused in a
  * group with a disk area, as by a kernel without it, so that attributes
  * come through the setxattr calls that are charged. libseccomp cannot
@@ -218,11 +217,23 @@ static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
                 return rc;
     }
     if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
-        lim->r[GOV_MEMORY].set || lim->r[GOV_DISK_INODES].set)
-        for (const char *const *n = fd_table_calls; *n; n++)
+        lim->r[GOV_DISK_INODES].set)
+        for (const char *const *n = exit_calls; *n; n++)
             if ((rc = f(ctx, arg, *n)) < 0)
                 return rc;
     return 0;
+}
+
+/* Shared mappings of files move bytes with no call (classify.c
+ * charge_shared_map): with disk_write, mmap is governed when MAP_SHARED is
+ * set (a bit of the register, which MAP_SHARED_VALIDATE sets too) and mremap
+ * always (whether it grows a shared mapping is in the tenant's maps). */
+static const struct gov_arg_cmp map_shared = {3, GOV_CMP_MASKED_EQ, MAP_SHARED, MAP_SHARED};
+
+static int add_map_rules(struct rule_list *l, uint32_t action)
+{
+    int rc = add_named(l, action, "mmap", 1, &map_shared);
+    return rc < 0 ? rc : add_named(l, action, "mremap", 0, NULL);
 }
 
 static int set_governed(void *map, uint32_t size, const char *name)
@@ -254,6 +265,10 @@ void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int s
 {
     memset(map, 0, (size_t)size);
     for_governed(lim, map, (uint32_t)size, set_governed);
+    if (lim->r[GOV_DISK_WRITE].set) {
+        set_governed(map, (uint32_t)size, "mmap");
+        set_governed(map, (uint32_t)size, "mremap");
+    }
     size_t n = lim->r[GOV_MEMORY].set ? sizeof memory_arg_calls / sizeof memory_arg_calls[0] : 0;
     for (size_t i = 0; i < n; i++)
         set_governed(map, (uint32_t)size, memory_arg_calls[i].name);
@@ -329,10 +344,6 @@ static int add_memory_refusals(struct rule_list *l)
     return rc < 0 ? rc : add_call(l, SCMP_ACT_ERRNO(ENOSYS), "memfd_secret");
 }
 
-/* Under seccomp, iovec writes are settled when their thread next calls in
- * (iowrite.h): its exit is such a call too. */
-static const char *const exit_calls[] = {"exit", "exit_group", NULL};
-
 static int governor_rules(const struct gov_limits *lim, int backend, struct rule_list *l)
 {
     int rc = 0;
@@ -340,13 +351,12 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     if (backend == GOV_BACKEND_SECCOMP)
         rc = for_governed(lim, l, SCMP_ACT_NOTIFY,
                           lim->trace_clones ? add_call_or_trace_clone : add_call);
-    if (backend == GOV_BACKEND_SECCOMP && (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set))
-        for (const char *const *n = exit_calls; rc == 0 && *n; n++)
-            rc = add_call(l, SCMP_ACT_NOTIFY, *n);
     else if (backend == GOV_BACKEND_PTRACE)
         rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
     if (rc == 0 && has_area(lim) && backend != GOV_BACKEND_PTRACE_SYSCALL)
         rc = add_create_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
+    if (rc == 0 && lim->r[GOV_DISK_WRITE].set && backend != GOV_BACKEND_PTRACE_SYSCALL)
+        rc = add_map_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
     if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)

@@ -11,25 +11,38 @@ int gov_iowrite_is(int nr)
     return nr == SYS_writev || nr == SYS_pwritev || nr == SYS_pwritev2;
 }
 
-int gov_iowrite_note(struct gov_iowrites *s, int tid, int nr, const struct gov_call *c)
+int gov_iowrite_may_dirty(int nr)
 {
-    int64_t w = gov_task_io(tid, "\nwchar:");
-    if (w < 0)
-        return (int)w;
+    return nr == SYS_write || nr == SYS_pwrite64 || gov_iowrite_is(nr) || nr == SYS_sendfile ||
+           nr == SYS_splice || nr == SYS_copy_file_range;
+}
+
+int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,
+                     const struct gov_call *c, const struct gov_iocounts *at)
+{
+    int64_t wchar, dirtied;
+    int rc = 0;
+    if (at && at->known) {
+        wchar = at->wchar;
+        dirtied = at->dirtied;
+    } else if ((rc = gov_pidfds_writes(p, tid, &wchar, &dirtied)) < 0) {
+        return rc;
+    }
     if (s->n == s->cap) {
         int cap = s->cap ? s->cap * 2 : 16;
-        struct gov_iowrite *p = realloc(s->w, sizeof *p * (size_t)cap);
-        if (!p)
+        struct gov_iowrite *w = realloc(s->w, sizeof *w * (size_t)cap);
+        if (!w)
             return -ENOMEM;
-        s->w = p;
+        s->w = w;
         s->cap = cap;
     }
-    s->w[s->n++] = (struct gov_iowrite){tid, nr, w, *c};
+    s->w[s->n++] = (struct gov_iowrite){tid, nr, what, wchar, dirtied, *c};
     return 0;
 }
 
-void gov_iowrite_settle(struct gov_iowrites *s, int tid,
-                        void (*settle)(void *, const struct gov_call *, double), void *arg)
+void gov_iowrite_settle(struct gov_iowrites *s, struct gov_pidfds *p, int tid,
+                        void (*settle)(void *, const struct gov_call *, int, double, double),
+                        void *arg, struct gov_iocounts *now)
 {
     for (int i = 0; i < s->n;) {
         struct gov_iowrite *w = &s->w[i];
@@ -43,9 +56,14 @@ void gov_iowrite_settle(struct gov_iowrites *s, int tid,
             i++;
             continue;
         }
-        int64_t now = gov_task_io(w->tid, "\nwchar:");
-        if (now >= w->wchar0)
-            settle(arg, &w->call, (double)(now - w->wchar0));
+        int64_t wchar, dirtied;
+        if (gov_pidfds_writes(p, w->tid, &wchar, &dirtied) == 0 && wchar >= w->wchar0 &&
+            dirtied >= w->dirtied0) {
+            settle(arg, &w->call, w->what, (double)(wchar - w->wchar0),
+                   (double)(dirtied - w->dirtied0));
+            if (now && tid >= 0)
+                *now = (struct gov_iocounts){1, wchar, dirtied};
+        }
         *w = s->w[--s->n];
     }
 }

@@ -57,15 +57,27 @@ int64_t gov_task_status(int tid, const char *key)
     return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
 }
 
-int64_t gov_task_io(int tid, const char *key)
+int gov_task_io_open(int tid)
 {
-    char path[64], buf[512];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/task/%d/io", tid, tid);
-    int n = gov_read_small(path, buf, sizeof buf);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int gov_io_writes(int fd, int64_t *wchar, int64_t *dirtied)
+{
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n < 0)
-        return n;
-    const char *p = strstr(buf, key);
-    return p ? strtoll(p + strlen(key), NULL, 10) : -ENOENT;
+        return -errno;
+    buf[n] = '\0';
+    const char *w = strstr(buf, "wchar:"), *d = strstr(buf, "\nwrite_bytes:");
+    if (!w || !d)
+        return -ESRCH; /* its task is gone: nothing to read */
+    *wchar = strtoll(w + 6, NULL, 10);
+    *dirtied = strtoll(d + 13, NULL, 10);
+    return 0;
 }
 
 static uint64_t status_mask(const char *text, const char *key)
@@ -172,4 +184,26 @@ int gov_task_syscall(int tid)
     if (buf[0] < '0' || buf[0] > '9')
         return GOV_SC_USER; /* "-1 ...": not in a syscall */
     return atoi(buf);
+}
+
+int gov_task_shared_file_map(int pid, uint64_t addr)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end, ino;
+        char perms[8];
+        int at = 0;
+        if (sscanf(line, "%llx-%llx %7s %*x %*x:%*x %llu %n", &start, &end, perms, &ino, &at) < 4 ||
+            addr < start || addr >= end)
+            continue;
+        found = perms[3] == 's' && ino != 0 && !shmem_path(line + at);
+        break;
+    }
+    fclose(f);
+    return found;
 }

@@ -48,8 +48,16 @@ int gov_task_signals(int tid);
  * -errno if the task is gone, -ENOENT if there is no such key. */
 int64_t gov_task_status(int tid, const char *key);
 
-/* The same in the thread's own I/O counters, /proc/TID/task/TID/io (e.g.
- * "\nwchar:": bytes its write-family calls returned). */
-int64_t gov_task_io(int tid, const char *key);
+/* The thread's own I/O counters, /proc/TID/task/TID/io: an fd (-errno),
+ * bound to that task, that gov_io_writes reads again and again: wchar (bytes
+ * its write-family calls returned) and write_bytes (page cache it dirtied,
+ * which writeback will write). 0, or -errno (-ESRCH: the task is gone). */
+int gov_task_io_open(int tid);
+int gov_io_writes(int fd, int64_t *wchar, int64_t *dirtied);
+
+/* 1 if the mapping of process pid that contains addr is a shared mapping
+ * of a file (not shared anonymous memory), 0 if not (or none), -errno if
+ * the process is gone. */
+int gov_task_shared_file_map(int pid, uint64_t addr);
 
 #endif

@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -186,6 +187,14 @@ static const char *find_program(const char *name, const char *search, char *buf,
     return NULL;
 }
 
+static int asks_rlimit(const struct gov_process *p, int resource)
+{
+    for (int i = 0; p && i < p->nrlimits; i++)
+        if (p->rlimits[i].resource == resource)
+            return 1;
+    return 0;
+}
+
 static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns_fd,
                                   const sigset_t *mask, uint32_t *ready, int go_r, int exec_w,
                                   int sync)
@@ -199,6 +208,11 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
     }
     if ((rc = container_become(p, in_user_ns, &step)) < 0)
         setup_fail(exec_w, -rc, step, -1);
+    /* The kernel writes a core where no limit of the group reaches it: a
+     * hard limit of 0 unless the process asks for cores (an OCI config's
+     * rlimits). Lowering a hard limit needs no privilege. */
+    if (!asks_rlimit(p, RLIMIT_CORE) && setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0}) < 0)
+        child_fail(exec_w, errno);
     reset_signals();
     sigprocmask(SIG_SETMASK, mask, NULL);
     for (int i = 0; i < 3; i++)

@@ -14,7 +14,7 @@
  * filter is in place, a sendmsg() from the command would itself wait for a
  * supervisor that does not have the listener yet. So the command signals
  * "filter installed" through a futex on a shared page and waits for "go" in
- * poll(2): calls that no filter of ours ever notifies (close is notified).
+ * poll(2): calls that no filter of ours ever notifies.
  *
  * With a container (native/container.h) the init is cloned into new pid,
  * mount, uts, ipc and net namespaces, sets up the root file system and

@@ -306,7 +306,6 @@ static void on_stop(struct gov_tracer *tr, int tid, int st)
             if (former)
                 forget(tr, former);
         }
-        gov_engine_traced_exec(tr->e, t);
         resume(t, 0);
         return;
     case 0:

@@ -68,7 +68,5 @@ int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t 
 void gov_engine_traced_exit(struct gov_engine *e, struct gov_tracee *t, int64_t ret);
 /* t is gone (exited, or replaced by an exec): drop its held call. */
 void gov_engine_traced_gone(struct gov_engine *e, struct gov_tracee *t);
-/* t exec'd: fd numbers name other files now. */
-void gov_engine_traced_exec(struct gov_engine *e, struct gov_tracee *t);
 
 #endif

@@ -50,7 +50,9 @@ def main(backend: str, seconds: float, tmp: str) -> int:
         r, w = os.pipe()
         p = g.spawn([sys.executable, "-c", TENANT, os.path.join(tmp, "f")], stdout=w)
         os.close(w)
-        os.read(r, 16)   # the tenant's threads run
+        line = b""       # "running\n": the tenant's threads run. print may write the
+        while not line.endswith(b"\n") and (chunk := os.read(r, 16)):
+            line += chunk  # "\n" apart, and a pipe closed before it killed the tenant
         os.close(r)
         deadline = time.monotonic() + 10
         while g.usage().notifications < 200 and time.monotonic() < deadline:

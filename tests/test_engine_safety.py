@@ -117,6 +117,9 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
     with Supervisor(publish_state=False, engines=1) as sup:
         g = sup.group("roots", Limits(disk_write="1MiB/s"))
         procs = [g.spawn(["/bin/sleep", "60"]) for _ in range(64)]
+        # Past their start-up: glibc maps its gconv cache MAP_SHARED, which a
+        # disk_write group governs (a pidfd in the engine's cache, for a while).
+        wait_for(lambda: all(_in_call(p.pid) == "230" for p in procs), 10, "the sleeps asleep")
         before, kids = open_fds(), set(_children())
         with pytest.raises(GovernorError, match="add init"):
             g.spawn(["/bin/sleep", "60"])
@@ -124,6 +127,14 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
         assert set(_children()) == kids
         for p in procs:
             p.kill()
+
+
+def _in_call(pid: int) -> str:
+    """The number of the call pid is in (/proc/PID/syscall), or ""."""
+    try:
+        return open(f"/proc/{pid}/syscall").read().split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _children() -> list[int]:
