@@ -10,9 +10,10 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "share.h",
-           "engine.h", "cpu.h"]
+           "engine.h", "cpu.h", "fault.h"]
 SOURCES = ["bucket.c", "argcond.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c",
-           "classify.c", "diskspace.c", "shmem.c", "iowrite.c", "keep.c", "engine.c", "trace.c", "cpu.c", "share.c"]
+           "classify.c", "diskspace.c", "shmem.c", "iowrite.c", "keep.c", "engine.c", "trace.c",
+           "cpu.c", "share.c", "fault.c"]
 
 
 def _cdef_text(header: str) -> str:
@@ -23,16 +24,41 @@ def _cdef_text(header: str) -> str:
     return "\n".join(keep)
 
 
-ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_cdef_text(h) for h in HEADERS))
-ffibuilder.set_source(
-    "governor._native",
-    "\n".join(f'#include "{h}"' for h in HEADERS),
-    sources=[str((HERE / s).relative_to(HERE.parent)) for s in SOURCES],
-    include_dirs=[str(HERE.relative_to(HERE.parent))],
-    libraries=["seccomp", "pthread"],
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-)
+# make sanitize: the same engine built with sanitizers, into a directory of
+# its own (tests/conftest.py loads it from there; the installed one stays).
+SANITIZERS = {
+    "address": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"],
+    "thread": ["-fsanitize=thread"],
+}
+
+
+def builder(sanitize: str | None = None) -> FFI:
+    # -O1: whole stacks in reports, and a quicker build for make test.
+    flags = SANITIZERS[sanitize] + ["-O1", "-g", "-fno-omit-frame-pointer"] if sanitize else []
+    # setuptools wants paths relative to the checkout; FFI.compile() runs in its tmpdir.
+    where = (lambda p: str(p)) if sanitize else (lambda p: str(p.relative_to(HERE.parent)))
+    ffi = FFI()
+    ffi.cdef("\n".join(_cdef_text(h) for h in HEADERS))
+    ffi.set_source(
+        "governor._native",
+        "\n".join(f'#include "{h}"' for h in HEADERS),
+        sources=[where(HERE / s) for s in SOURCES],
+        include_dirs=[where(HERE)],
+        libraries=["seccomp", "pthread"],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"] + flags,
+        extra_link_args=flags,
+    )
+    return ffi
+
+
+ffibuilder = builder()
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)
+    import argparse
+    import os
+    ap = argparse.ArgumentParser(description="Builds governor._native; with --sanitize, "
+                                 "into OUT/governor/ (make sanitize).")
+    ap.add_argument("--sanitize", choices=sorted(SANITIZERS))
+    ap.add_argument("out", nargs="?", default=".")
+    args = ap.parse_args()
+    builder(args.sanitize).compile(tmpdir=os.path.abspath(args.out), verbose=True)

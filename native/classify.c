@@ -93,8 +93,9 @@ static int out_of_fds(void)
 
 void gov_pidfds_sweep(struct gov_pidfds *c)
 {
-    static struct pollfd pfd[GOV_PIDFD_SLOTS];
-    static int slot[GOV_PIDFD_SLOTS];
+    /* Each engine thread sweeps its own groups: a buffer of its own. */
+    static __thread struct pollfd pfd[GOV_PIDFD_SLOTS];
+    static __thread int slot[GOV_PIDFD_SLOTS];
     nfds_t n = 0;
     for (int i = 0; i < GOV_PIDFD_SLOTS; i++)
         if (c->fd[i] >= 0) {

@@ -19,6 +19,7 @@
 #include "classify.h"
 #include "diskspace.h"
 #include "engine.h"
+#include "fault.h"
 #include "filter.h"
 #include "iowrite.h"
 #include "keep.h"
@@ -1596,7 +1597,7 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backen
             id = i;
             break;
         }
-    struct group *g = id >= 0 ? calloc(1, sizeof *g) : NULL;
+    struct group *g = id >= 0 && gov_fault(ENOMEM) == 0 ? calloc(1, sizeof *g) : NULL;
     if (id >= 0 && !g)
         id = -ENOMEM;
     if (g && (backend != GOV_BACKEND_SECCOMP || lim->trace_clones) && !e->tracer) {
@@ -1643,7 +1644,7 @@ int gov_group_add_init(struct gov_engine *e, int id, int init_pid)
     struct group *g = group_of(e, id);
     if (!g)
         rc = -ENOENT;
-    else if (g->ninits == (int)(sizeof g->inits / sizeof g->inits[0]))
+    else if (gov_fault(ENOSPC) < 0 || g->ninits == (int)(sizeof g->inits / sizeof g->inits[0]))
         rc = -ENOSPC;
     else
         g->inits[g->ninits++] = init_pid;
@@ -1683,7 +1684,7 @@ int gov_group_add_tracee(struct gov_engine *e, int id, int pid)
 static int listener_add(struct gov_engine *e, struct group *g, int fd, struct listener **out)
 {
     int rc = 0;
-    struct listener *l = g ? calloc(1, sizeof *l) : NULL;
+    struct listener *l = g && gov_fault(ENOMEM) == 0 ? calloc(1, sizeof *l) : NULL;
     if (!l) {
         rc = g ? -ENOMEM : -ENOENT;
         close(fd);

@@ -169,7 +169,8 @@ static int push_rule(struct rule_list *l, int nr, uint32_t action, int ncmp,
     }
     struct rule *r = &l->r[l->n];
     *r = (struct rule){.nr = nr, .action = action, .extra = extra, .seq = l->n, .ncmp = ncmp};
-    memcpy(r->cmp, cmp, (size_t)ncmp * sizeof *cmp);
+    if (ncmp)  /* cmp may be NULL then, and memcpy's arguments must not */
+        memcpy(r->cmp, cmp, (size_t)ncmp * sizeof *cmp);
     l->n++;
     return 0;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "container_child.h"
+#include "fault.h"
 #include "procfs.h"
 #include "spawn.h"
 
@@ -451,7 +452,8 @@ static int take_listener(int pid)
             continue;
         target[n] = '\0';
         if (strcmp(target, "anon_inode:seccomp notify") == 0) {
-            rc = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(de->d_name), 0);
+            rc = gov_fault(EMFILE) < 0 ? -1
+                 : (int)syscall(SYS_pidfd_getfd, pidfd, atoi(de->d_name), 0);
             if (rc < 0)
                 rc = -errno;
             break;
@@ -562,14 +564,15 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
         res->fail_step = GOV_STEP_JOIN_NS;
         return rc;
     }
-    uint32_t *ready = mmap(NULL, sizeof *ready, PROT_READ | PROT_WRITE,
-                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint32_t *ready = gov_fault(ENOMEM) < 0 ? MAP_FAILED
+                      : mmap(NULL, sizeof *ready, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (ready == MAP_FAILED) {
         close_ns(ns_fd);
         return -errno;
     }
     *ready = 0;
-    if (pipe2(go, O_CLOEXEC) < 0 ||
+    if (gov_fault(EMFILE) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
         pipe2(status, O_CLOEXEC) < 0 || pipe2(exec_, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;
@@ -577,7 +580,7 @@ int gov_spawn(const struct gov_spawn_req *req, struct gov_spawn_res *res)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t init = clone_init(clone_flags(req), ns_fd[GOV_NS_PID]);
+    pid_t init = gov_fault(EAGAIN) < 0 ? -1 : clone_init(clone_flags(req), ns_fd[GOV_NS_PID]);
     if (init == 0)
         run_init(req, ns_fd, &old, ready, go, status, exec_);
     int clone_err = errno;
@@ -643,7 +646,7 @@ fail:
 int gov_spawn_go(struct gov_spawn_res *res, int go)
 {
     int rc = 0;
-    if (go && write(res->go_fd, "g", 1) != 1)
+    if (go && (gov_fault(EPIPE) < 0 || write(res->go_fd, "g", 1) != 1))
         rc = -errno;
     close(res->go_fd);
     res->go_fd = -1;

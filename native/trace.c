@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "gov.h"
 #include "procfs.h"
 #include "trace.h"
@@ -322,7 +323,7 @@ static int seize(struct gov_tracer *tr, struct attach *a)
     long opts = PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACEFORK |
                 PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC |
                 PTRACE_O_TRACESYSGOOD;
-    if (ptrace(PTRACE_SEIZE, a->pid, 0, opts) < 0)
+    if (gov_fault(EPERM) < 0 || ptrace(PTRACE_SEIZE, a->pid, 0, opts) < 0)
         return -errno;
     if (!add(tr, a->pid, a->group, a->backend)) {
         ptrace(PTRACE_DETACH, a->pid, 0, 0);

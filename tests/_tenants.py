@@ -420,6 +420,28 @@ def compile_tenant(directory: Path) -> Path:
     return compile_c(src, directory)
 
 
+def open_fds() -> dict[str, str]:
+    """This process's fds: fd -> what it links to."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # closed meanwhile (the listing's own fd, a sampler's read)
+    return out
+
+
+def under_tsan() -> bool:
+    """Whether the engine loaded is make sanitize's TSan build. TSan runs a
+    signal handler only when its thread next enters a function TSan knows:
+    the tracer's wake-up (native/trace.c), a handler that jumps out of a raw
+    waitid or pause, is then lost, and a group with a tracer hangs. Tests
+    leave the tracer out under TSan."""
+    from governor import _native
+
+    return Path(_native.__file__).parent.parent.name == "sanitize-thread"
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
     """Polls an observable condition until it holds; fails after timeout."""
     deadline = time.monotonic() + timeout

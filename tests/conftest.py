@@ -6,11 +6,29 @@ import os
 
 import pytest
 
+from _tenants import under_tsan
+
+# make sanitize: the engine built with sanitizers (native/build_native.py
+# --sanitize) is loaded in place of the installed one. Only this process
+# runs it: the commands it spawns and the `governor` CLIs the tests start
+# neither preload the sanitizer's runtime nor load that build.
+SANITIZED = os.environ.pop("GOVERNOR_NATIVE_DIR", "")
+if SANITIZED:
+    import governor
+
+    governor.__path__.insert(0, os.path.join(SANITIZED, "governor"))
+    from governor import _native
+
+    assert _native.__file__.startswith(SANITIZED), f"not the sanitized engine: {_native.__file__}"
+    os.environ.pop("LD_PRELOAD", None)
+
 BACKENDS = ("seccomp", "ptrace")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
+    if request.param != "seccomp" and under_tsan():
+        pytest.skip("the tracer's wake-up does not survive TSan (tests/_tenants.py)")
     return request.param
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, wait_for
+from _tenants import compile_c, open_fds, wait_for
 from governor import GovernorError, Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -108,19 +108,10 @@ def test_a_memory_call_the_engine_cannot_measure_fails_with_enomem():
 def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
     """gov_group_add_init fails past 64 roots (ENOSPC): the spawned command,
     its init and its fds used to stay."""
-    def fds() -> dict[str, str]:
-        out = {}
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                pass   # closed meanwhile (the listing's own fd, a sampler's read)
-        return out
-
     def new_fds(before: dict[str, str]) -> dict[str, str]:
         """Pipes, pidfds, listeners... that were not there before; not the
         /proc files another thread (the sampler) reads for a moment."""
-        return {fd: what for fd, what in fds().items()
+        return {fd: what for fd, what in open_fds().items()
                 if fd not in before and not what.startswith("/proc/")}
 
     with Supervisor(publish_state=False, engines=1) as sup:
@@ -129,7 +120,7 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
         # Past their start-up: glibc maps its gconv cache MAP_SHARED, which a
         # disk_write group governs (a pidfd in the engine's cache, for a while).
         wait_for(lambda: all(_in_call(p.pid) == "230" for p in procs), 10, "the sleeps asleep")
-        before, kids = fds(), set(_children())
+        before, kids = open_fds(), set(_children())
         with pytest.raises(GovernorError, match="add init"):
             g.spawn(["/bin/sleep", "60"])
         wait_for(lambda: not new_fds(before), 5, "the fds of before")
