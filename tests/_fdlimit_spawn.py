@@ -41,10 +41,11 @@ with Supervisor(publish_state=False, engines=1) as sup:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             assert p.wait(10) == 0
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        for _ in range(100):   # the sampler thread may have a /proc file open
-            if fds() == before:
-                break
+        # The sampler thread may have a /proc file open for a moment: the
+        # fds must come back to what they were within a second.
+        deadline = time.monotonic() + 1
+        while (now := fds()) != before and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert fds() == before, (extra, before, fds())
+        assert now == before, (extra, before, now)
         assert not children(), children()
 print("ok", failed)
