@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,9 @@ import governor_bench as bench
 from governor import Limits
 from governor.daemon.keeper import KeptGroup
 from test_overhead import N_NOTIFY, measure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _tenants import socket_answers  # noqa: E402
 
 GROUPS = int(os.environ.get("GOVERNOR_DAEMON_GROUPS", "1000"))
 pytestmark = pytest.mark.timeout(1800)
@@ -82,14 +84,7 @@ class Host:
 
     def _answers(self) -> bool:
         assert self.daemon.poll() is None, (self.tmp / "daemon.log").read_text()
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            s.connect(str(self.socket))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return socket_answers(self.socket)
 
     def keep(self, name: str, limits: Limits, argv, **stdio):
         g = KeptGroup(name, limits, socket_path=self.socket)

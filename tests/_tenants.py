@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -440,6 +441,19 @@ def under_tsan() -> bool:
     from governor import _native
 
     return Path(_native.__file__).parent.parent.name == "sanitize-thread"
+
+
+def socket_answers(path) -> bool:
+    """Whether a SOCK_SEQPACKET unix socket at path accepts a connection
+    (a daemon's socket is up)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.01):

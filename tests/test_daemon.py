@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, needs_root, python_tenant, wait_for
+from _tenants import compile_c, needs_root, python_tenant, socket_answers, wait_for
 from test_classes import WRITER, Writer
 
 from governor import Limits, Supervisor
@@ -47,14 +47,7 @@ class Daemon:
         if self.proc.poll() is not None:
             raise AssertionError(f"the daemon exited {self.proc.returncode}: "
                                  f"{self.proc.stderr.read()}")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            s.connect(str(self.socket))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return socket_answers(self.socket)
 
     def kill(self, sig=signal.SIGKILL) -> str:
         """Ends it (by pid); its log. One that outlives sig by 30 s is
