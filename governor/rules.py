@@ -60,7 +60,7 @@ class Rule(namedtuple("Rule", "syscall action args", defaults=((),))):
 
 def syscall_number(name: str) -> int | None:
     """The x86_64 number of a syscall name, as libseccomp knows it."""
-    nr = lib.gov_syscall_number(name.encode())
+    nr = lib.gov_syscall_number(name.encode(), 0)
     return None if nr < 0 else nr
 
 

@@ -18,22 +18,19 @@ from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .rules import ALLOW, Action, Rule, c_rules
 
 # Imported where used, so that a plain group's `governor run` does without
-# them: psutil, the syscall tables (call_name), containers, CPU caps, state
-# files; the annotations below name some of them.
+# them: psutil, containers, CPU caps, state files; the annotations below name
+# some of them.
 ffi, lib = _native.ffi, _native.lib
 log = _log.getLogger(__name__)
 
 # In the order of native/gov.h's resource enum.
 RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space",
              "disk_inodes")
-_AREA_MAX = 64  # GOV_DISK_DIRS
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled",
            lib.GOV_EV_HELD_CAP: "held_cap"}
 _FILTER_MAX = 1 << 16
-_X32_BIT = 0x40000000
-_NR_SYSCALLS = 512  # above every x86_64 system call number
 BACKENDS = dict(zip(backends.NAMES, (lib.GOV_BACKEND_SECCOMP, lib.GOV_BACKEND_PTRACE,
                                      lib.GOV_BACKEND_PTRACE_SYSCALL)))
 _TICK_SECONDS = 0.05  # groups with their own interface settle net charges every tick
@@ -89,26 +86,23 @@ class Event(namedtuple("Event", "kind group resource pid value call", defaults=(
 
 
 def call_name(nr: int, compat: bool = False) -> str | None:
-    """A call's name for logs, from python-ptrace's tables: the x86_64 table,
-    the i386 one for a compat call without the x32 bit."""
+    """A call's name for logs, from libseccomp's tables (native/syscalls.h):
+    the x86_64 table, the i386 one for a compat call, "x32 write" for an
+    x32 one."""
     if nr < 0:
         return None
-    from ptrace.syscall.linux.i386 import SYSCALL_NAMES as _I386_CALLS
-    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
-
-    if nr & _X32_BIT:
-        return "x32 " + _X86_64_CALLS.get(nr & ~_X32_BIT, str(nr & ~_X32_BIT))
-    return (_I386_CALLS if compat else _X86_64_CALLS).get(nr, str(nr))
+    buf = ffi.new("char[]", 64)
+    check(lib.gov_syscall_name(nr, compat, buf, len(buf)), "gov_syscall_name")
+    return ffi.string(buf).decode()
 
 
 def governed_calls(limits: Limits) -> list[str]:
     """The system calls a group with these limits intercepts (x86_64 names),
-    from the lists the engine builds its filters from."""
-    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _X86_64_CALLS
-
-    table = ffi.new("unsigned char[]", _NR_SYSCALLS)
-    lib.gov_filter_governed(_c_limits(limits), table, _NR_SYSCALLS)
-    return [_X86_64_CALLS.get(nr, str(nr)) for nr in range(_NR_SYSCALLS) if table[nr]]
+    from the table the engine builds its filters from (native/syscalls.h)."""
+    table = ffi.new("unsigned char[]", lib.GOV_NR_SYSCALLS)
+    lib.gov_filter_governed(_c_limits(limits), table, lib.GOV_NR_SYSCALLS)
+    return [ffi.string(lib.gov_syscall_of(nr).name).decode()
+            for nr in range(lib.GOV_NR_SYSCALLS) if table[nr]]
 
 
 def traces_clones(limits: Limits, backend: str) -> bool:
@@ -722,8 +716,8 @@ def _check_area(name: str, limits: Limits, dirs) -> list[str]:
                 raise PolicyError(source, "disk_area", f"{b!r} is inside {a!r}: list it once")
     if len(set(area)) != len(area):
         raise PolicyError(source, "disk_area", "a directory is listed twice")
-    if len(area) > _AREA_MAX:
-        raise PolicyError(source, "disk_area", f"at most {_AREA_MAX} directories")
+    if len(area) > lib.GOV_DISK_DIRS:
+        raise PolicyError(source, "disk_area", f"at most {lib.GOV_DISK_DIRS} directories")
     for key in ("disk_space", "disk_inodes"):
         if getattr(limits, key) is not None and not area:
             raise PolicyError(source, key, NEEDS_AREA)

@@ -29,6 +29,7 @@
 #include "procfs.h"
 #include "shmem.h"
 #include "gov.h"
+#include "syscalls.h"
 
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
@@ -469,6 +470,15 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const st
         close(outd);
 }
 
+/* The fd that call nr reads, writes or names, or with `source` the one a
+ * transfer reads (syscalls.h): its argument, as the tenant passed it. */
+static int arg_fd(int nr, const uint64_t *a, int source)
+{
+    const struct gov_syscall *s = gov_syscall_of(nr);
+    int i = !s ? -1 : source ? s->fd_in : s->fd;
+    return i < 0 ? -1 : (int)a[i];
+}
+
 static int is_plain_write(int nr)
 {
     return nr == SYS_write || nr == SYS_pwrite64 || nr == SYS_writev || nr == SYS_pwritev ||
@@ -499,7 +509,7 @@ static void classify_fd_call(struct gov_pidfds *c, struct gov_ledger *lg,
                              const uint64_t *a, struct gov_call *out)
 {
     struct stat st = {0};
-    int dup = tenant_fd(c, pid, (int)a[0]);
+    int dup = tenant_fd(c, pid, arg_fd(nr, a, 0));
     int kind = fd_kind(dup, &st);
     if (dup < 0 && kind == FD_OTHER)
         return; /* EBADF: the kernel will say so too */
@@ -849,12 +859,12 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         classify_xattr(d, fd, a[3], out);
         break;
     case SYS_fsetxattr:
-        fd = tenant_fd(c, tid, (int)a[0]);
+        fd = tenant_fd(c, tid, arg_fd(nr, a, 0));
         classify_xattr(d, fd, a[3], out);
         break;
     case SYS_ftruncate:
     case SYS_fallocate:
-        fd = tenant_fd(c, tid, (int)a[0]);
+        fd = tenant_fd(c, tid, arg_fd(nr, a, 0));
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_truncate:
@@ -930,7 +940,7 @@ static void classify_socket_call(struct gov_pidfds *c, int tid, int nr, const ui
     if (nr == SYS_setsockopt && (a[1] != SOL_SOCKET || (a[2] != SO_SNDBUF && !force) ||
                                  read_mem(tid, a[3], &val, sizeof val)))
         return;
-    int dup = tenant_fd(c, tid, (int)a[0]);
+    int dup = tenant_fd(c, tid, arg_fd(nr, a, 0));
     if (dup < 0)
         return;
     if (sock_domain(dup) == AF_UNIX) {
@@ -958,7 +968,7 @@ void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_
         return;
     case SYS_mmap:
         if ((a[3] & MAP_SHARED) && !(a[3] & MAP_ANONYMOUS)) {
-            charge_shared_map(c, tid, (int)a[4], a[1], out);
+            charge_shared_map(c, tid, arg_fd(nr, a, 0), a[1], out);
             return;
         }
         out->kind = GOV_CALL_MEMORY;
@@ -1010,11 +1020,13 @@ void gov_classify(struct gov_pidfds *c, struct gov_ledger *lg, const struct gov_
         }
         return;
     case SYS_sendfile:
-        charge_transfer(out, c, disk, sh, tid, (int)a[1], a[2], (int)a[0], 0, (double)a[3]);
+        charge_transfer(out, c, disk, sh, tid, arg_fd(nr, a, 1), a[2], arg_fd(nr, a, 0), 0,
+                        (double)a[3]);
         return;
     case SYS_splice:
     case SYS_copy_file_range:
-        charge_transfer(out, c, disk, sh, tid, (int)a[0], a[1], (int)a[2], a[3], (double)a[4]);
+        charge_transfer(out, c, disk, sh, tid, arg_fd(nr, a, 1), a[1], arg_fd(nr, a, 0), a[3],
+                        (double)a[4]);
         return;
     case SYS_sendmsg:
     case SYS_sendmmsg:

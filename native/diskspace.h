@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#define GOV_DISK_DIRS 64
+#include "gov.h"
 
 /* (dev, ino) pairs: open addressing; ino 0 marks a free slot. */
 struct gov_inoset {

@@ -24,6 +24,7 @@
 #include "fault.h"
 #include "filter.h"
 #include "procfs.h"
+#include "syscalls.h"
 
 /* Debian 12's headers predate kernel 6.6. */
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
@@ -141,7 +142,7 @@ void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
     gov_iowrite_settle(&g->iowrites, &e->pidfds, h->nr == SYS_exit_group ? -1 : h->pid,
                        settle_write, g, &h->io);
-    if (h->nr == SYS_exit || h->nr == SYS_exit_group) {
+    if (gov_syscall_flags(h->nr) & GOV_SYS_EXIT) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
         return;
@@ -204,7 +205,7 @@ int gov_engine_traced_call(struct gov_engine *e, struct gov_tracee *t, uint32_t 
     /* ptrace-syscall stops at every call; the i386 and x32 entries are all
      * refused there (their numbers are other tables'). */
     if (t->backend == GOV_BACKEND_PTRACE_SYSCALL && arch == AUDIT_ARCH_X86_64 &&
-        !(nr & __X32_SYSCALL_BIT) && (nr < 0 || nr >= NR_SYSCALLS || !g->governed[nr]))
+        !(nr & __X32_SYSCALL_BIT) && (nr < 0 || nr >= GOV_NR_SYSCALLS || !g->governed[nr]))
         return 0;
     struct hold *h = new_hold(g);
     if (!h) {
@@ -452,7 +453,7 @@ int gov_group_new(struct gov_engine *e, const struct gov_limits *lim, int backen
     if (g) {
         g->id = id;
         g->backend = backend;
-        gov_filter_governed(lim, g->governed, NR_SYSCALLS);
+        gov_filter_governed(lim, g->governed, GOV_NR_SYSCALLS);
         g->lim = *lim;
         g->holds.next = g->holds.prev = &g->holds;
         g->max_held = GOV_MAX_HELD;

@@ -24,13 +24,13 @@
 #include "keep.h"
 #include "share.h"
 #include "shmem.h"
+#include "syscalls.h"
 #include "tasks.h"
 #include "trace.h"
 
 #define MAX_GROUPS 4096
 #define EVENT_RING 4096
 #define MAX_PROCS 65536
-#define NR_SYSCALLS 512
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -83,7 +83,7 @@ struct memproc {
 struct group {
     int id;
     int backend;              /* GOV_BACKEND_* */
-    unsigned char governed[NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
+    unsigned char governed[GOV_NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
     struct gov_limits lim;
     struct gov_bucket b[GOV_NRES];   /* rates: the limit */
     struct gov_share share[GOV_NRES];   /* rates a class shares: guarantee, borrowing */

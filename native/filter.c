@@ -15,77 +15,13 @@
 #include "argcond.h"
 #include "filter.h"
 #include "shmem.h"
+#include "syscalls.h"
 
 _Static_assert(GOV_CMP_NE == (int)SCMP_CMP_NE && GOV_CMP_LT == (int)SCMP_CMP_LT &&
                    GOV_CMP_LE == (int)SCMP_CMP_LE && GOV_CMP_EQ == (int)SCMP_CMP_EQ &&
                    GOV_CMP_GE == (int)SCMP_CMP_GE && GOV_CMP_GT == (int)SCMP_CMP_GT &&
                    GOV_CMP_MASKED_EQ == (int)SCMP_CMP_MASKED_EQ,
                "GOV_CMP_* are libseccomp's SCMP_CMP_*");
-
-/* Which syscalls each limit needs to see. NULL-terminated. */
-static const char *const net_send_calls[] = {
-    "write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile", "splice", NULL};
-static const char *const net_recv_calls[] = {
-    "read", "readv", "recvfrom", "recvmsg", "recvmmsg", "splice", NULL};
-static const char *const disk_write_calls[] = {
-    "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
-    "copy_file_range", NULL};
-static const char *const disk_read_calls[] = {
-    "read", "readv", "pread64", "preadv", "preadv2", "sendfile", "splice",
-    "copy_file_range", NULL};
-static const char *const process_calls[] = {"clone", "clone3", "fork", "vfork", NULL};
-/* Memory grows by mappings, SysV segments, files in memory (memfd, tmpfs)
- * growing (writes and resizes are looked at for those), new pipes and unix
- * sockets, and larger send buffers (shmem.h). */
-static const char *const memory_calls[] = {
-    "mmap", "mremap", "brk", "mprotect", "shmget", "write", "writev", "pwrite64", "pwritev",
-    "pwritev2", "sendfile", "splice", "copy_file_range", "ftruncate", "truncate", "fallocate",
-    "pipe", "pipe2", "socketpair", "accept", "accept4", NULL};
-/* And, compared on the registers (a container's profile has its own rules
- * on socket; whole, the two would not combine): */
-static const struct {
-    const char *name;
-    int ncmp;
-    struct gov_arg_cmp cmp[2];
-} memory_arg_calls[] = {
-    {"socket", 1, {{0, GOV_CMP_EQ, AF_UNIX, 0}}},
-    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUF, 0}}},
-    {"setsockopt", 2, {{1, GOV_CMP_EQ, SOL_SOCKET, 0}, {2, GOV_CMP_EQ, SO_SNDBUFFORCE, 0}}},
-};
-/* Calls that may grow what a group stores in its area (disk_space,
- * disk_inodes: charged), or give space back (they mark the count dirty);
- * sendmsg and sendmmsg, which may not pass fds there (classify.c). */
-static const char *const disk_space_calls[] = {
-    "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendfile", "splice",
-    "copy_file_range", "ftruncate", "truncate", "fallocate", "mkdir", "mkdirat",
-    "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
-    "symlink", "symlinkat", "mknod", "mknodat", "creat", "openat2", "setxattr", "lsetxattr",
-    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "bind", "sendmsg", "sendmmsg",
-    NULL};
-/* ... and open and openat when they may create a file: O_CREAT, O_TMPFILE
- * (compared on the register). */
-static const struct {
-    const char *name;
-    int arg;
-    uint64_t flag;
-} creating_opens[] = {
-    {"open", 1, O_CREAT}, {"open", 1, __O_TMPFILE},
-    {"openat", 2, O_CREAT}, {"openat", 2, __O_TMPFILE},
-};
-/* A thread's writes are settled when it next calls in (iowrite.h): its exit
- * is such a call too. */
-static const char *const exit_calls[] = {"exit", "exit_group", NULL};
-
-static const char *const *const calls_of[GOV_NRES] = {
-    [GOV_NET_SEND] = net_send_calls,
-    [GOV_NET_RECV] = net_recv_calls,
-    [GOV_DISK_WRITE] = disk_write_calls,
-    [GOV_DISK_READ] = disk_read_calls,
-    [GOV_PROCESSES] = process_calls,
-    [GOV_MEMORY] = memory_calls,
-    [GOV_DISK_SPACE] = disk_space_calls,
-    [GOV_DISK_INODES] = disk_space_calls,
-};
 
 /* io_uring and native AIO move bytes without a governed call: refuse them
  * as a kernel built without them would, so programs fall back to ordinary
@@ -184,107 +120,55 @@ static int add_named(struct rule_list *l, uint32_t action, const char *name, int
     return push_rule(l, nr, action, ncmp, cmp, 0);
 }
 
-/* for_governed's callback: an unconditional rule. */
-static int add_call(void *l, uint32_t action, const char *name)
+/* An unconditional rule. */
+static int add_call(struct rule_list *l, uint32_t action, const char *name)
 {
     return add_named(l, action, name, 0, NULL);
 }
 
-static int is_clone_family(const char *name)
+/* 1 << r for every limit set. */
+static unsigned limits_set(const struct gov_limits *lim)
 {
-    return strcmp(name, "clone") == 0 || strcmp(name, "clone3") == 0 ||
-           strcmp(name, "fork") == 0 || strcmp(name, "vfork") == 0;
+    unsigned set = 0;
+    for (int r = 0; r < GOV_NRES; r++)
+        if (lim->r[r].set)
+            set |= 1u << r;
+    return set;
 }
 
-/* for_governed's callback under seccomp with lim->trace_clones: the clone
- * family stops in the tracer (RET_TRACE), everything else notifies. */
-static int add_call_or_trace_clone(void *l, uint32_t action, const char *name)
+/* The governed calls (syscalls.h) that the limits stop get `action`, each
+ * whole or where it matches a condition; with lim->trace_clones the clone
+ * family stops in the tracer (RET_TRACE) instead. */
+static int add_governed(struct rule_list *l, const struct gov_limits *lim, uint32_t action)
 {
-    return add_call(l, is_clone_family(name) ? SCMP_ACT_TRACE(0) : action, name);
-}
-
-/* Calls f(ctx, arg, name) for every call the limits govern; stops at the
- * first error. */
-static int for_governed(const struct gov_limits *lim, void *ctx, uint32_t arg,
-                        int (*f)(void *, uint32_t, const char *))
-{
-    int rc;
-    for (int r = 0; r < GOV_NRES; r++) {
-        if (!lim->r[r].set)
-            continue;
-        for (const char *const *n = calls_of[r]; *n; n++)
-            if ((rc = f(ctx, arg, *n)) < 0)
-                return rc;
-    }
-    if (lim->r[GOV_NET_SEND].set || lim->r[GOV_DISK_WRITE].set || lim->r[GOV_DISK_SPACE].set ||
-        lim->r[GOV_DISK_INODES].set)
-        for (const char *const *n = exit_calls; *n; n++)
-            if ((rc = f(ctx, arg, *n)) < 0)
-                return rc;
-    return 0;
-}
-
-/* Shared mappings of files move bytes with no call (classify.c
- * charge_shared_map): with disk_write, mmap is governed when MAP_SHARED is
- * set (a bit of the register, which MAP_SHARED_VALIDATE sets too) and mremap
- * always (whether it grows a shared mapping is in the tenant's maps). */
-static const struct gov_arg_cmp map_shared = {3, GOV_CMP_MASKED_EQ, MAP_SHARED, MAP_SHARED};
-
-static int add_map_rules(struct rule_list *l, uint32_t action)
-{
-    int rc = add_named(l, action, "mmap", 1, &map_shared);
-    return rc < 0 ? rc : add_named(l, action, "mremap", 0, NULL);
-}
-
-static int set_governed(void *map, uint32_t size, const char *name)
-{
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr >= 0 && nr < (int)size)
-        ((unsigned char *)map)[nr] = 1;
-    return 0;
-}
-
-static int has_area(const struct gov_limits *lim)
-{
-    return lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set;
-}
-
-/* The opens that may create a file in a group with a disk area. */
-static int add_create_rules(struct rule_list *l, uint32_t action)
-{
+    unsigned set = limits_set(lim);
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < sizeof creating_opens / sizeof creating_opens[0]; i++) {
-        struct gov_arg_cmp c = {creating_opens[i].arg, GOV_CMP_MASKED_EQ, creating_opens[i].flag,
-                                creating_opens[i].flag};
-        rc = add_named(l, action, creating_opens[i].name, 1, &c);
+    for (int nr = 0; rc == 0 && nr < GOV_NR_SYSCALLS; nr++) {
+        const struct gov_syscall *c = gov_syscall_of(nr);
+        if (!c || !((c->always | c->when) & set))
+            continue;
+        uint32_t act = lim->trace_clones && (c->flags & GOV_SYS_CLONE) ? SCMP_ACT_TRACE(0) : action;
+        if (c->always & set)
+            rc = push_rule(l, nr, act, 0, NULL, 0);
+        for (int i = 0; rc == 0 && !(c->always & set) && i < c->ncond; i++)
+            rc = push_rule(l, nr, act, c->cond[i].ncmp, c->cond[i].cmp, 0);
     }
     return rc;
 }
 
 void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size)
 {
-    memset(map, 0, (size_t)size);
-    for_governed(lim, map, (uint32_t)size, set_governed);
-    if (lim->r[GOV_DISK_WRITE].set) {
-        set_governed(map, (uint32_t)size, "mmap");
-        set_governed(map, (uint32_t)size, "mremap");
-    }
-    size_t n = lim->r[GOV_MEMORY].set ? sizeof memory_arg_calls / sizeof memory_arg_calls[0] : 0;
-    for (size_t i = 0; i < n; i++)
-        set_governed(map, (uint32_t)size, memory_arg_calls[i].name);
     /* ptrace-syscall stops at every call: the engine looks at the flags. */
-    for (size_t i = 0; has_area(lim) && i < sizeof creating_opens / sizeof creating_opens[0]; i++)
-        set_governed(map, (uint32_t)size, creating_opens[i].name);
+    unsigned set = limits_set(lim);
+    for (int nr = 0; nr < size; nr++) {
+        const struct gov_syscall *c = gov_syscall_of(nr);
+        map[nr] = c && ((c->always | c->when) & set);
+    }
 }
 
-/* memory_arg_calls, for the seccomp and ptrace backends. */
-static int add_memory_arg_calls(struct rule_list *l, uint32_t action)
+static int has_area(const struct gov_limits *lim)
 {
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < sizeof memory_arg_calls / sizeof memory_arg_calls[0]; i++)
-        rc = add_named(l, action, memory_arg_calls[i].name, memory_arg_calls[i].ncmp,
-                       memory_arg_calls[i].cmp);
-    return rc;
+    return lim->r[GOV_DISK_SPACE].set || lim->r[GOV_DISK_INODES].set;
 }
 
 /* What keeps a tracee traced (see filter.h). The traced clone without
@@ -348,15 +232,9 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
 {
     int rc = 0;
     int traced = backend != GOV_BACKEND_SECCOMP || lim->trace_clones;
-    if (backend == GOV_BACKEND_SECCOMP)
-        rc = for_governed(lim, l, SCMP_ACT_NOTIFY,
-                          lim->trace_clones ? add_call_or_trace_clone : add_call);
-    else if (backend == GOV_BACKEND_PTRACE)
-        rc = for_governed(lim, l, SCMP_ACT_TRACE(0), add_call);
-    if (rc == 0 && has_area(lim) && backend != GOV_BACKEND_PTRACE_SYSCALL)
-        rc = add_create_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
-    if (rc == 0 && lim->r[GOV_DISK_WRITE].set && backend != GOV_BACKEND_PTRACE_SYSCALL)
-        rc = add_map_rules(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY : SCMP_ACT_TRACE(0));
+    if (backend != GOV_BACKEND_PTRACE_SYSCALL)
+        rc = add_governed(l, lim, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY
+                                                                 : SCMP_ACT_TRACE(0));
     if (rc < 0 || (traced && (rc = add_untraceable(l)) < 0))
         return rc;
     for (const char *const *n = refused_calls; *n; n++)
@@ -365,10 +243,6 @@ static int governor_rules(const struct gov_limits *lim, int backend, struct rule
     for (const char *const *n = sched_calls; lim->fixed_sched && *n; n++)
         if ((rc = add_call(l, SCMP_ACT_ERRNO(EPERM), *n)) < 0)
             return rc;
-    if (lim->r[GOV_MEMORY].set && backend != GOV_BACKEND_PTRACE_SYSCALL &&
-        (rc = add_memory_arg_calls(l, backend == GOV_BACKEND_SECCOMP ? SCMP_ACT_NOTIFY
-                                                                     : SCMP_ACT_TRACE(0))) < 0)
-        return rc;
     if (lim->r[GOV_MEMORY].set && (rc = add_memory_refusals(l)) < 0)
         return rc;
     return lim->container ? add_container_rules(l) : 0;
@@ -624,10 +498,4 @@ out:
         seccomp_release(ctx);
     free(l.r);
     return rc;
-}
-
-int gov_syscall_number(const char *name)
-{
-    int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, name);
-    return nr < 0 ? -ENOENT : nr;
 }

@@ -93,7 +93,4 @@ int gov_filter_build(const struct gov_limits *lim, int backend, const struct gov
  * nr < size. The ptrace-syscall backend's filter, in the tracer. */
 void gov_filter_governed(const struct gov_limits *lim, unsigned char *map, int size);
 
-/* The x86_64 number of a syscall name as libseccomp knows it; -ENOENT. */
-int gov_syscall_number(const char *name);
-
 #endif

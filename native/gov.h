@@ -87,6 +87,9 @@ enum {
                          its most calls already (gov_group_set_max_held) */
 };
 
+/* The most directories of a group's disk area (gov_group_disk_area). */
+#define GOV_DISK_DIRS 64
+
 /* Held calls per group, unless gov_group_set_max_held says otherwise: each
  * costs the supervisor memory, and a tenant decides how many it makes. */
 #define GOV_MAX_HELD 4096

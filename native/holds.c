@@ -11,12 +11,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "engine_int.h"
 #include "procfs.h"
+#include "syscalls.h"
 
 #define CAP_RECHECK_NS 20000000LL   /* caps free up without a syscall: poll */
 #define SWEEP_NS 100000000LL        /* drop holds whose task went away */
@@ -49,10 +49,7 @@ int respond(struct gov_engine *e, struct listener *l, uint64_t id, int64_t val,
  * thread may change after the engine read them (iowrite.h). */
 static int charged_at_exit(int nr)
 {
-    return nr == SYS_read || nr == SYS_readv || nr == SYS_pread64 || nr == SYS_preadv ||
-           nr == SYS_preadv2 || nr == SYS_recvfrom || nr == SYS_recvmsg || nr == SYS_splice ||
-           nr == SYS_sendfile || nr == SYS_copy_file_range || gov_iowrite_is(nr) ||
-           nr == SYS_sendmsg;
+    return gov_syscall_flags(nr) & GOV_SYS_AT_EXIT;
 }
 
 /* The tracee of a ptrace hold, no longer held by it. */
@@ -279,8 +276,7 @@ void reclassify(struct gov_engine *e, struct hold *h)
 
 static int is_receive(int nr)
 {
-    return nr == SYS_read || nr == SYS_readv || nr == SYS_recvfrom || nr == SYS_recvmsg ||
-           nr == SYS_recvmmsg || nr == SYS_splice;
+    return gov_syscall_flags(nr) & GOV_SYS_RECEIVE;
 }
 
 /* Queues h under res, the resource that holds it (-1: waiting for data). */

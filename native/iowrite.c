@@ -5,16 +5,16 @@
 
 #include "iowrite.h"
 #include "procfs.h"
+#include "syscalls.h"
 
 int gov_iowrite_is(int nr)
 {
-    return nr == SYS_writev || nr == SYS_pwritev || nr == SYS_pwritev2;
+    return gov_syscall_flags(nr) & GOV_SYS_IOVEC_WRITE;
 }
 
 int gov_iowrite_may_dirty(int nr)
 {
-    return nr == SYS_write || nr == SYS_pwrite64 || gov_iowrite_is(nr) || nr == SYS_sendfile ||
-           nr == SYS_splice || nr == SYS_copy_file_range;
+    return gov_syscall_flags(nr) & GOV_SYS_MAY_DIRTY;
 }
 
 int gov_iowrite_note(struct gov_iowrites *s, struct gov_pidfds *p, int tid, int nr, int what,

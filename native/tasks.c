@@ -16,6 +16,7 @@
 #include <linux/futex.h>
 
 #include "procfs.h"
+#include "syscalls.h"
 #include "tasks.h"
 
 /* ---- reading /proc ---- */
@@ -181,7 +182,7 @@ static int64_t now_ns(void)
 
 static int is_clone_call(int nr)
 {
-    return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork;
+    return gov_syscall_flags(nr) & GOV_SYS_CLONE;
 }
 
 int gov_clones_add(struct gov_clones *c, int tid)

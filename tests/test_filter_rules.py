@@ -18,15 +18,17 @@ import _bpf  # noqa: E402
 from _tenants import compile_c, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
-from governor.rules import ALLOW, Action, Arg, Rule  # noqa: E402
-from governor.supervisor import filter_program, governed_calls, traces_clones  # noqa: E402
+from governor._native import ffi, lib  # noqa: E402
+from governor.rules import ALLOW, OPS, Action, Arg, Rule  # noqa: E402
+from governor.supervisor import _c_limits, filter_program, traces_clones  # noqa: E402
 
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 CLONE_UNTRACED = 0x00800000
 # (x86_64, i386) numbers of the calls the model plays with.
-CALLS = {"write": (1, 4), "close": (3, 6), "clone": (56, 120), "ioctl": (16, 54),
-         "setsockopt": (54, 366), "mkdir": (83, 39), "personality": (135, 136),
-         "getpriority": (140, 96)}
+CALLS = {name: (lib.gov_syscall_number(name.encode(), 0), lib.gov_syscall_number(name.encode(), 1))
+         for name in ("write", "close", "clone", "ioctl", "setsockopt", "mkdir", "personality",
+                      "getpriority")}
+OP_NAMES = {v: k for k, v in OPS.items()}
 ACTION_RET = {"allow": _bpf.RET_ALLOW, "log": _bpf.RET_LOG, "trap": _bpf.RET_TRAP,
               "kill_thread": _bpf.RET_KILL_THREAD, "kill_process": _bpf.RET_KILL_PROCESS}
 VALUES = (0, 1, 2, 3, 41, TIOCSTI, TIOCLINUX, CLONE_UNTRACED, 0xFFFFFFFF, (1 << 32) | 3,
@@ -43,14 +45,31 @@ def holds(op: str, x: int, a: int, b: int) -> bool:
             "masked_eq": (x & a) == (b & a)}[op]
 
 
+def syscall_table() -> list[tuple[str, object]]:
+    """native/syscalls.h: (name, entry) of every governed call."""
+    rows = (lib.gov_syscall_of(nr) for nr in range(lib.GOV_NR_SYSCALLS))
+    return [(ffi.string(c.name).decode(), c) for c in rows if c != ffi.NULL]
+
+
+def limits_set(limits: Limits) -> int:
+    lim = _c_limits(limits)
+    return sum(1 << r for r in range(lib.GOV_NRES) if lim.r[r].set)
+
+
 def governor_rules(limits: Limits, backend: str, container: bool) -> list[tuple[str, int, list]]:
-    """The governor's own rules, as filter.h and README describe them:
-    (call, return value, [(arg, op, a, b)])."""
+    """The governor's own rules, as filter.h, syscalls.h and README describe
+    them: (call, return value, [(arg, op, a, b)])."""
     action = _bpf.RET_USER_NOTIF if backend == "seccomp" else _bpf.RET_TRACE
     traced = backend == "ptrace" or traces_clones(limits, backend)
-    clone_family = ("clone", "clone3", "fork", "vfork")
-    rules = [(name, _bpf.RET_TRACE if traced and name in clone_family else action, [])
-             for name in governed_calls(limits)]
+    rules, set_ = [], limits_set(limits)
+    for name, c in syscall_table():
+        ret = _bpf.RET_TRACE if traced and c.flags & lib.GOV_SYS_CLONE else action
+        if c.always & set_:
+            rules.append((name, ret, []))
+        elif c.when & set_:   # stopped where one of its conditions holds
+            rules += [(name, ret, [(x.arg, OP_NAMES[x.op], x.a, x.b)
+                                   for x in (c.cond[i].cmp[j] for j in range(c.cond[i].ncmp))])
+                      for i in range(c.ncond)]
     if traced:
         rules += [("ptrace", _bpf.RET_ERRNO | errno.EPERM, []),
                   ("clone3", _bpf.RET_ERRNO | errno.ENOSYS, []),
@@ -195,6 +214,67 @@ def test_ranges_that_cannot_be_combined_are_refused():
              Rule("mkdir", Action("errno", 2), (Arg(1, "lt", 100),))]
     with pytest.raises(PolicyError, match="cannot be combined"):
         filter_program(Limits(), False, "seccomp", rules, ALLOW)
+
+
+ONE_LIMIT = {"net_send": "1MiB/s", "net_recv": "1MiB/s", "disk_write": "1MiB/s",
+             "disk_read": "1MiB/s", "processes": 8, "memory": "1GiB", "disk_space": "1GiB",
+             "disk_inodes": 100}
+
+
+def probes(c) -> list[tuple[int, ...]]:
+    """Arguments that match none of c's conditions, and each one of them."""
+    out = [(0,) * 6]
+    for i in range(c.ncond):
+        args = [0] * 6
+        for j in range(c.cond[i].ncmp):
+            x = c.cond[i].cmp[j]
+            args[x.arg] = x.b if x.op == lib.GOV_CMP_MASKED_EQ else x.a
+        out.append(tuple(args))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["seccomp", "ptrace"])
+@pytest.mark.parametrize("key", ONE_LIMIT)
+def test_the_filter_stops_what_the_syscall_table_says(key, backend):
+    """Every governed call of native/syscalls.h, with and without its
+    conditions, under one limit: the filter answers as the table says."""
+    limits = Limits(**{key: ONE_LIMIT[key]})
+    program = filter_program(limits, False, backend, None, ALLOW)
+    mine = governor_rules(limits, backend, False)
+    stopped = set()
+    for name, c in syscall_table():
+        assert lib.gov_syscall_number(c.name, 0) == c.nr, name   # libseccomp's name
+        for args in probes(c):
+            got = _bpf.run(program, _bpf.seccomp_data(c.nr, _bpf.AUDIT_ARCH_X86_64, args))
+            assert got == expected(name, args, mine, [], ALLOW), f"{name}{args}: {got:#x}"
+            if got in (_bpf.RET_USER_NOTIF, _bpf.RET_TRACE):
+                stopped.add(name)
+    assert stopped   # the limit stops something
+
+
+@pytest.mark.parametrize("limits, call, args, stops", [
+    (Limits(disk_write="1MiB/s"), "write", (1, 0, 4096), True),
+    (Limits(disk_write="1MiB/s"), "mmap", (0, 4096, 3, 0x01, 5, 0), True),    # MAP_SHARED
+    (Limits(disk_write="1MiB/s"), "mmap", (0, 4096, 3, 0x22, 0, 0), False),   # private
+    (Limits(disk_write="1MiB/s"), "sendto", (3, 0, 10, 0), False),
+    (Limits(net_send="1MiB/s"), "sendto", (3, 0, 10, 0), True),
+    (Limits(memory="1GiB"), "socket", (1, 1, 0), True),                       # AF_UNIX
+    (Limits(memory="1GiB"), "socket", (2, 1, 0), False),                      # AF_INET
+    (Limits(memory="1GiB"), "setsockopt", (3, 1, 7, 0, 4), True),             # SO_SNDBUF
+    (Limits(memory="1GiB"), "setsockopt", (3, 1, 8, 0, 4), False),            # SO_RCVBUF
+    (Limits(disk_space="1GiB"), "openat", (-100 % 2**64, 0, 0o100), True),    # O_CREAT
+    (Limits(disk_space="1GiB"), "openat", (-100 % 2**64, 0, 0), False),
+    (Limits(processes=8), "vfork", (), True),
+    (Limits(processes=8), "write", (1, 0, 1), False),
+])
+def test_what_a_limit_stops(limits, call, args, stops):
+    """A few calls as a reader of the design expects them, independent of
+    the table: each limit stops its calls, conditions on the registers."""
+    program = filter_program(limits, False, "seccomp", None, ALLOW)
+    nr = lib.gov_syscall_number(call.encode(), 0)
+    args += (0,) * (6 - len(args))
+    got = _bpf.run(program, _bpf.seccomp_data(nr, _bpf.AUDIT_ARCH_X86_64, args))
+    assert (got in (_bpf.RET_USER_NOTIF, _bpf.RET_TRACE)) == stops, f"{call}{args}: {got:#x}"
 
 
 SYSCALL_TENANT = r"""

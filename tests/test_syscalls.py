@@ -1,0 +1,53 @@
+"""Names of system calls (native/syscalls.h): from libseccomp's tables, for
+the logs and for governed_calls, without python-ptrace's debugger tables,
+which `governor run` no longer imports."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from governor import Limits
+from governor._native import lib
+from governor.supervisor import call_name, governed_calls
+
+NO_PTRACE = "sorted(m for m in sys.modules if m.split('.')[0] == 'ptrace')"
+
+
+@pytest.mark.parametrize("nr, compat, name", [
+    (1, False, "write"),                     # x86_64
+    (4, True, "write"),                      # i386 (int $0x80)
+    (1 | lib.GOV_X32_BIT, True, "x32 write"),
+    (56, False, "clone"),
+    (120, True, "clone"),
+    (1023, False, "1023"),                   # not in the table: its number
+    (-1, False, None),
+])
+def test_call_names_come_from_libseccomp(nr, compat, name):
+    assert call_name(nr, compat) == name
+
+
+def test_governed_calls_are_named():
+    writes = set(governed_calls(Limits(disk_write="1MiB/s")))
+    assert {"write", "mmap", "mremap", "exit_group"} <= writes
+    assert set(governed_calls(Limits(processes=4))) == {"clone", "clone3", "fork", "vfork"}
+    assert governed_calls(Limits()) == []
+
+
+def test_governor_run_and_call_names_import_no_python_ptrace():
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "governor", "run", "--",
+                          "/bin/true"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    modules = {line.split("|")[-1].strip() for line in run.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert "governor.supervisor" in modules                   # importtime did report
+    assert not {m for m in modules if m.split(".")[0] == "ptrace"}
+    # Names for logs (every event gets one) and governed_calls neither.
+    code = ("import sys; from governor import Limits; "
+            "from governor.supervisor import call_name, governed_calls; "
+            "call_name(1); call_name(4, True); governed_calls(Limits(disk_write='1MiB/s')); "
+            f"print({NO_PTRACE})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
