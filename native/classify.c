@@ -470,13 +470,27 @@ static void charge_transfer(struct gov_call *out, struct gov_pidfds *c, const st
         close(outd);
 }
 
-/* The fd that call nr reads, writes or names, or with `source` the one a
+/* The fd that call nr reads, writes or resizes, or with `source` the one a
  * transfer reads (syscalls.h): its argument, as the tenant passed it. */
 static int arg_fd(int nr, const uint64_t *a, int source)
 {
     const struct gov_syscall *s = gov_syscall_of(nr);
     int i = !s ? -1 : source ? s->fd_in : s->fd;
     return i < 0 ? -1 : (int)a[i];
+}
+
+/* The address of the path that call nr names (syscalls.h), 0: none. */
+static uint64_t arg_path(int nr, const uint64_t *a)
+{
+    const struct gov_syscall *s = gov_syscall_of(nr);
+    return s && s->path >= 0 ? a[s->path] : 0;
+}
+
+/* The directory that path is relative to. */
+static int arg_dirfd(int nr, const uint64_t *a)
+{
+    const struct gov_syscall *s = gov_syscall_of(nr);
+    return s && s->dirfd >= 0 ? (int)a[s->dirfd] : AT_FDCWD;
 }
 
 static int is_plain_write(int nr)
@@ -783,41 +797,26 @@ static int refuses_fds(int pid, int nr, const uint64_t *a)
     return 0;
 }
 
-/* Calls that add a name: where their dirfd (-1: the cwd) and path are
- * among the arguments, whether they make an inode (-1: with the flags of
- * argument `flags`, an open). */
-static const struct {
-    int nr;
-    signed char dirfd, path, inode, flags;
-} entry_calls[] = {
-    {SYS_rename, -1, 1, 0, 0},   {SYS_renameat, 2, 3, 0, 0}, {SYS_renameat2, 2, 3, 0, 0},
-    {SYS_link, -1, 1, 0, 0},     {SYS_linkat, 2, 3, 0, 0},   {SYS_symlink, -1, 1, 1, 0},
-    {SYS_symlinkat, 1, 2, 1, 0}, {SYS_mknod, -1, 0, 1, 0},   {SYS_mknodat, 0, 1, 1, 0},
-    {SYS_mkdir, -1, 0, 1, 0},    {SYS_mkdirat, 0, 1, 1, 0},  {SYS_creat, -1, 0, -1, -1},
-    {SYS_open, -1, 0, -1, 1},    {SYS_openat, 0, 1, -1, 2},
-};
-
+/* A call that adds a name (syscalls.h: its directory fd and path); 0 if
+ * nr is none. */
 static int classify_entry_call(struct gov_pidfds *c, const struct gov_disk *d, int tid, int nr,
                                const uint64_t *a, struct gov_call *out)
 {
-    for (size_t i = 0; i < sizeof entry_calls / sizeof entry_calls[0]; i++) {
-        if (entry_calls[i].nr != nr)
-            continue;
-        int dirfd = entry_calls[i].dirfd < 0 ? AT_FDCWD : (int)a[entry_calls[i].dirfd];
-        uint64_t path = a[entry_calls[i].path];
-        if (entry_calls[i].inode < 0) {
-            int f = entry_calls[i].flags;
-            classify_create(c, d, tid, dirfd, path, f < 0 ? O_CREAT : a[f], out);
-            return 1;
-        }
-        /* RENAME_WHITEOUT leaves a device inode behind. */
-        int inode = entry_calls[i].inode || (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
-        charge_entry(c, d, tid, dirfd, path, inode, out);
-        if (nr == SYS_rename || nr == SYS_renameat || nr == SYS_renameat2)
-            out->disk_entry = 1; /* it may replace a file: recount */
+    const struct gov_syscall *s = gov_syscall_of(nr);
+    if (!s || !(s->flags & (GOV_SYS_ADDS_NAME | GOV_SYS_OPEN)))
+        return 0;
+    int dirfd = arg_dirfd(nr, a);
+    uint64_t path = arg_path(nr, a);
+    if (s->flags & GOV_SYS_OPEN) {
+        classify_create(c, d, tid, dirfd, path, s->open_flags < 0 ? O_CREAT : a[s->open_flags], out);
         return 1;
     }
-    return 0;
+    /* RENAME_WHITEOUT leaves a device inode behind. */
+    int inode = (s->flags & GOV_SYS_NEW_INODE) || (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
+    charge_entry(c, d, tid, dirfd, path, inode, out);
+    if (s->flags & GOV_SYS_REPLACES)
+        out->disk_entry = 1; /* it may replace a file: recount */
+    return 1;
 }
 
 /* disk_space calls that name their file by path or fd, that add names,
@@ -851,11 +850,12 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         return 1;
     case SYS_openat2:
         if (a[3] < sizeof how.flags || read_mem(tid, a[2], &how.flags, sizeof how.flags) == 0)
-            classify_create(c, d, tid, (int)a[0], a[1], a[3] < sizeof how.flags ? 0 : how.flags, out);
+            classify_create(c, d, tid, arg_dirfd(nr, a), arg_path(nr, a),
+                            a[3] < sizeof how.flags ? 0 : how.flags, out);
         return 1;
     case SYS_setxattr:
     case SYS_lsetxattr:
-        fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
+        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a), 0);
         classify_xattr(d, fd, a[3], out);
         break;
     case SYS_fsetxattr:
@@ -868,7 +868,7 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_truncate:
-        fd = tenant_path(c, tid, AT_FDCWD, a[0], 0);
+        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a), 0);
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     default:

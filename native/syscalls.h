@@ -25,6 +25,11 @@ enum {
     GOV_SYS_MAY_DIRTY = 8,    /* may dirty page cache (iowrite.h GOV_IOW_DIRTIED) */
     GOV_SYS_CLONE = 16,       /* creates a task (with trace_clones: RET_TRACE) */
     GOV_SYS_EXIT = 32,        /* ends its thread: its writes are settled */
+    GOV_SYS_ADDS_NAME = 64,   /* adds a name to a directory (disk_space) */
+    GOV_SYS_NEW_INODE = 128,  /* ... and an inode */
+    GOV_SYS_REPLACES = 256,   /* ... and may replace a file: recounted */
+    GOV_SYS_OPEN = 512,       /* an open (flags in open_flags): a new inode with O_CREAT or
+                                 O_TMPFILE */
 };
 
 /* A condition on the registers: all its comparisons hold. */
@@ -33,6 +38,7 @@ struct gov_syscall_cond {
     struct gov_arg_cmp cmp[2];
 };
 
+/* Arguments are numbered from 0; -1: none. */
 struct gov_syscall {
     const char *name;         /* libseccomp's */
     int nr;                   /* x86_64 */
@@ -40,8 +46,11 @@ struct gov_syscall {
     unsigned when;            /* ... stops the calls that match one of cond[] */
     int ncond;
     struct gov_syscall_cond cond[2];
-    int fd;                   /* the argument of the fd it reads, writes or names, -1: none */
-    int fd_in;                /* a transfer (sendfile, splice...): the fd it reads, -1: none */
+    int fd;                   /* the fd it reads, writes or resizes */
+    int fd_in;                /* a transfer (sendfile, splice...): the fd it reads */
+    int dirfd;                /* a name it adds: its directory fd, -1: the cwd */
+    int path;                 /* ... and its path */
+    int open_flags;           /* an open's flags, -1: O_CREAT (creat) */
     unsigned flags;           /* GOV_SYS_* */
 };
 

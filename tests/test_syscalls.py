@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from governor import Limits
-from governor._native import lib
+from governor._native import ffi, lib
 from governor.supervisor import call_name, governed_calls
 
 NO_PTRACE = "sorted(m for m in sys.modules if m.split('.')[0] == 'ptrace')"
@@ -51,3 +51,17 @@ def test_governor_run_and_call_names_import_no_python_ptrace():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_table_names_arguments_a_call_has():
+    rows = [lib.gov_syscall_of(nr) for nr in range(lib.GOV_NR_SYSCALLS)]
+    rows = [c for c in rows if c != ffi.NULL]
+    assert len(rows) > 60
+    for c in rows:
+        name = ffi.string(c.name).decode()
+        for arg in (c.fd, c.fd_in, c.dirfd, c.path, c.open_flags):
+            assert -1 <= arg <= 5, name
+        if c.flags & (lib.GOV_SYS_ADDS_NAME | lib.GOV_SYS_OPEN):
+            assert c.path >= 0, name
+        assert c.always or c.when, name               # some limit stops it
+        assert bool(c.when) == bool(c.ncond), name    # conditions exactly where they apply
