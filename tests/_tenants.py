@@ -456,6 +456,25 @@ def socket_answers(path) -> bool:
         s.close()
 
 
+def read_line(fd: int, timeout: float) -> bytes:
+    """The next line on fd, with its newline, read a byte at a time (what
+    follows stays in the pipe); AssertionError if none comes within timeout
+    or fd reaches its end first."""
+    import selectors
+    buf, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no line within {timeout:.0f} s (got {buf!r})")
+            data = os.read(fd, 1)
+            if not data:
+                raise AssertionError(f"end of output after {buf!r}")
+            buf += data
+    return buf
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
     """Polls an observable condition until it holds; fails after timeout."""
     deadline = time.monotonic() + timeout

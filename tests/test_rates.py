@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, wait_for
+from _tenants import compile_c, read_line, wait_for
 
 from governor import Limits, Supervisor
 
@@ -62,20 +62,6 @@ def _read_until_eof(fd: int, deadline: float) -> bytes:
     raise AssertionError("too much output")
 
 
-def _read_line(fd: int, deadline: float) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        r, _, _ = select.select([fd], [], [], max(left, 0))
-        if not r:
-            raise TimeoutError("no line from the tenant")
-        data = os.read(fd, 1)
-        if not data:
-            raise AssertionError(f"tenant closed stdout after {buf!r}")
-        buf += data
-    return buf
-
-
 class Run:
     """A tenant spawned in a group with stdout on a pipe."""
 
@@ -92,7 +78,7 @@ class Run:
         self.fd = r
 
     def line(self) -> bytes:
-        return _read_line(self.fd, self.deadline)
+        return read_line(self.fd, self.deadline - time.monotonic())
 
     def finish(self) -> tuple[int, str]:
         try:
