@@ -10,12 +10,11 @@ it will never again act on what it recorded."""
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
-
-class Identity(NamedTuple):
-    pid: int
-    start: int    # clock ticks since boot
+# start: clock ticks since boot. collections' namedtuple, not typing's: the
+# OCI runtime's commands pay for every import (governor/oci/state.py).
+Identity = namedtuple("Identity", "pid start")
 
 
 def start_ticks(pid: int) -> int | None:
@@ -44,9 +43,9 @@ def alive(pid, start) -> bool:
     start is still read, compared as psutil compared it, within a second:
     the kernel's boot time in /proc/stat is whole seconds and moves when the
     clock is stepped, so a narrower window could make a live supervisor of
-    an old record look dead, and a wider one is not needed, as a dead
-    supervisor's pid is reused by a process started within the same second
-    only after the pids wrapped round in that second."""
+    an old record look dead; and a process that took a dead supervisor's
+    pid started within a second of it only if the supervisor died within
+    that second and the pids wrapped round meanwhile."""
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
     ticks = start_ticks(pid)
