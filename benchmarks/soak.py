@@ -5,7 +5,7 @@ drifting from the real one.
 
     python benchmarks/soak.py [--groups 100] [--tasks 10] [--seconds 600]
 
-Each group runs benchmarks/soak_tenant.c, which keeps up to --tasks tasks
+Each group runs tests/tenants/soak_tenant.c, which keeps up to --tasks tasks
 busy forking, writing, sending, mapping memory and starting threads, then
 holds exactly --tasks tasks still. Limits rotate over the groups: processes
 always (it binds: children with a thread take two tasks), plus disk_write,
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from governor.monitor.state import read_states
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _tenants import group_tasks, live_tasks, read_line  # noqa: E402  (the tests' own /proc count)
+from _tenants import TENANTS, compile_c, group_tasks, live_tasks, read_line  # noqa: E402  (the tests' own /proc count)
 MIXES = ({}, {"disk_write": "2MiB/s"}, {"net_send": "1MiB/s"}, {"memory": "256MiB"},
          {"disk_write": "4MiB/s", "net_send": "2MiB/s", "memory": "512MiB"})
 
@@ -67,9 +66,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="governor-soak."))
     os.environ["GOVERNOR_RUN_DIR"] = str(work / "run")
-    tenant = work / "soak_tenant"
-    subprocess.run(["gcc", "-O2", "-o", str(tenant), str(HERE / "soak_tenant.c"), "-lpthread"],
-                   check=True)
+    tenant = compile_c(TENANTS / "soak_tenant.c", work, ("-O2",))
     failures: list[str] = []
     samples = []
     before = footprint()   # this process before the supervisor: what it must go back to

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import SHIM, compile_c, live_tasks, needs_root, python_tenant, read_line, wait_for
+from _tenants import SHIM, TENANTS, compile_c, live_tasks, needs_root, python_tenant, read_line, wait_for
 
 from governor import Limits, Supervisor
 
@@ -283,7 +283,7 @@ def test_a_reused_pid_is_governed_by_its_new_group(tmp_path, backend):
     and the next task given that pid, in another group, was governed by the
     first group's cap (here a full one: its thread start waited for ever).
     Host pids are steered onto the churned ones through ns_last_pid."""
-    churn = compile_c(Path(__file__).with_name("churn_tenant.c"), tmp_path)
+    churn = compile_c(TENANTS / "churn_tenant.c", tmp_path)
     cue = python_tenant(tmp_path, "cue.py", FORK_ON_CUE)
     with Supervisor(backend=backend, publish_state=False, engines=1) as sup:
         full = sup.group("full", Limits(processes=3))

@@ -19,14 +19,13 @@ import psutil
 import pytest
 
 import test_rates
-from _tenants import compile_c, host_pid, read_line, start_time, wait_for
+from _tenants import TENANTS, compile_c, host_pid, read_line, start_time, wait_for
 from test_rates import tenant  # noqa: F401  (the rates tenant, a fixture)
 
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-HERE = Path(__file__).resolve().parent
 GOVERNOR = Path(sys.executable).with_name("governor")
 KiB, MiB = 1024, 1024 * 1024
 TRACED = ("ptrace", "ptrace-syscall")
@@ -34,7 +33,7 @@ TRACED = ("ptrace", "ptrace-syscall")
 
 @pytest.fixture(scope="module")
 def ptenant(tmp_path_factory) -> str:
-    return str(compile_c(HERE / "ptrace_tenant.c", tmp_path_factory.mktemp("ptenant"),
+    return str(compile_c(TENANTS / "ptrace_tenant.c", tmp_path_factory.mktemp("ptenant"),
                          ("-static", "-pthread")))
 
 
