@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bpf  # noqa: E402
-from _tenants import compile_c, needs_root  # noqa: E402
+from _tenants import TENANTS, compile_c, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor._native import ffi, lib  # noqa: E402
@@ -25,7 +25,7 @@ from governor.supervisor import _c_limits, filter_program, traces_clones  # noqa
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 CLONE_UNTRACED = 0x00800000
 # (x86_64, i386) numbers of the calls the model plays with.
-CALLS = {name: (lib.gov_syscall_number(name.encode(), 0), lib.gov_syscall_number(name.encode(), 1))
+CALLS = {name: tuple(lib.gov_syscall_number(name.encode(), compat) for compat in (0, 1))
          for name in ("write", "close", "clone", "ioctl", "setsockopt", "mkdir", "personality",
                       "getpriority")}
 OP_NAMES = {v: k for k, v in OPS.items()}
@@ -277,33 +277,10 @@ def test_what_a_limit_stops(limits, call, args, stops):
     assert (got in (_bpf.RET_USER_NOTIF, _bpf.RET_TRACE)) == stops, f"{call}{args}: {got:#x}"
 
 
-SYSCALL_TENANT = r"""
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-/* NR [ARG...]: makes the call, reports "ret=R errno=E" on stderr. An
- * argument "s:TEXT" is a pointer to TEXT, any other a number. */
-int main(int argc, char **argv)
-{
-    long a[6] = {0};
-    for (int i = 2; i < argc && i < 8; i++)
-        a[i - 2] = argv[i][0] == 's' && argv[i][1] == ':' ? (long)(argv[i] + 2)
-                                                          : strtol(argv[i], NULL, 0);
-    errno = 0;
-    long r = syscall(strtol(argv[1], NULL, 0), a[0], a[1], a[2], a[3], a[4], a[5]);
-    fprintf(stderr, "ret=%ld errno=%d\n", r, r < 0 ? errno : 0);
-    return 0;
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def syscall_tenant(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("syscall")
-    (d / "syscall_tenant.c").write_text(SYSCALL_TENANT)
-    return str(compile_c(d / "syscall_tenant.c", d))
+    return str(compile_c(TENANTS / "syscall_tenant.c", d))
 
 
 def _run(sup, name: str, limits: Limits, rules, argv, tmp_path):
