@@ -808,11 +808,13 @@ static int classify_entry_call(struct gov_pidfds *c, const struct gov_disk *d, i
     int dirfd = arg_dirfd(nr, a);
     uint64_t path = arg_path(nr, a);
     if (s->flags & GOV_SYS_OPEN) {
-        classify_create(c, d, tid, dirfd, path, s->open_flags < 0 ? O_CREAT : a[s->open_flags], out);
+        uint64_t flags = s->open_flags < 0 ? O_CREAT : a[s->open_flags];
+        classify_create(c, d, tid, dirfd, path, flags, out);
         return 1;
     }
     /* RENAME_WHITEOUT leaves a device inode behind. */
-    int inode = (s->flags & GOV_SYS_NEW_INODE) || (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
+    int inode = (s->flags & GOV_SYS_NEW_INODE) ||
+                (nr == SYS_renameat2 && (a[4] & RENAME_WHITEOUT));
     charge_entry(c, d, tid, dirfd, path, inode, out);
     if (s->flags & GOV_SYS_REPLACES)
         out->disk_entry = 1; /* it may replace a file: recount */
