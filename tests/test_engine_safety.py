@@ -12,6 +12,7 @@ import pytest
 
 from _tenants import compile_c, open_fds, read_line, wait_for
 from governor import GovernorError, Limits, Supervisor
+from governor.rules import syscall_number
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
 HERE = Path(__file__).resolve().parent
@@ -76,7 +77,7 @@ def fault_shim(tmp_path_factory) -> Path:
 def test_spawn_fails_without_hanging_when_the_listener_cannot_be_taken(fault_shim, call):
     """The supervisor used to block reading the exec pipe while the command
     waited for "go": the spawn never returned."""
-    nr = {"pidfd_open": 434, "pidfd_getfd": 438}[call]
+    nr = syscall_number(call)
     preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(fault_shim)]))
     env = dict(os.environ, LD_PRELOAD=preload, GOV_FAULT_SYSCALL=str(nr))
     out = subprocess.run([sys.executable, "-c", SPAWN_ONCE], env=env, capture_output=True,

@@ -181,15 +181,16 @@ def test_a_governed_call_denied_by_a_rule_stays_denied_and_allowed_stays_governe
     deny_fd_7 = Rule("write", Action("errno", errno.EACCES), (Arg(0, "eq", 7),))
     program = filter_program(limits, True, "seccomp", [deny_fd_7, Rule("ioctl", ALLOW)],
                             Action("errno", errno.ENOSYS))
-    run = lambda nr, *args: _bpf.run(program, _bpf.seccomp_data(nr, _bpf.AUDIT_ARCH_X86_64, args))
-    assert run(1, 7, 0, 1) == _bpf.RET_ERRNO | errno.EACCES
+    run = lambda call, *args: _bpf.run(program, _bpf.seccomp_data(CALLS[call][0],
+                                                                   _bpf.AUDIT_ARCH_X86_64, args))
+    assert run("write", 7, 0, 1) == _bpf.RET_ERRNO | errno.EACCES
     # Not allowed by any rule: the default outranks the notification.
-    assert run(1, 8, 0, 1) == _bpf.RET_ERRNO | errno.ENOSYS
-    assert run(16, 0, 0x5401) == _bpf.RET_ALLOW                    # TCGETS
-    assert run(16, 0, TIOCSTI) == _bpf.RET_ERRNO | errno.EPERM     # the governor's denial stays
+    assert run("write", 8, 0, 1) == _bpf.RET_ERRNO | errno.ENOSYS
+    assert run("ioctl", 0, 0x5401) == _bpf.RET_ALLOW                 # TCGETS
+    assert run("ioctl", 0, TIOCSTI) == _bpf.RET_ERRNO | errno.EPERM  # the governor's denial stays
     allowed = filter_program(limits, False, "seccomp", [Rule("write", ALLOW)], Action("errno", 1))
-    assert _bpf.run(allowed, _bpf.seccomp_data(1, _bpf.AUDIT_ARCH_X86_64, (8,))) == \
-        _bpf.RET_USER_NOTIF
+    assert _bpf.run(allowed, _bpf.seccomp_data(CALLS["write"][0], _bpf.AUDIT_ARCH_X86_64,
+                                               (8,))) == _bpf.RET_USER_NOTIF
 
 
 @pytest.mark.parametrize("rule, reason", [
@@ -297,12 +298,11 @@ def test_a_rule_gives_its_errno_inside_the_group(syscall_tenant, tmp_path, backe
     target = tmp_path / "made"
     rules = [Rule("mkdir", Action("errno", errno.EROFS))]
     with Supervisor(backend=backend, publish_state=False) as sup:
-        err, _, _ = _run(sup, "deny", Limits(), rules, [syscall_tenant, "83", f"s:{target}", "0755"],
-                         tmp_path)
+        mkdir = [syscall_tenant, str(CALLS["mkdir"][0]), f"s:{target}", "0755"]
+        err, _, _ = _run(sup, "deny", Limits(), rules, mkdir, tmp_path)
         assert err == f"ret=-1 errno={errno.EROFS}"
         assert not target.exists()
-        err, _, _ = _run(sup, "plain", Limits(), None, [syscall_tenant, "83", f"s:{target}", "0755"],
-                         tmp_path)
+        err, _, _ = _run(sup, "plain", Limits(), None, mkdir, tmp_path)
         assert err == "ret=0 errno=0" and target.is_dir()
 
 
@@ -314,7 +314,7 @@ def test_a_governed_call_that_a_rule_denies_stays_denied(syscall_tenant, tmp_pat
     rules = [Rule("write", Action("errno", errno.EACCES), (Arg(0, "eq", 1),))]
     with Supervisor(backend=backend, publish_state=False) as sup:
         err, out, g = _run(sup, "w", Limits(disk_write="1MiB/s"), rules,
-                           [syscall_tenant, "1", "1", "0", "4"], tmp_path)
+                           [syscall_tenant, str(CALLS["write"][0]), "1", "0", "4"], tmp_path)
         usage = g.usage().resources["disk_write"]
     assert err == f"ret=-1 errno={errno.EACCES}"
     assert out == ""
