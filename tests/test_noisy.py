@@ -3,9 +3,12 @@ whatever a tenant does. benchmarks/test_noisy.py measures the latencies."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from governor import Limits, Supervisor
 from governor._errors import GovernorError
 
 CAP, THREADS = 40, 100
+ROOT = Path(__file__).resolve().parent.parent
 
 # THREADS threads each write a byte to a file of their own (a 1/s disk_write
 # holds all but the first few); the threads past the cap get an error. The
@@ -66,6 +70,38 @@ def test_held_calls_past_the_cap_are_denied_and_logged(tmp_path):
         capped = [e for e in sup.events() if e.kind == "held_cap"]
         assert len(capped) == int(denied)
         assert all(e.value == errno.EAGAIN and e.resource == "disk_write" for e in capped)
+
+
+def test_governor_run_max_held_denies_the_excess_and_logs_it(tmp_path):
+    """`governor run --max-held N`: the same tenant through the CLI; the
+    threads past the cap get EAGAIN, and a warning line names the cap."""
+    want = THREADS - CAP - 5
+    r = subprocess.run([sys.executable, "-m", "governor", "run", "--max-held", str(CAP),
+                        "--limit", "disk_write=1/s", "--", sys.executable, "-c", TENANT,
+                        str(tmp_path / "f"), str(THREADS), str(want)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    denied, errnos = r.stdout.split(" ", 1)
+    assert int(denied) >= want, r.stdout
+    assert errnos.strip() == f"[{errno.EAGAIN}]"
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    capped = [x for x in lines if "max_held calls waiting already" in x["event"]]
+    assert len(capped) == 1 and capped[0]["errno"] == "EAGAIN", r.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "many", str(2**31)])
+def test_governor_run_max_held_must_be_a_count(bad):
+    r = subprocess.run([sys.executable, "-m", "governor", "run", f"--max-held={bad}", "--",
+                        "true"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert r.returncode == 2 and "--max-held" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_max_held_help_names_the_engines_default():
+    from governor._native import lib
+
+    r = subprocess.run([sys.executable, "-m", "governor", "run", "--help"], capture_output=True,
+                       text=True, timeout=30, cwd=ROOT)
+    assert f"(default {lib.GOV_MAX_HELD})" in " ".join(r.stdout.split())
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2**31, "8"])
