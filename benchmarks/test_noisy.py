@@ -48,6 +48,7 @@ from test_overhead import Server
 
 CALLS = int(os.environ.get("NOISY_CALLS", "20000"))
 ROUNDS = int(os.environ.get("NOISY_ROUNDS", "5"))
+ROUNDS_SECONDS = 20.0
 FILES = int(os.environ.get("NOISY_FILES", "200000"))
 FILES_SECONDS = float(os.environ.get("NOISY_FILES_SECONDS", "60"))
 ENGINES = int(os.environ.get("NOISY_ENGINES", "1"))
@@ -102,7 +103,12 @@ def world(bins, tmp_path_factory):
 
 
 def polite(server) -> float:
-    return statistics.median(server.round() for _ in range(ROUNDS))
+    """Median of ROUNDS rounds, or of those done in ROUNDS_SECONDS (a
+    tenant that stalls the engine makes a round take many seconds)."""
+    end, rounds = time.monotonic() + ROUNDS_SECONDS, []
+    while len(rounds) < ROUNDS and (not rounds or time.monotonic() < end):
+        rounds.append(server.round())
+    return statistics.median(rounds)
 
 
 def record(benchmark, name: str, fn) -> None:
@@ -207,6 +213,7 @@ def test_recount(benchmark, world, area):
                 ["churn", str(area[0])], lambda u: u.notifications > 100, disk_area=[area[0]])
 
 
+@pytest.mark.timeout(300)   # before the fix one round took over 20 s
 def test_full(benchmark, world, area):
     run_pattern(benchmark, world, f"full area of {area[1]:,} files", Limits(disk_space="4KiB"),
                 ["full", str(area[0] / "d0" / "f0")],
