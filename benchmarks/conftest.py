@@ -40,7 +40,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def bins() -> dict[str, str]:
-    """The C helpers of `governor bench` (governor/benchsrc), built once."""
+    """The C helpers of `governor bench` (governor_bench/benchsrc), built once."""
     try:
         return benchbin.build()
     except GovernorError as e:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from governor import Limits, Supervisor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _tenants import TENANTS, compile_c  # noqa: E402
 
-TENANT_SRC = Path(__file__).resolve().parent.parent / "tests" / "cpu_tenant.c"
+from governor import Limits, Supervisor  # noqa: E402
+
 SECONDS = 10
 CASES = [("25%", "threads", 1, 25), ("25%", "threads", 4, 25), ("150%", "threads", 4, 150),
          ("25%", "procs", 2, 25)]
@@ -27,9 +29,7 @@ ROWS = []
 def tenant(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    exe = tmp_path_factory.mktemp("cpu") / "cpu_tenant"
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(TENANT_SRC)], check=True)
-    return str(exe)
+    return str(compile_c(TENANTS / "cpu_tenant.c", tmp_path_factory.mktemp("cpu")))
 
 
 def _percent(text: str) -> float:

@@ -7,7 +7,7 @@ keeper.py), as `governor run --daemon` keeps one. In order:
 
 1. one group runs tenant_loop serve (1-byte pwrite64 loops, a disk_write
    limit that never binds): the per-call cost with 1 group;
-2. GROUPS - 1 more groups start, two tasks each (tests/held_tenant.c pair:
+2. GROUPS - 1 more groups start, two tasks each (tests/tenants/held_tenant.c pair:
    waiting for a byte on stdin): start time, the daemon's RSS, fds and CPU
    while they idle, `governor ps` time;
 3. the per-call cost again, with GROUPS groups alive (goal: at most 1.05x);
@@ -41,7 +41,7 @@ from governor.daemon.keeper import KeptGroup
 from test_overhead import N_NOTIFY, measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _tenants import socket_answers  # noqa: E402
+from _tenants import TENANTS, compile_c, socket_answers  # noqa: E402
 
 GROUPS = int(os.environ.get("GOVERNOR_DAEMON_GROUPS", "1000"))
 pytestmark = pytest.mark.timeout(1800)
@@ -54,7 +54,6 @@ RECORD = 4096
 # engine released 8 ms apart often wrote in the other order (the scheduler's
 # wake-up, not the release; the same runs under chrt kept their order).
 REALTIME = ["chrt", "-f", "10"]
-ROOT = Path(__file__).resolve().parent.parent
 figures: dict[str, str] = {}
 
 
@@ -78,9 +77,7 @@ class Host:
                                        env=self.env, stderr=open(tmp / "daemon.log", "w"))
         wait_for(self._answers, 30, "the daemon")
         self.kept: list[KeptGroup] = []
-        self.tenant = tmp / "held_tenant"
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(self.tenant),
-                        str(ROOT / "tests" / "held_tenant.c"), "-lpthread"], check=True)
+        self.tenant = compile_c(TENANTS / "held_tenant.c", tmp, ("-O2",))
 
     def _answers(self) -> bool:
         assert self.daemon.poll() is None, (self.tmp / "daemon.log").read_text()

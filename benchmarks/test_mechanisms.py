@@ -1,5 +1,5 @@
 """Per-call cost of each interception mechanism, through the measurement
-code of `governor bench` (governor/bench.py), as pytest-benchmark runs.
+code of `governor bench` (governor_bench/), as pytest-benchmark runs.
 
 One test per row of `governor bench` and call (the governed 1-byte pwrite64,
 the ungoverned getpid). A row whose backend is not available here (the

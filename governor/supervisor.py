@@ -13,6 +13,7 @@ from collections import namedtuple
 from collections.abc import Mapping, Sequence
 
 from . import _log, _native, backends
+from ._cstrings import cstr, cstr_array
 from ._errors import GovernorError, PolicyError, SpawnError, check
 from .limits import NEEDS_AREA, RATE_KEYS, Limits
 from .rules import ALLOW, Action, Rule, c_rules
@@ -273,19 +274,12 @@ def gov_spawn(path: str, argv: Sequence[str], env: Mapping[str, str], program: b
     PATH to look path up in, inside the container. SpawnError, with
     .step for a container's set-up, if it fails; nothing is left then."""
     keep: list = []
-
-    def cstr(s: str):
-        p = ffi.new("char[]", os.fsencode(s))
-        keep.append(p)
-        return p
-
     req = ffi.new("struct gov_spawn_req *")
-    req.path = cstr(path)
-    c_argv = ffi.new("char *[]", [cstr(a) for a in argv] + [ffi.NULL])
-    c_env = ffi.new("char *[]", [cstr(f"{k}={v}") for k, v in env.items()] + [ffi.NULL])
-    req.argv, req.envp = c_argv, c_env
-    req.cwd = cstr(cwd) if cwd else ffi.NULL
-    req.search_path = cstr(search_path) if search_path is not None else ffi.NULL
+    req.path = cstr(keep, path)
+    req.argv = cstr_array(keep, argv)
+    req.envp = cstr_array(keep, [f"{k}={v}" for k, v in env.items()])
+    req.cwd = cstr(keep, cwd) if cwd else ffi.NULL
+    req.search_path = cstr(keep, search_path) if search_path is not None else ffi.NULL
     c_filter = ffi.new("char[]", program)
     req.filter, req.filter_len = c_filter, len(program)
     req.timeout_ms = 10000
@@ -837,8 +831,8 @@ class Supervisor:
                                              BACKENDS[self.backend]), "new group")
             check(lib.gov_group_set_max_held(engine, gid, self._max_held), "max_held")
             if limits.disk_space is not None or limits.disk_inodes is not None:
-                keep = [ffi.new("char[]", os.fsencode(d)) for d in area]
-                rc = lib.gov_group_disk_area(engine, gid, ffi.new("char *[]", keep), len(keep))
+                keep: list = []
+                rc = lib.gov_group_disk_area(engine, gid, cstr_array(keep, area), len(area))
                 if rc < 0:
                     lib.gov_group_remove(engine, gid)
                     check(rc, f"group {name!r}: disk area")

@@ -12,8 +12,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 HEADERS = ["gov.h", "bucket.h", "filter.h", "container.h", "spawn.h", "procfs.h", "share.h",
            "engine.h", "cpu.h", "fault.h"]
 SOURCES = ["bucket.c", "argcond.c", "filter.c", "container.c", "spawn.c", "procfs.c", "tasks.c",
-           "classify.c", "diskspace.c", "shmem.c", "iowrite.c", "keep.c", "engine.c", "trace.c",
-           "cpu.c", "share.c", "fault.c"]
+           "classify.c", "diskspace.c", "shmem.c", "iowrite.c", "keep.c", "engine.c", "holds.c",
+           "verdict.c", "events.c", "trace.c", "cpu.c", "share.c", "fault.c"]
 
 
 def _cdef_text(header: str) -> str:

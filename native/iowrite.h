@@ -10,7 +10,7 @@
  * 14's racing tenant wrote 0.1-1.4% of its bytes uncharged; issue 16's 300
  * MiB in 3 s under disk_write=100/s). wchar (what its write-family calls
  * returned) is settled against the estimate: a debt or a refund. The
- * ptrace backends charge these calls at their exit stop instead (engine.c).
+ * ptrace backends charge these calls at their exit stop instead (holds.c).
  *
  * GOV_IOW_DIRTIED, both backends, groups with disk_write or disk_space, a
  * call charged as no file (of the area): the fd was looked at when the call

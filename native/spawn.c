@@ -235,7 +235,7 @@ static _Noreturn void run_command(const struct gov_spawn_req *req, const int *ns
     };
     /* Once the engine has a call, only a fatal signal wakes its task: the
      * engine decides which signals end a held call, as they would end it
-     * natively (engine.c). Kernels before 5.19 lack the flag. */
+     * natively (holds.c, still_waits). Kernels before 5.19 lack the flag. */
     unsigned flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, req->trace ? 0 : flags,
                                 &prog);

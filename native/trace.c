@@ -138,9 +138,13 @@ static uint64_t pidns_of(int tid)
     return stat(path, &s) == 0 ? (uint64_t)s.st_ino : 0;
 }
 
-/* A task we have not met (its first stop came before its creator's event):
- * it belongs with its process or its parent, else (CLONE_PARENT from a
- * spawn's command: the parent is the untraced init) with its pid namespace,
+/* A task's entry is made at its own first stop, never at its creator's
+ * fork event: the tracer may take the new task's stops, even its exit, before
+ * that event (waitid reports the newest tracees first), and an entry made
+ * then would outlive the task and hand its tid, once reused by another
+ * group's task, to the wrong group. The task belongs with its process or its
+ * parent, else (CLONE_PARENT from a spawn's command, or a parent that has
+ * exited: the parent is then the untraced init) with its pid namespace,
  * every spawn has its own. */
 static struct gov_tracee *adopt(struct gov_tracer *tr, int tid)
 {
@@ -292,19 +296,16 @@ static void on_stop(struct gov_tracer *tr, int tid, int st)
         }
         resume(t, 0); /* a new task's first stop, or our interrupt */
         return;
-    case PTRACE_EVENT_FORK:
-    case PTRACE_EVENT_VFORK:
-    case PTRACE_EVENT_CLONE:
-        if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &msg) == 0 && !find(tr, (int)msg))
-            add(tr, (int)msg, t->group, t->backend);
-        resume(t, 0);
-        return;
     case PTRACE_EVENT_EXEC:
-        /* A thread that is not the leader took the leader's tid. */
+        /* A thread that is not the leader took the leader's tid: the
+         * leader, killed by the exec, held no call any more; the entry now
+         * stands for the thread, which is in execve and in no other call. */
         if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &msg) == 0 && (int)msg != tid) {
             struct gov_tracee *former = find(tr, (int)msg);
             if (former)
                 forget(tr, former);
+            gov_engine_traced_gone(tr->e, t);
+            t->restart = t->at_exit = 0;
         }
         resume(t, 0);
         return;

@@ -26,7 +26,6 @@ struct gov_tracee {
     int backend;          /* GOV_BACKEND_PTRACE or GOV_BACKEND_PTRACE_SYSCALL */
     int nr;               /* the call it stopped in */
     void *hold;           /* engine: the held call of this stop, or NULL */
-    int in_call;          /* ptrace-syscall: past the entry stop of a call */
     int restart;          /* skipped for a signal: at its exit stop it returns
                              -restart, a restart code (the engine's choice) */
     int at_exit;          /* a read: charge what it returns at its exit stop */

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _tenants import compile_c, make_rootfs, wait_for
+from _tenants import TENANTS, compile_c, make_rootfs, wait_for
 from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
 from governor.container import uidranges
@@ -84,7 +84,7 @@ def test_no_typing_into_the_hosts_terminal_nor_raw_sockets(tmp_path, state):
     """The container shares governor's controlling terminal; TIOCSTI would
     let container root type commands into the host's shell."""
     rootfs = make_rootfs(tmp_path / "a")
-    prog = compile_c(Path(__file__).with_name("escape_tenant.c"), tmp_path, ("-static",))
+    prog = compile_c(TENANTS / "escape_tenant.c", tmp_path, ("-static",))
     shutil.copy(prog, rootfs / "bin" / "escape")
     master, slave = os.openpty()
     tty.setraw(slave)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from _tenants import compile_c, make_rootfs, wait_for
+from _tenants import TENANTS, compile_c, make_rootfs, wait_for
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth)"),
               pytest.mark.usefixtures("host_net_lock")]
@@ -104,7 +104,7 @@ def test_bind_rules(tmp_path, state):
     not in its namespace, and the options that would bind it anyway are
     refused by its filter."""
     rootfs = make_rootfs(tmp_path / "binder")
-    shutil.copy(compile_c(Path(__file__).with_name("escape_tenant.c"), tmp_path, ("-static",)),
+    shutil.copy(compile_c(TENANTS / "escape_tenant.c", tmp_path, ("-static",)),
                 rootfs / "bin" / "escape")
     p = governor(state, "binder", rootfs, "--net", "10.231.9.20/24", "--",
                  "/bin/escape", "bind", GATEWAY, "10.231.9.20")

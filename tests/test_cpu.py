@@ -2,11 +2,10 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c
+from _tenants import TENANTS, compile_c
 from governor import Limits, PolicyError, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -15,7 +14,7 @@ SECONDS = 5
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
-    return str(compile_c(Path(__file__).with_name("cpu_tenant.c"), tmp_path_factory.mktemp("cpu")))
+    return str(compile_c(TENANTS / "cpu_tenant.c", tmp_path_factory.mktemp("cpu")))
 
 
 def run(tenant, tmp_path, cap, mode, n):
@@ -96,22 +95,7 @@ def test_the_tenants_own_sigstop_and_sigcont_still_work(tenant, tmp_path, backen
 
 
 def test_a_task_that_slept_gets_its_share_back(tmp_path):
-    src = tmp_path / "sleepspin.c"
-    src.write_text(r"""
-#include <stdio.h>
-#include <time.h>
-#include <unistd.h>
-static double now(clockid_t c) { struct timespec t; clock_gettime(c, &t); return t.tv_sec + t.tv_nsec / 1e9; }
-static void spin(double s) { volatile unsigned long x = 0; double w = now(CLOCK_MONOTONIC);
-    while (now(CLOCK_MONOTONIC) - w < s) for (int i = 0; i < 100000; i++) x++; }
-int main(void) {
-    spin(0.5); sleep(1); spin(0.5);   /* back to busy: the share comes back */
-    double c = now(CLOCK_THREAD_CPUTIME_ID), w = now(CLOCK_MONOTONIC);
-    spin(2);
-    printf("%.3f\n", (now(CLOCK_THREAD_CPUTIME_ID) - c) / (now(CLOCK_MONOTONIC) - w));
-    return 0; }
-""")
-    exe = compile_c(src, tmp_path)
+    exe = compile_c(TENANTS / "sleepspin_tenant.c", tmp_path)
     out = tmp_path / "out"
     with Supervisor() as sup:
         g = sup.group("sleepy", Limits(cpu="30%"))

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, needs_root, python_tenant, socket_answers, wait_for
+from _tenants import TENANTS, compile_c, needs_root, python_tenant, socket_answers, wait_for
 from test_classes import WRITER, Writer
 
 from governor import Limits, Supervisor
 
 MiB = 1 << 20
-HERE = Path(__file__).resolve().parent
 REALTIME = ["chrt", "-f", "10"]
 pytestmark = needs_root
 
@@ -92,7 +91,7 @@ def daemon(tmp_path):
 
 @pytest.fixture(scope="module")
 def held_tenant(tmp_path_factory) -> str:
-    return str(compile_c(HERE / "held_tenant.c", tmp_path_factory.mktemp("held")))
+    return str(compile_c(TENANTS / "held_tenant.c", tmp_path_factory.mktemp("held")))
 
 
 def states() -> list[dict]:

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, open_fds, wait_for
+from _tenants import compile_c, open_fds, read_line, wait_for
 from governor import GovernorError, Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -171,10 +170,10 @@ def test_a_pipe_read_does_not_wait_behind_a_held_socket_receive(backend):
         os.close(r0)
         os.close(w1)
         try:
-            assert _line(r1, 20) == b"started"
+            assert read_line(r1, 20) == b"started\n"
             wait_for(lambda: g.usage().resources["net_recv"].held_calls >= 1, 20, "the receive to be held")
             os.write(w0, b"ab")
-            assert _line(r1, 10) == b"piped"
+            assert read_line(r1, 10) == b"piped\n"
             # The receive still waits (it needs ~20 s of budget): nothing
             # more was written. (held_now is not asserted: in one CI-like
             # run under load it read 0 here while the receive still waited;
@@ -186,23 +185,6 @@ def test_a_pipe_read_does_not_wait_behind_a_held_socket_receive(backend):
             p.kill()
             os.close(r1)
             os.close(w0)
-
-
-def _line(fd: int, timeout: float) -> bytes:
-    import selectors
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"no line from the tenant within {timeout}s (got {buf!r})")
-            data = os.read(fd, 1)
-            if not data:
-                raise AssertionError(f"tenant closed stdout after {buf!r}")
-            buf += data
-    return buf[:-1]
 
 
 SENDFILE = r"""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c
+from _tenants import TENANTS, compile_c
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
@@ -19,8 +19,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
-    src = Path(__file__).with_name("fdreuse_tenant.c")
-    return str(compile_c(src, tmp_path_factory.mktemp("fdreuse")))
+    return str(compile_c(TENANTS / "fdreuse_tenant.c", tmp_path_factory.mktemp("fdreuse")))
 
 
 def sink():

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bpf  # noqa: E402
-from _tenants import compile_c, needs_root  # noqa: E402
+from _tenants import TENANTS, compile_c, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor.rules import ALLOW, Action, Arg, Rule  # noqa: E402
@@ -197,33 +197,10 @@ def test_ranges_that_cannot_be_combined_are_refused():
         filter_program(Limits(), False, "seccomp", rules, ALLOW)
 
 
-SYSCALL_TENANT = r"""
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-/* NR [ARG...]: makes the call, reports "ret=R errno=E" on stderr. An
- * argument "s:TEXT" is a pointer to TEXT, any other a number. */
-int main(int argc, char **argv)
-{
-    long a[6] = {0};
-    for (int i = 2; i < argc && i < 8; i++)
-        a[i - 2] = argv[i][0] == 's' && argv[i][1] == ':' ? (long)(argv[i] + 2)
-                                                          : strtol(argv[i], NULL, 0);
-    errno = 0;
-    long r = syscall(strtol(argv[1], NULL, 0), a[0], a[1], a[2], a[3], a[4], a[5]);
-    fprintf(stderr, "ret=%ld errno=%d\n", r, r < 0 ? errno : 0);
-    return 0;
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def syscall_tenant(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("syscall")
-    (d / "syscall_tenant.c").write_text(SYSCALL_TENANT)
-    return str(compile_c(d / "syscall_tenant.c", d))
+    return str(compile_c(TENANTS / "syscall_tenant.c", d))
 
 
 def _run(sup, name: str, limits: Limits, rules, argv, tmp_path):

@@ -1,5 +1,5 @@
 """A tenant whose threads change their iovecs between the notification and
-the kernel's read of them (tests/iovrace_tenant.c) gets no byte uncharged:
+the kernel's read of them (tests/tenants/iovrace_tenant.c) gets no byte uncharged:
 the file's size against the group's disk_write charge, under both backends.
 Before the settlement of iovec writes (native/iowrite.h, and the exit stop
 under ptrace), 0.1% to 1.4% of the bytes went uncharged."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tenants import compile_c, needs_root  # noqa: E402
+from _tenants import TENANTS, compile_c, needs_root  # noqa: E402
 
 from governor import Limits, Supervisor  # noqa: E402
 
@@ -21,7 +21,7 @@ pytestmark = [needs_root, pytest.mark.timeout(60)]
 @pytest.fixture(scope="module")
 def racer(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("iovrace")
-    return str(compile_c(Path(__file__).with_name("iovrace_tenant.c"), d))
+    return str(compile_c(TENANTS / "iovrace_tenant.c", d))
 
 
 @pytest.mark.parametrize("call", ["writev", "pwritev2"])

@@ -320,11 +320,11 @@ def test_seccomp_profile_in_the_same_filter(oci, tmp_path):
     """linux.seccomp: calls it denies fail with its errno, a governed call
     (pwrite64, under disk_write) that it denies stays denied, and a governed
     call that it allows (write) is still held to the limit."""
-    from _tenants import compile_c
+    from _tenants import TENANTS, compile_c
 
     b = bundle(tmp_path, ["/bin/sctenant"],
                annotations={"org.governor.limit.disk_write": "1MiB/s"})
-    tenant = compile_c(Path(__file__).parent / "oci_seccomp_tenant.c", tmp_path, ("-static",))
+    tenant = compile_c(TENANTS / "oci_seccomp_tenant.c", tmp_path, ("-static",))
     shutil.copy(tenant, b / "rootfs" / "bin" / "sctenant")
     spec = json.loads((b / "config.json").read_text())
     spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [

@@ -293,9 +293,9 @@ def test_a_seccomp_profile_through_podman(podman, tmp_path):
     """podman --security-opt seccomp=FILE: the profile applies with the
     governor's rules in one filter; a governed call it denies (pwrite64,
     under --device-write-bps) stays denied, an allowed one (write) is held."""
-    from _tenants import compile_c
+    from _tenants import TENANTS, compile_c
 
-    tenant = compile_c(Path(__file__).parent / "oci_seccomp_tenant.c", tmp_path, ("-static",))
+    tenant = compile_c(TENANTS / "oci_seccomp_tenant.c", tmp_path, ("-static",))
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import SHIM, live_tasks, needs_root, python_tenant, wait_for
+from _tenants import SHIM, TENANTS, compile_c, live_tasks, needs_root, python_tenant, read_line, wait_for
 
 from governor import Limits, Supervisor
 
@@ -251,3 +251,70 @@ print("no error")
     assert rc == 0
     assert out.strip() == ("EAGAIN" if key == "processes" else "ENOMEM")
     assert u.resources[key].held_calls >= 1  # held first, then failed
+
+
+FORK_ON_CUE = r'''
+import os, sys, threading
+while os.read(0, 1) == b"f":
+    pid = os.fork()
+    if pid == 0:
+        os.read(0, 1)                # the test has looked at our pid
+        t = threading.Thread(target=lambda: None)
+        t.start()                    # a clone that the processes cap governs
+        t.join()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.write(1, b"done\n")
+'''
+
+
+def _last_pid() -> int:
+    return int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+            for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+
+
+def test_a_reused_pid_is_governed_by_its_new_group(tmp_path, backend):
+    """The tracer used to make a child's entry at its parent's fork event,
+    which it may take after the child's exit: the entry outlived the child,
+    and the next task given that pid, in another group, was governed by the
+    first group's cap (here a full one: its thread start waited for ever).
+    Host pids are steered onto the churned ones through ns_last_pid."""
+    churn = compile_c(TENANTS / "churn_tenant.c", tmp_path)
+    cue = python_tenant(tmp_path, "cue.py", FORK_ON_CUE)
+    with Supervisor(backend=backend, publish_state=False, engines=1) as sup:
+        full = sup.group("full", Limits(processes=3))
+        other = sup.group("other", Limits(processes=10))
+        before = _last_pid()
+        out_r, out_w = os.pipe()
+        a = full.spawn([str(churn), "400"], stdout=out_w)
+        os.close(out_w)
+        in_r, in_w = os.pipe()
+        b_r, b_w = os.pipe()
+        b = other.spawn([sys.executable, cue], stdin=in_r, stdout=b_w)
+        os.close(in_r)
+        os.close(b_w)
+        try:
+            assert read_line(out_r, 60) == b"full\n"
+            root = wait_for(lambda: _children_of(b.init_pid), 10, "the cue's root")[0]
+            after = _last_pid()
+            assert after > before + 400, "pids wrapped: rerun"
+            candidates = range(before + 1, after, max(1, (after - before) // 40))
+            hits = 0
+            for pid in candidates:
+                Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+                os.write(in_w, b"f")
+                child = wait_for(lambda: _children_of(root), 10, "the cue's child")[0]
+                hits += child == pid
+                os.write(in_w, b"t")
+                assert read_line(b_r, 10) == b"done\n", f"the child with pid {pid} hung"
+            # Other processes of a busy host may take a steered pid first.
+            assert hits >= 5, f"only {hits} of {len(candidates)} pids were reused"
+        finally:
+            a.kill()
+            b.kill()
+            for fd in (out_r, in_w, b_r):
+                os.close(fd)

@@ -1,6 +1,6 @@
 """The default seccomp profile of containers (governor/container/profile.py):
 its table, the filter it makes (run through tests/_bpf.py), and a hostile
-tenant (tests/probe_tenant.c) that tries each call from inside a container,
+tenant (tests/tenants/probe_tenant.c) that tries each call from inside a container,
 with the profile, without it, and with exceptions."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bpf  # noqa: E402
-from _tenants import compile_c, make_rootfs, needs_root  # noqa: E402
+from _tenants import TENANTS, compile_c, make_rootfs, needs_root  # noqa: E402
 
 from governor import Limits, PolicyError, Supervisor  # noqa: E402
 from governor.container import Container, profile  # noqa: E402
@@ -138,7 +138,7 @@ ALLOWED = ("personality_query", "name_to_handle_at", "socket_inet", "getpid")
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("probe")
-    return compile_c(Path(__file__).with_name("probe_tenant.c"), d, ("-static",))
+    return compile_c(TENANTS / "probe_tenant.c", d, ("-static",))
 
 
 def _rootfs(tmp_path: Path, probe: Path) -> Path:

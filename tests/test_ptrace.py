@@ -19,14 +19,13 @@ import psutil
 import pytest
 
 import test_rates
-from _tenants import compile_c, host_pid, start_time, wait_for
+from _tenants import TENANTS, compile_c, host_pid, read_line, start_time, wait_for
 from test_rates import tenant  # noqa: F401  (the rates tenant, a fixture)
 
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-HERE = Path(__file__).resolve().parent
 GOVERNOR = Path(sys.executable).with_name("governor")
 KiB, MiB = 1024, 1024 * 1024
 TRACED = ("ptrace", "ptrace-syscall")
@@ -34,7 +33,7 @@ TRACED = ("ptrace", "ptrace-syscall")
 
 @pytest.fixture(scope="module")
 def ptenant(tmp_path_factory) -> str:
-    return str(compile_c(HERE / "ptrace_tenant.c", tmp_path_factory.mktemp("ptenant"),
+    return str(compile_c(TENANTS / "ptrace_tenant.c", tmp_path_factory.mktemp("ptenant"),
                          ("-static", "-pthread")))
 
 
@@ -42,20 +41,6 @@ def ptenant(tmp_path_factory) -> str:
 def sup(request):
     with Supervisor(backend=request.param, publish_state=False) as s:
         yield s
-
-
-def _lines(fd: int, n: int, timeout: float) -> list[str]:
-    """The next n lines on fd, within timeout."""
-    buf, deadline = b"", time.monotonic() + timeout
-    while buf.count(b"\n") < n:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise AssertionError(f"timed out waiting for {n} lines, got {buf!r}")
-        data = os.read(fd, 1)
-        if not data:
-            raise AssertionError(f"EOF after {buf!r}")
-        buf += data
-    return buf.decode().splitlines()
 
 
 def _run(group, argv, stdin=None) -> tuple[int, str]:
@@ -92,7 +77,7 @@ def test_clone_untraced_is_refused(sup, ptenant):
         proc = g.spawn([ptenant, "untraced"], stdin=stdin_r, stdout=out_w)
         os.close(stdin_r)
         os.close(out_w)
-        line = _lines(out_r, 1, 10)[0]
+        line = read_line(out_r, 10).decode().rstrip()
         assert _kv(line) == {"untraced": 1, "forked": 1}  # EPERM
         tids = [int(t) for p in g.pids() for t in os.listdir(f"/proc/{p}/task")]
         assert len(tids) == 2  # the tenant and its fork, nothing else
@@ -129,21 +114,21 @@ def test_group_stop_seen_by_the_real_parent(sup, ptenant, tmp_path):
     try:
         proc = g.spawn([ptenant, "stopwatch", str(tmp_path / "ticks")], stdout=w)
         os.close(w)
-        in_group = int(_lines(r, 1, 10)[0].split()[1])
+        in_group = int(read_line(r, 10).decode().rstrip().split()[1])
         child = host_pid(g.pids(), in_group)
         os.kill(child, signal.SIGSTOP)
-        assert _lines(r, 1, 5) == ["stopped 19"]
+        assert read_line(r, 5).decode().rstrip() == "stopped 19"
         # It really is stopped: no tick (one per 10 ms when running) for 0.3 s.
         ticks = tmp_path / "ticks"
         size = ticks.stat().st_size
         time.sleep(0.3)
         assert ticks.stat().st_size == size, "a stopped child kept running"
         os.kill(child, signal.SIGCONT)
-        assert _lines(r, 1, 5) == ["continued"]
+        assert read_line(r, 5).decode().rstrip() == "continued"
         size = (tmp_path / "ticks").stat().st_size
         wait_for(lambda: (tmp_path / "ticks").stat().st_size > size, 5, "the child to run again")
         os.kill(child, signal.SIGTERM)
-        assert _lines(r, 1, 5) == ["signaled 15"]
+        assert read_line(r, 5).decode().rstrip() == "signaled 15"
         assert proc.wait(10) == 0
     finally:
         os.close(r)
@@ -228,7 +213,7 @@ def test_cli_sigkill_of_the_supervisor_kills_the_tenant(ptenant, tmp_path):
                           "disk_write=1MiB/s", "--", ptenant, "busy", str(tmp_path / "ticks")],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        in_group = int(_lines(p.stdout.fileno(), 1, 10)[0])
+        in_group = int(read_line(p.stdout.fileno(), 10).decode().rstrip())
         pid = host_pid([c.pid for c in psutil.Process(p.pid).children(recursive=True)], in_group)
         started = start_time(pid)
         assert started is not None

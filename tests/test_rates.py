@@ -1,6 +1,6 @@
 """Rate limits, measured: disk_write, disk_read, net_send, net_recv.
 
-The tenant is a small C program (rates_tenant.c, next to this file, built
+The tenant is a small C program (tests/tenants/rates_tenant.c, built
 statically so that no dynamic loader reads count against disk_read). It
 measures its own bytes and elapsed time and prints "BYTES SECONDS" on stdout
 (a pipe: pipes are never charged).
@@ -24,21 +24,20 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, wait_for
+from _tenants import TENANTS, compile_c, read_line, wait_for
 
 from governor import Limits, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 KiB, MiB = 1024, 1024 * 1024
-HERE = Path(__file__).resolve().parent
 GOVERNOR = Path(sys.executable).with_name("governor")
 TOL = 0.03
 
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    return str(compile_c(HERE / "rates_tenant.c", tmp_path_factory.mktemp("tenant"),
+    return str(compile_c(TENANTS / "rates_tenant.c", tmp_path_factory.mktemp("tenant"),
                          ("-static", "-pthread")))
 
 
@@ -62,20 +61,6 @@ def _read_until_eof(fd: int, deadline: float) -> bytes:
     raise AssertionError("too much output")
 
 
-def _read_line(fd: int, deadline: float) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        r, _, _ = select.select([fd], [], [], max(left, 0))
-        if not r:
-            raise TimeoutError("no line from the tenant")
-        data = os.read(fd, 1)
-        if not data:
-            raise AssertionError(f"tenant closed stdout after {buf!r}")
-        buf += data
-    return buf
-
-
 class Run:
     """A tenant spawned in a group with stdout on a pipe."""
 
@@ -92,7 +77,7 @@ class Run:
         self.fd = r
 
     def line(self) -> bytes:
-        return _read_line(self.fd, self.deadline)
+        return read_line(self.fd, self.deadline - time.monotonic())
 
     def finish(self) -> tuple[int, str]:
         try:

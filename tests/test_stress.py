@@ -20,13 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _tenants import compile_c, open_fds, under_tsan
+from _tenants import TENANTS, compile_c, open_fds, under_tsan
 from governor import GovernorError, Limits, Supervisor
 from governor._native import lib
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
 
-HERE = Path(__file__).resolve().parent
 SECONDS = float(os.environ.get("GOVERNOR_STRESS_SECONDS", "6"))
 RATE = 1 << 20                       # disk_write, bytes/s: writers are held
 # A processes cap traces clones, under seccomp too: not under TSan.
@@ -36,7 +35,7 @@ LIVE = 4                             # groups alive at once, at most
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory) -> str:
-    return str(compile_c(HERE / "rates_tenant.c", tmp_path_factory.mktemp("stress"),
+    return str(compile_c(TENANTS / "rates_tenant.c", tmp_path_factory.mktemp("stress"),
                          ("-static", "-pthread")))
 
 

@@ -22,6 +22,7 @@ import time
 
 import psutil
 
+from .. import _proc
 from .._errors import CatalogueError, GovernorError
 from .._readable import readable
 from .catalogue import Catalogue, Installed
@@ -32,19 +33,10 @@ READY_TIMEOUT = 60
 STOP_TIMEOUT = 20
 
 
-def _alive(sup: dict | None) -> bool:
-    if not sup:
-        return False
-    try:
-        return abs(psutil.Process(sup["pid"]).create_time() - sup["start"]) < 0.01
-    except (psutil.Error, KeyError, TypeError):
-        return False
-
-
 def running(catalogue: Catalogue, group: str) -> dict | None:
     """The group's supervisor ({"pid", "start"}) if it runs."""
     for row in catalogue.installed(group):
-        if _alive(row.supervisor):
+        if row.supervisor and _proc.alive(row.supervisor.get("pid"), row.supervisor.get("start")):
             return row.supervisor
     return None
 
@@ -155,7 +147,7 @@ def supervise(group: str, ready_fd: int) -> int:
     signal.signal(signal.SIGINT, on_signal)
     catalogue = Catalogue()
     rows = catalogue.installed(group)
-    me = {"pid": os.getpid(), "start": psutil.Process().create_time()}
+    me = _proc.identity()._asdict()
     procs = {}
     try:
         with Supervisor() as sup:

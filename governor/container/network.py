@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import _proc
 from . import registry
 from .._errors import GovernorError, PolicyError
 from .nat import NatTable, Port, enable_forwarding, parse_ports
@@ -154,16 +155,8 @@ def parse_net(value: str, config: NetConfig) -> NetRequest:
     return NetRequest("static", address)
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _alive(lease: Lease) -> bool:
-    return _start_time(lease.supervisor_pid) == lease.supervisor_start
+    return _proc.alive(lease.supervisor_pid, lease.supervisor_start)
 
 
 def _host_ifname(offset: int, name: str) -> str:
@@ -250,9 +243,9 @@ class Network:
                 if address is None:
                     raise PolicyError("--net", None, f"auto: no free address left in {pool}")
             offset = int(address) - int(pool.network_address)
-            me = os.getpid()
-            lease = Lease(str(address), pool.prefixlen, name, _host_ifname(offset, name), me,
-                          _start_time(me), nat, ",".join(str(p) for p in ports))
+            me = _proc.identity()
+            lease = Lease(str(address), pool.prefixlen, name, _host_ifname(offset, name), me.pid,
+                          me.start, nat, ",".join(str(p) for p in ports))
             leases.append(lease)
         log.info("leased %s to %s", lease.address, name)
         return lease

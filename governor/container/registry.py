@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import psutil
-
+from .. import _proc
 from .._errors import GovernorError, PolicyError
 from . import uidranges
 from .uidranges import ID_RANGE
@@ -29,13 +28,6 @@ log = logging.getLogger(__name__)
 
 def state_dir() -> Path:
     return Path(os.environ.get("GOVERNOR_STATE_DIR", "/var/lib/governor"))
-
-
-def _supervisor_alive(lease: dict) -> bool:
-    try:
-        return abs(psutil.Process(lease["pid"]).create_time() - lease["start"]) < 0.01
-    except (psutil.Error, KeyError, TypeError):
-        return False
 
 
 class Registry:
@@ -74,13 +66,13 @@ class Registry:
         """Takes the running lease of container name for this process,
         removing one that a dead supervisor left. PolicyError if it runs."""
         lease = doc["leases"].get(name)
-        if lease and _supervisor_alive(lease):
+        if lease and _proc.alive(lease.get("pid"), lease.get("start")):
             raise PolicyError("--name", name, f"container is running already "
                               f"(governor pid {lease['pid']})")
         if lease:
             log.warning("removed the stale lease of container %s: its supervisor "
                         "(pid %s) is gone", name, lease.get("pid"))
-        doc["leases"][name] = {"pid": os.getpid(), "start": psutil.Process().create_time()}
+        doc["leases"][name] = _proc.identity()._asdict()
 
     def entry(self, doc: dict, name: str) -> dict:
         """Container name's record, with its uid base: the same for the same

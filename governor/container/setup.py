@@ -9,8 +9,10 @@ configuration says otherwise."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from .. import _native
+from .._cstrings import cstr, cstr_array
 
 ffi, lib = _native.ffi, _native.lib
 
@@ -121,7 +123,7 @@ class Setup:
 
     def c_struct(self, keep: list):
         """struct gov_container; keep holds its buffers."""
-        cs = _strings(keep)
+        cs = partial(cstr, keep)
         c = ffi.new("struct gov_container *")
         keep.append(c)
         c.rootfs = cs(self.rootfs) if self.rootfs else ffi.NULL
@@ -146,11 +148,11 @@ class Setup:
         c.default_devices = self.default_devices
         c.ndevices, c.devices = len(self.devices), devices
         c.nsysctl = len(self.sysctl)
-        c.sysctl_key = _array(keep, [k.replace(".", "/") for k in self.sysctl])
-        c.sysctl_value = _array(keep, list(self.sysctl.values()))
+        c.sysctl_key = cstr_array(keep, [k.replace(".", "/") for k in self.sysctl])
+        c.sysctl_value = cstr_array(keep, list(self.sysctl.values()))
         c.init_joins_user_ns = self.init_joins_user_ns
-        c.nreadonly, c.readonly = len(self.readonly), _array(keep, self.readonly)
-        c.nmasked, c.masked = len(self.masked), _array(keep, self.masked)
+        c.nreadonly, c.readonly = len(self.readonly), cstr_array(keep, self.readonly)
+        c.nmasked, c.masked = len(self.masked), cstr_array(keep, self.masked)
         for which in ("uid_map", "gid_map"):
             lines = getattr(self, which)
             arr = ffi.new("struct gov_idmap[]", max(len(lines), 1))
@@ -203,17 +205,3 @@ class ProcessSetup:
              p.cap_ambient) = (cap_mask(s) for s in self.caps)
         return p
 
-
-def _strings(keep: list):
-    def cstr(s: str):
-        p = ffi.new("char[]", s.encode() if isinstance(s, str) else s)
-        keep.append(p)
-        return p
-    return cstr
-
-
-def _array(keep: list, items) -> object:
-    cs = _strings(keep)
-    arr = ffi.new("char *[]", [cs(i) for i in items] or [ffi.NULL])
-    keep.append(arr)
-    return arr

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from .. import _proc
 from .._errors import DaemonError, GovernorError, PolicyError
 from ..supervisor import Group, Supervisor
 from . import default_records, default_socket, wire
@@ -50,15 +51,6 @@ def _status_field(pid: int, key: str) -> str | None:
     except OSError:
         pass
     return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: when pid started (a reused pid differs)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _raise_fd_limit() -> None:
@@ -166,8 +158,8 @@ class Daemon:
 
     @staticmethod
     def _alive(stem: str) -> bool:
-        pid, _, start = stem.partition("-")
-        return pid.isdigit() and str(_start_ticks(int(pid))) == start
+        pid, _, start = stem.partition("-")     # STEM is PID-START (_proc.Identity)
+        return pid.isdigit() and start.isdigit() and _proc.alive(int(pid), int(start))
 
     def _remove_records(self, stem: str) -> None:
         for suffix in (".keep", ".json"):
@@ -334,7 +326,7 @@ class Daemon:
         if _status_field(init, "PPid") != str(keeper) or _status_field(cmd, "PPid") != str(init):
             raise DaemonError(f"adopt: process {init} is not the connecting process's child, "
                               f"or {cmd} is not its", status=2)
-        stem = f"{init}-{_start_ticks(init)}"
+        stem = f"{init}-{_proc.start_ticks(init)}"
         if name in self.sup._groups:
             raise DaemonError(f"a group {name!r} runs under the daemon already", status=2)
         other = self.waiting.get(name)

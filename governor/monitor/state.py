@@ -24,12 +24,15 @@ import time
 from collections import deque
 from pathlib import Path
 
-import psutil
-
+from .. import _proc
 from ..limits import RATE_KEYS
 
 log = logging.getLogger(__name__)
-VERSION = 1
+# 2: supervisor_start in clock ticks (governor/_proc.py); 1 held psutil's
+# float create_time, still read. A version-1 reader skips version 2 files
+# instead of taking their supervisors for dead ones and deleting the files.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 EVENTS_KEPT = 20    # per kind, in each state file
 
 
@@ -37,16 +40,12 @@ def state_dir() -> Path:
     return Path(os.environ.get("GOVERNOR_RUN_DIR", "/run/governor"))
 
 
-def _self_start() -> float:
-    return psutil.Process().create_time()
-
-
 class Publisher:
     """Writes the state files of one supervisor's groups."""
 
     def __init__(self, directory: Path | None = None):
         self.dir = directory or state_dir()
-        self._start = _self_start()
+        self._start = _proc.identity().start
         self._last: dict[str, tuple[float, dict]] = {}
         self._usage: dict[str, dict] = {}        # group -> usage at the last publish
         self._events: dict[str, dict[str, deque]] = {}
@@ -136,13 +135,6 @@ def counter_events(before: dict | None, after: dict, modes: dict, when: float) -
     return out
 
 
-def _alive(pid: int, start: float) -> bool:
-    try:
-        return abs(psutil.Process(pid).create_time() - start) < 1.0
-    except psutil.Error:
-        return False
-
-
 def read_states(directory: Path | None = None) -> list[dict]:
     """The state of every live group on the host; stale files are removed."""
     directory = directory or state_dir()
@@ -153,11 +145,11 @@ def read_states(directory: Path | None = None) -> list[dict]:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # being replaced, or not ours
-        if doc.get("version") != VERSION:
+        if doc.get("version") not in READ_VERSIONS:
             continue
         who = (doc["supervisor_pid"], doc["supervisor_start"])
         if who not in alive:
-            alive[who] = _alive(*who)
+            alive[who] = _proc.alive(*who)
         if not alive[who]:
             log.info("removing stale state file %s (supervisor %d is gone)", path,
                      doc["supervisor_pid"])

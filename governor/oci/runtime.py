@@ -9,9 +9,10 @@ import signal
 import time
 from pathlib import Path
 
+from .. import _proc
 from .._errors import GovernorError, PolicyError
 from . import hooks
-from .state import State, Store, start_time
+from .state import State, Store
 
 # create and exec need the engine's modules; the other commands stay light
 # (state, start, kill, delete run many times a second on a busy node).
@@ -60,7 +61,7 @@ def _write_pid_file(path: str | None, pid: int) -> None:
 
 def _wait_gone(pid: int, started: int, seconds: float = _WAIT_SECONDS) -> bool:
     deadline = time.monotonic() + seconds
-    while start_time(pid) == started:
+    while _proc.alive(pid, started):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.005)
@@ -108,7 +109,7 @@ def create(store: Store, cid: str, bundle: str, pid_file: str | None, console_so
                 console.close()
         init_pid = res.init_pid
         st = State(id=cid, bundle=spec.bundle, rootfs=spec.root, pid=init_pid,
-                   pid_start=start_time(init_pid), cmd_pid=res.cmd_pid,
+                   pid_start=_proc.start_ticks(init_pid), cmd_pid=res.cmd_pid,
                    created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
                    annotations=spec.annotations, poststart=hooks.as_json(spec.hooks["poststart"]),
                    poststop=hooks.as_json(spec.hooks["poststop"]))

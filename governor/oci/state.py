@@ -7,7 +7,7 @@ $GOVERNOR_OCI_ROOT, default /run/governor-oci): one directory per container, ROO
     sock         the supervisor's socket (start, exec)
 
 state.json is replaced by rename, so readers never see half of it. A pid is
-trusted only with its start time (field 22 of /proc/PID/stat): a pid reused
+trusted only with its start time (governor/_proc.py): a pid reused
 by another process after the container died is not mistaken for it."""
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+from .. import _proc
 from .._errors import GovernorError
 
 DEFAULT_ROOT = "/run/governor-oci"
@@ -25,18 +26,6 @@ OCI_VERSION = "1.0.2"
 
 class NotFound(GovernorError):
     pass
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None if it is gone (a
-    zombie is gone: it waits only for its parent to read its status)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 class State:
@@ -66,10 +55,10 @@ class State:
         return {name: getattr(self, name) for name in self.FIELDS}
 
     def alive(self) -> bool:
-        return bool(self.pid) and start_time(self.pid) == self.pid_start
+        return _proc.alive(self.pid, self.pid_start)
 
     def supervisor_alive(self) -> bool:
-        return bool(self.supervisor_pid) and start_time(self.supervisor_pid) == self.supervisor_start
+        return _proc.alive(self.supervisor_pid, self.supervisor_start)
 
     def current_status(self) -> str:
         """The status now: a container whose init is gone is stopped, whatever

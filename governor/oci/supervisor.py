@@ -24,14 +24,14 @@ import os
 import socket
 from types import SimpleNamespace
 
-from .. import _native
+from .. import _native, _proc
 from .._errors import GovernorError
 from .._readable import readable
 from ..limits import Limits
 from ..supervisor import Supervisor
 from . import hooks
 from .client import REQUEST_MAX, ShortPath
-from .state import State, Store, start_time
+from .state import State, Store
 
 ffi, lib = _native.ffi, _native.lib
 
@@ -146,7 +146,7 @@ def serve(store: Store, st: State, res, limits: Limits, argv: list[str], disk_ar
         os.close(null)
         cs = ContainerSupervisor(store, st, res, limits, argv, disk_area, start_hooks, log)
         st.status = "created"
-        st.supervisor_pid, st.supervisor_start = os.getpid(), start_time(os.getpid())
+        st.supervisor_pid, st.supervisor_start = _proc.identity()
         store.save(st)
         os.write(ready_w, b"ok")
         os.close(ready_w)

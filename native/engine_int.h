@@ -1,0 +1,201 @@
+/* The engine's private parts, shared by its files (none of this is the
+ * library's interface: that is engine.h):
+ * - engine.c: the loop, its epoll watches and listeners, the groups and the
+ *   gov_engine_* / gov_group_* calls;
+ * - holds.c: a call's way from arrival to answer: held, released, refused,
+ *   interrupted by a signal, failed when its group is stuck;
+ * - verdict.c: whether a call fits its group's rates and caps (tasks,
+ *   memory, disk space), and charging it;
+ * - events.c: what the engine reports: the event ring, and the hold-record
+ *   file (keep.h) that outlives a restart. */
+#ifndef GOV_ENGINE_INT_H
+#define GOV_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <linux/seccomp.h>
+
+#include "bucket.h"
+#include "classify.h"
+#include "diskspace.h"
+#include "engine.h"
+#include "iowrite.h"
+#include "keep.h"
+#include "share.h"
+#include "shmem.h"
+#include "tasks.h"
+#include "trace.h"
+
+#define MAX_GROUPS 4096
+#define EVENT_RING 4096
+#define MAX_PROCS 65536
+#define NR_SYSCALLS 512
+
+enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
+
+struct group;
+
+/* What an epoll event names: a slot of e->watch, by index and generation,
+ * never a pointer. Another thread (gov_group_remove, the tracer) or an
+ * earlier event of the same batch may free a listener or a hold between
+ * epoll_wait and the engine's look at the event; freeing bumps the slot's
+ * generation, so the stale event names nothing and is dropped. */
+struct watch {
+    int tag;                  /* TAG_*, 0: free */
+    uint32_t gen;
+    void *obj;                /* the listener or hold */
+};
+
+struct listener {
+    uint64_t key;             /* its watch */
+    int fd;
+    struct group *g;
+    struct listener *next;
+};
+
+struct hold {
+    int tag;                  /* TAG_DATA while waiting for data */
+    uint64_t key;             /* its watch then */
+    struct hold *prev, *next;
+    struct group *g;
+    struct listener *l;       /* seccomp: the listener and notification id */
+    uint64_t id;
+    struct gov_tracee *t;     /* ptrace: the stopped tracee */
+    int pid, nr;
+    uint64_t args[6];
+    struct gov_call call;
+    int tgid;                 /* memory calls: the caller's process, once looked up */
+    int res;                  /* the resource it is queued for; -1 waiting for data */
+    signed char route[GOV_NRES];  /* shared rates: how it fits its class (share.h) */
+    int64_t deadline;         /* waiting for data: SO_RCVTIMEO runs out, 0: never */
+    int64_t since;
+    int rec;                  /* its slot in the group's record file (keep.h), -1: none */
+    struct gov_iocounts io;   /* its thread's counters, read since it made this call */
+};
+
+struct memproc {
+    int tgid;
+    int64_t bytes;
+    int64_t start_brk, last_brk;
+};
+
+struct group {
+    int id;
+    int backend;              /* GOV_BACKEND_* */
+    unsigned char governed[NR_SYSCALLS];  /* ptrace-syscall: calls that stop */
+    struct gov_limits lim;
+    struct gov_bucket b[GOV_NRES];   /* rates: the limit */
+    struct gov_share share[GOV_NRES];   /* rates a class shares: guarantee, borrowing */
+    struct gov_usage u;
+    int inits[64];            /* pid 1 of each spawned root; tasks descend from them */
+    int ninits;
+    struct listener *listeners;
+    struct hold holds;        /* sentinel of the FIFO of held calls */
+    int nholds;
+    int max_held;             /* nholds never passes it (held_cap) */
+    int held_res[GOV_NRES];   /* holds per resource */
+    struct group *next_held;  /* list of groups with holds */
+    int on_held_list;
+    struct gov_clones clones; /* clones let go whose child may not exist yet */
+    int zombies;              /* at the last count */
+    /* Stall detection (check_stalled): the last look found the group stuck,
+     * with this much CPU time used and this many calls made so far. */
+    int stall_looks;
+    uint64_t stall_cpu, stall_calls;
+    int64_t stall_next;
+    struct memproc *mem;
+    int nmem, cap_mem;
+    int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
+    struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
+    int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
+    struct gov_ledger ledger;
+    struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
+    double disk_pending;      /* page cache dirtied past the growth charged, since the last
+                                 recount: growth the count may lack (settle_dirtied) */
+    int disk_over;            /* such growth took the area past its quota (disk_fits) */
+    struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
+    /* Its own network interface (gov_group_settle_net), per direction:
+     * its totals and the group's usage at the last settlement. */
+    uint64_t if_seen[2];
+    uint64_t used_seen[2];
+    struct gov_keep *keep;    /* the hold-record file (keep.h), or NULL */
+};
+
+struct gov_engine {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    int epfd, timerfd, wakefd, evfd;
+    int stop;
+    int sync_wakeup;
+    int want_sync_wakeup;     /* 0: measure round trips without it */
+    struct group *groups[MAX_GROUPS];
+    struct group *held;       /* groups that have holds */
+    struct seccomp_notif *req;
+    struct seccomp_notif_resp *resp;
+    struct seccomp_notif_sizes sizes;
+    struct gov_pidfds pidfds;
+    struct gov_event ring[EVENT_RING];
+    int ring_head, ring_len, overflowed;
+    int procs[MAX_PROCS];
+    int64_t last_sweep;
+    int64_t last_pidfd_sweep;
+    int64_t timer_at;         /* 0: disarmed */
+    struct gov_tracer *tracer; /* with the first ptrace group */
+    struct watch *watch;      /* what epoll events name (struct watch) */
+    int nwatch, cap_watch;
+    int *free_watch, nfree_watch;
+};
+
+enum { GO, WAIT, DENY };   /* verdict() */
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+#pragma GCC visibility push(hidden)
+
+/* engine.c */
+int watch_add(struct gov_engine *e, int fd, uint32_t events, int tag, void *obj, uint64_t *key);
+void watch_del(struct gov_engine *e, int fd, uint64_t key);
+struct group *group_of(struct gov_engine *e, int id);
+struct hold *new_hold(struct group *g);
+void on_call(struct gov_engine *e, struct hold *h, uint32_t arch);
+int listener_add(struct gov_engine *e, struct group *g, int fd, struct listener **out);
+
+/* holds.c */
+int respond(struct gov_engine *e, struct listener *l, uint64_t id, int64_t val, int error,
+            int cont);
+int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int cont);
+void unlink_hold(struct group *g, struct hold *h);
+void free_hold(struct gov_engine *e, struct hold *h);
+struct gov_shmem *shmem_of(struct group *g);
+void reclassify(struct gov_engine *e, struct hold *h);
+void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_t now);
+void run_holds(struct gov_engine *e);
+
+/* verdict.c */
+int is_rate(int res);
+void settle_returned(void *group, const struct gov_call *c, double got);
+void settle_write(void *group, const struct gov_call *c, int what, double wrote, double dirtied);
+int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs);
+struct memproc *mem_proc(struct group *g, int tgid);
+void disk_recount(struct gov_engine *e, struct group *g);
+int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_t now, int64_t *wait_ns,
+            int fresh, int *why);
+int deny_errno(struct hold *h, int res);
+void settle_now(struct group *g, struct hold *h);
+void charge(struct group *g, struct hold *h, int sign);
+
+/* events.c */
+void emit(struct gov_engine *e, int type, int group, int res, int pid, int nr, int64_t value);
+void keep_received(struct hold *h, uint32_t arch);
+void keep_charged(struct hold *h);
+void keep_done(struct hold *h);
+
+#pragma GCC visibility pop
+
+#endif
