@@ -102,12 +102,21 @@ def main() -> int:
                     print(f"{samples[-1]['t']:5d} s: {f}", flush=True)
                     next_sample += 60
             # The still phase: every tenant holds exactly --tasks tasks.
-            for g, p, w, out_r in procs:
+            forks: dict[str, list[int]] = {}   # by limits: the children each group made
+            for i, (g, p, w, out_r) in enumerate(procs):
                 try:
-                    read_line(out_r, 120)
+                    n = int(read_line(out_r, 120).split()[1])
+                    forks.setdefault(str(MIXES[i % len(MIXES)] or "processes only"), []).append(n)
                 except AssertionError as e:
                     failures.append(f"{g.name}: tenant did not reach its still phase ({e})"
                                     f"\n    {describe(g, p.init_pid)}")
+            # Alike tenants under alike limits get alike service: no group starves.
+            for mix, counts in forks.items():
+                counts.sort()
+                low, mid, high = counts[0], counts[len(counts) // 2], counts[-1]
+                print(f"children made, {mix}: min {low} median {mid} max {high}", flush=True)
+                if low * 3 < mid:
+                    failures.append(f"a group starved ({mix}): {low} children against a median of {mid}")
             time.sleep(1)
             wrong = []
             for g, p, w, out_r in procs:

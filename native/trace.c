@@ -20,6 +20,7 @@
 
 #define BUCKETS 4096
 #define MAX_NS 4096
+#define ROUND_MAX 512    /* stops handled in one round (handle_round) */
 #define ORIG_RAX offsetof(struct user_regs_struct, orig_rax)
 #define RAX offsetof(struct user_regs_struct, rax)
 
@@ -371,6 +372,33 @@ static int wait_status(const siginfo_t *si)
     }
 }
 
+/* Handles every stop that is waiting now, in one round: the one the blocking
+ * wait took, then all the others, collected before any is handled. waitid
+ * reports the newest tracees first, so taking one stop at a time would serve
+ * a busy group's young tasks for ever before an old task's stop (a group's
+ * first process, whose fork is its only way to make children). */
+static void handle_round(struct gov_tracer *tr)
+{
+    struct {
+        int pid, status;
+    } round[ROUND_MAX];
+    int n = 0;
+    round[n].pid = tr->si.si_pid;
+    round[n++].status = wait_status(&tr->si);
+    tr->si.si_pid = 0;
+    while (n < ROUND_MAX) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (syscall(SYS_waitid, P_ALL, 0, &si, WEXITED | WSTOPPED | WNOHANG | __WALL | __WNOTHREAD,
+                    NULL) < 0 || si.si_pid == 0)
+            break;
+        round[n].pid = si.si_pid;
+        round[n++].status = wait_status(&si);
+    }
+    for (int i = 0; i < n; i++)
+        on_stop(tr, round[i].pid, round[i].status);
+}
+
 static void *tracer_main(void *arg)
 {
     struct gov_tracer *tr = arg;
@@ -392,9 +420,8 @@ static void *tracer_main(void *arg)
         in_window = 0;
         if (__atomic_load_n(&tr->si.si_pid, __ATOMIC_RELAXED)) {
             pthread_mutex_lock(tr->mu);
-            on_stop(tr, tr->si.si_pid, wait_status(&tr->si));
+            handle_round(tr);
             pthread_mutex_unlock(tr->mu);
-            tr->si.si_pid = 0;
         }
         pthread_mutex_lock(tr->mu);
         run_requests(tr);

@@ -29,7 +29,7 @@ from .dpkg import Dpkg
 from .elf import MACHINES, Resolver, read_elf
 from .fileset import PSEUDO, FileSet, add_loader_needs, add_packages
 from .host import KERNEL_MIN, KERNEL_SPEED, version_tuple
-from .oci import MT_CONFIG, MT_MANIFEST, VOLUME, Store, write_layer
+from .oci import MT_CONFIG, MT_MANIFEST, VOLUME, write_layer
 
 log = logging.getLogger(__name__)
 NEVER_BINDS = 2**40                 # bytes/s: a rate limit that only counts

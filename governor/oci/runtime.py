@@ -3,7 +3,6 @@ acts). Errors are GovernorError (PolicyError for a bad config.json) with
 the message a user should read."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
