@@ -6,7 +6,6 @@ Prints "ok N" with how many spawns failed."""
 import os
 import resource
 import signal
-import sys
 import time
 
 from governor import Limits, Supervisor

@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest

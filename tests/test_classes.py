@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import needs_root, python_tenant, wait_for
+from _tenants import needs_root, python_tenant
 
 from governor import Limits, PolicyError, Supervisor
 from governor.share import Class, load_class

@@ -174,10 +174,10 @@ def test_a_pipe_read_does_not_wait_behind_a_held_socket_receive(backend):
             wait_for(lambda: g.usage().resources["net_recv"].held_calls >= 1, 20, "the receive to be held")
             os.write(w0, b"ab")
             assert read_line(r1, 10) == b"piped\n"
-            # The receive still waits (it needs ~20 s of budget): nothing
-            # more was written. (held_now is not asserted: in one CI-like
-            # run under load it read 0 here while the receive still waited;
-            # the cause is not pinned down.)
+            # The receive never completed (it needs ~20 s of budget): nothing
+            # more was written. (Not held_now: after "piped" the tenant's
+            # main thread ends, the process exits, and its held receive with
+            # it; a sample taken then reads 0.)
             os.set_blocking(r1, False)
             with pytest.raises(BlockingIOError):
                 os.read(r1, 64)
