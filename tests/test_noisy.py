@@ -68,7 +68,8 @@ def test_held_calls_past_the_cap_are_denied_and_logged(tmp_path):
         assert errnos.strip() == f"[{errno.EAGAIN}]"
         assert held <= CAP
         capped = [e for e in sup.events() if e.kind == "held_cap"]
-        assert len(capped) == int(denied)
+        # A thread may get its EAGAIN after the count was printed (1 run in 12).
+        assert int(denied) <= len(capped) <= THREADS - CAP
         assert all(e.value == errno.EAGAIN and e.resource == "disk_write" for e in capped)
 
 
