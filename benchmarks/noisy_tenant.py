@@ -6,6 +6,8 @@
     python noisy_tenant.py churn DIR         creates, writes and deletes one file of
                                              DIR in a loop (each delete makes the
                                              area's count stale: a recount)
+    python noisy_tenant.py full FILE         appends 4 KiB to FILE in a loop, whatever
+                                             the errors (a full disk area: EDQUOT)
     python noisy_tenant.py mmap              maps and unmaps 1 MiB in a loop
     python noisy_tenant.py sigstop DIR N     N children held in a write, stopped and
                                              continued (SIGSTOP, SIGCONT) in a loop
@@ -47,6 +49,15 @@ def churn(workdir: str) -> None:
         os.unlink(path)
 
 
+def full(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    while True:
+        try:
+            os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+
+
 def mmap_churn() -> None:
     while True:
         m = mmap.mmap(-1, 1 << 20)
@@ -71,5 +82,5 @@ def sigstop(workdir: str, n: int) -> None:
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     {"threads": lambda: threads(args[0], int(args[1])), "flood": flood,
-     "churn": lambda: churn(args[0]), "mmap": mmap_churn,
+     "churn": lambda: churn(args[0]), "full": lambda: full(args[0]), "mmap": mmap_churn,
      "sigstop": lambda: sigstop(args[0], int(args[1]))}[what]()

@@ -373,8 +373,10 @@ void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
     *c = (struct gov_disk_count){0};
     for (int i = 0; i < d->ndirs && c->rc == 0; i++)
         c->rc = walk(d->dirfd[i], d->dev[i], &c->seen, &c->total);
+    uint64_t named = c->seen.n;
     if (c->rc == 0)
         c->rc = count_held(d, pids, npids, &c->seen, &c->total);
+    c->unlinked = c->seen.n > named;
 }
 
 int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
@@ -388,6 +390,7 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
     d->failed = 0;
     free(d->seen.key);
     d->seen = c->seen;
+    d->unlinked = c->unlinked;
     double inodes;
     d->used = c->total + (int64_t)inflight_sum(d, &inodes);
     d->inodes = (int64_t)(d->seen.n + inodes);

@@ -41,6 +41,8 @@ struct gov_disk {
     int failed;                  /* -errno: the last recount could not finish, and
                                   * until one does the area may not grow */
     struct gov_inoset seen;      /* every inode of the area at the last recount */
+    int unlinked;                /* it counted deleted files held open: closing the last
+                                  * fd or mapping frees them, with no call the engine sees */
     struct gov_disk_inflight *inflight;
     int ninflight, cap_inflight;
 };
@@ -75,6 +77,7 @@ void gov_disk_touch(struct gov_disk *d);
 struct gov_disk_count {
     struct gov_inoset seen;
     int64_t total;
+    int unlinked;   /* deleted files held open were counted */
     int rc;
 };
 

@@ -31,6 +31,7 @@
 #define MAX_GROUPS 4096
 #define EVENT_RING 4096
 #define MAX_PROCS 65536
+#define MEM_TIDS 64                 /* memory: threads whose process is known (verdict.c mem_tid) */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -109,11 +110,15 @@ struct group {
     int64_t shared_mem;       /* shared memory of the group: anonymous, SysV, files */
     struct gov_shmem shmem;   /* memory: its files in memory and SysV segments */
     int64_t mem_recount_at;   /* memory: the next periodic recount (mem_recount_due) */
+    int mem_tid[MEM_TIDS][2]; /* memory: thread, its process, read since that recount */
+    int nmem_tid;
     struct gov_ledger ledger;
     struct gov_disk *disk;    /* disk_space: the writable area, or NULL */
     double disk_pending;      /* page cache dirtied past the growth charged, since the last
                                  recount: growth the count may lack (settle_dirtied) */
     int disk_over;            /* such growth took the area past its quota (disk_fits) */
+    uint64_t disk_exact_gen;  /* the area's generation at the last recount before a denial, */
+    int64_t disk_exact_until; /* and until when that count may serve the next (disk_fits) */
     struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */

@@ -56,6 +56,11 @@ def add_parser(sub) -> None:
                           "(PTRACE_SYSCALL: every call stops; slow)")
     run.add_argument("--metrics", metavar="ADDRESS:PORT",
                      help="serve Prometheus metrics of the group on http://ADDRESS:PORT/metrics")
+    run.add_argument("--max-held", type=_count, default=None, metavar="N",
+                     help="at most N calls of the group wait at once (held, or for data); a "
+                          "call past them fails at once with EAGAIN (ENOMEM for memory) and "
+                          "is logged (default 4096): what the supervisor keeps "
+                          "per waiting call stays bounded whatever the command does")
     run.add_argument("--stop-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                      help="after a SIGTERM, which is passed on to the command, kill the whole "
                           "group if the command is still running this much later (default 10)")
@@ -114,6 +119,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not 0 <= value < 1e9:
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of calls, got {text!r}") from None
+    if not 1 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (and below 2^31), got {text!r}")
     return value
 
 
@@ -200,6 +215,9 @@ def _check_daemon_options(args) -> None:
     if args.metrics:
         raise PolicyError("--metrics", None, "with --daemon the daemon serves the metrics of "
                                              "every group: governor daemon --metrics ADDRESS:PORT")
+    if args.max_held is not None:
+        raise PolicyError("--max-held", None, "with --daemon the daemon's engine holds the "
+                                              "group's calls, with its own cap")
 
 
 def _spawn_failed(e: SpawnError, command: str, container: Container | None) -> int:
@@ -248,7 +266,8 @@ def main(args) -> int:
     started = time.monotonic()
     if args.daemon or args.daemon_socket:
         return _run_under_daemon(args, cmd, name, limits, container, log, started)
-    with Supervisor(backend=args.backend, engines=1) as sup:   # one group: one engine thread
+    held = {} if args.max_held is None else {"max_held": args.max_held}
+    with Supervisor(backend=args.backend, engines=1, **held) as sup:   # one group: one engine
         try:
             group = sup.group(name, limits, container=container)
         except PolicyError as e:  # e.g. disk_space without a writable area
@@ -360,6 +379,18 @@ class _EngineEvents:
 
     def __init__(self, sup: Supervisor, log):
         self.sup, self.log = sup, log
+        self.capped = False   # a held_cap was logged as a warning
+
+    def _held_cap(self, ev) -> None:
+        """A warning the first time, then one line each with -v, as denials."""
+        fields = dict(resource=ev.resource, call=ev.call, pid=ev.pid,
+                      errno=errno.errorcode.get(ev.value, ev.value))
+        if not self.capped:
+            self.log.warning("denied a call: the group had max_held calls waiting already "
+                             "(--max-held; later ones are logged with -v)", **fields)
+            self.capped = True
+        else:
+            self.log.info("held_cap", **fields)
 
     def fds(self) -> list[int]:
         return [self.sup.event_fd]
@@ -386,6 +417,8 @@ class _EngineEvents:
             elif ev.kind == "compat_denied":
                 log.warning("refused a governed call through the i386/x32 entry",
                             call=ev.call, pid=ev.pid)
+            elif ev.kind == "held_cap":
+                self._held_cap(ev)
             elif ev.kind in ("held", "released"):
                 log.debug(ev.kind, resource=ev.resource, call=ev.call, pid=ev.pid,
                           value=ev.value)
