@@ -562,15 +562,21 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
  * (called and returns locked): a large area takes long to walk (a second for
  * 200,000 files), and every group of the engine would wait. The count is
  * kept only if no call of the group changed the area meanwhile (its
- * generation); else the counter stays the estimate, dirty. Denials never
- * rely on this: disk_fits recounts under the lock, where the group's calls
- * wait for the walk. Returns g, or NULL if the group went meanwhile. */
+ * generation); else the counter stays the estimate, dirty. An area that a
+ * tenant keeps changing stays dirty: each read walked it again, and the
+ * supervisor's sampler walked all the time, a CPU taken from the tenants
+ * and the engine (README, Noisy neighbours: churned area). A read within
+ * DISK_REUSE walks' time of the last walk reports the estimate instead.
+ * Denials never rely on this: disk_fits recounts under the lock, where the
+ * group's calls wait for the walk. Returns g, or NULL if the group went
+ * meanwhile. */
 static struct group *disk_recount_unlocked(struct gov_engine *e, int id, struct group *g)
 {
     struct gov_disk *d = g->disk;
     int n = 0;
-    if (d->walking)
-        return g; /* another reader walks it */
+    int64_t start = now_ns();
+    if (d->walking || start < g->disk_walk_after)
+        return g; /* another reader walks it, or one did a moment ago */
     if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
         disk_recount(e, g); /* fails closed */
         return g;
@@ -587,6 +593,8 @@ static struct group *disk_recount_unlocked(struct gov_engine *e, int id, struct 
     free(pids);
     pthread_mutex_lock(&e->mu);
     d->walking = 0;
+    int64_t end = now_ns();
+    g->disk_walk_after = end + DISK_REUSE * (end - start);
     if (d->orphan) {
         free(c.seen.key);
         gov_disk_free(d);

@@ -81,6 +81,11 @@ struct memproc {
     int64_t start_brk, last_brk;
 };
 
+/* A walk of a disk area may be reused for this many times as long as it
+ * took: walks then take at most about a tenth of a CPU (verdict.c
+ * disk_fits, engine.c usage reads). */
+#define DISK_REUSE 10
+
 struct group {
     int id;
     int backend;              /* GOV_BACKEND_* */
@@ -119,6 +124,7 @@ struct group {
     int disk_over;            /* such growth took the area past its quota (disk_fits) */
     uint64_t disk_exact_gen;  /* the area's generation at the last recount before a denial, */
     int64_t disk_exact_until; /* and until when that count may serve the next (disk_fits) */
+    int64_t disk_walk_after;  /* a usage read walks the area again from then on */
     struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */

@@ -12,7 +12,6 @@
 
 #define MEM_RECOUNT_NS 1000000000LL /* memory: a recount at least this often (mem_recount_due) */
 #define MEM_NEAR 16                 /* memory: within cap/MEM_NEAR of the cap, callers are read */
-#define DISK_REUSE 10               /* disk: a count serves refusals for this many times its walk */
 
 /* ---- caps: tasks and committed memory ---- */
 
