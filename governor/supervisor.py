@@ -25,8 +25,11 @@ ffi, lib = _native.ffi, _native.lib
 log = _log.getLogger(__name__)
 
 # In the order of native/gov.h's resource enum.
-RESOURCES = ("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory", "disk_space",
-             "disk_inodes")
+# The engine's resources, in gov.h's order (GOV_NET_SEND = 0 ...): the index
+# of each comes from the cdef, never from this list's order.
+RESOURCES = tuple(sorted(("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory",
+                          "disk_space", "disk_inodes"), key=lambda r: getattr(lib, "GOV_" + r.upper())))
+assert [getattr(lib, "GOV_" + r.upper()) for r in RESOURCES] == list(range(lib.GOV_NRES))
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled",
