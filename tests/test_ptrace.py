@@ -256,6 +256,20 @@ def _read_until(fd: int, want: bytes, timeout: float) -> bytes:
     return seen
 
 
+def _tree(pid: int) -> str:
+    """pid and its descendants: state, wchan, current call, threads."""
+    lines = []
+    for p in [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True):
+        try:
+            wchan = Path(f"/proc/{p.pid}/wchan").read_text()
+            call = Path(f"/proc/{p.pid}/syscall").read_text().split()[:2]
+            lines.append(f"{p.pid} {p.name()} {p.status()} wchan={wchan} call={call} "
+                         f"threads={p.num_threads()} pgrp={os.getpgid(p.pid)}")
+        except (psutil.Error, OSError):
+            pass
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("backend", ["seccomp", "ptrace"])
 def test_job_control_in_an_interactive_shell(backend, tmp_path):
     """^Z stops the foreground job and the shell says so; fg brings it back."""
@@ -283,6 +297,9 @@ def test_job_control_in_an_interactive_shell(backend, tmp_path):
         _read_until(master, b"$ ", 10)
         os.write(master, b"exit 7\n")
         assert gov.wait(10) == 7
+    except BaseException:
+        print(_tree(gov.pid))   # what each task was doing when it timed out
+        raise
     finally:
         if gov.poll() is None:
             gov.kill()
