@@ -76,6 +76,19 @@ def socket_answers(path) -> bool:
         s.close()
 
 
+def login_terminal() -> None:
+    """preexec_fn for a command on a pty, as at a login: fd 0 becomes its
+    controlling terminal, and SIGINT and SIGQUIT get their default action
+    (a test run started in the background of a non-interactive shell
+    inherits them ignored, and a ^C must reach the command)."""
+    import fcntl
+    import signal
+    import termios
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def read_line(fd: int, timeout: float) -> bytes:
     """The next line on fd, with its newline, read a byte at a time (what
     follows stays in the pipe); AssertionError if none comes within timeout

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from _tenants import TENANTS, compile_c, make_rootfs, wait_for
+from _tenants import TENANTS, compile_c, login_terminal, make_rootfs, wait_for
 from governor import GovernorError, Limits, PolicyError, SpawnError, Supervisor
 from governor.container import Container
 from governor.container import uidranges
@@ -93,7 +93,7 @@ def test_no_typing_into_the_hosts_terminal_nor_raw_sockets(tmp_path, state):
                                        "--rootfs", str(rootfs), "--", "/bin/escape"],
                            stdin=slave, capture_output=True, text=True, timeout=30,
                            start_new_session=True,
-                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                           preexec_fn=login_terminal)
         assert r.returncode == 0, r.stderr
         assert r.stdout == "tiocsti=1 high=1 raw=1\n"   # EPERM each
         os.set_blocking(slave, False)
@@ -634,7 +634,7 @@ def test_a_terminal_is_relayed_through_a_pty_of_the_containers_own(tmp_path, sta
                         "--", "/bin/sh", "-c", "busybox tty; busybox stty size; read line; "
                                                "echo got:$line; sleep 300"],
             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+            preexec_fn=login_terminal)
         try:
             out = read_until(master, b"31 97")
             assert b"/dev/pts/0\r\n31 97" in out, out

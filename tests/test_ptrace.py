@@ -5,13 +5,11 @@ supervisor's death kills it. The behavioural tests of the other files run
 under `ptrace` too (conftest.py); a few run here under `ptrace-syscall`."""
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import psutil
 import pytest
 
 import test_rates
-from _tenants import TENANTS, compile_c, host_pid, read_line, start_time, wait_for
+from _tenants import TENANTS, compile_c, host_pid, login_terminal, read_line, start_time, wait_for
 from test_rates import tenant  # noqa: F401  (the rates tenant, a fixture)
 
 from governor import Limits, Supervisor
@@ -280,7 +278,7 @@ def test_job_control_in_an_interactive_shell(backend, tmp_path):
                             "disk_write=64MiB/s", "--", "bash", "--norc", "--noprofile", "-i"],
                            stdin=slave, stdout=slave, stderr=slave, env=env,
                            start_new_session=True,
-                           preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                           preexec_fn=login_terminal)
     os.close(slave)
     try:
         _read_until(master, b"$ ", 10)
