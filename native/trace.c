@@ -376,7 +376,9 @@ static int wait_status(const siginfo_t *si)
  * wait took, then all the others, collected before any is handled. waitid
  * reports the newest tracees first, so taking one stop at a time would serve
  * a busy group's young tasks for ever before an old task's stop (a group's
- * first process, whose fork is its only way to make children). */
+ * first process, whose fork is its only way to make children). The engine's
+ * mutex is taken per stop, as before rounds: the engine thread's own calls
+ * wait for one stop, never for a round. */
 static void handle_round(struct gov_tracer *tr)
 {
     struct {
@@ -395,8 +397,11 @@ static void handle_round(struct gov_tracer *tr)
         round[n].pid = si.si_pid;
         round[n++].status = wait_status(&si);
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(tr->mu);
         on_stop(tr, round[i].pid, round[i].status);
+        pthread_mutex_unlock(tr->mu);
+    }
 }
 
 static void *tracer_main(void *arg)
@@ -418,11 +423,8 @@ static void *tracer_main(void *arg)
     sigsetjmp(wake_jb, 1);
     for (;;) {
         in_window = 0;
-        if (__atomic_load_n(&tr->si.si_pid, __ATOMIC_RELAXED)) {
-            pthread_mutex_lock(tr->mu);
+        if (__atomic_load_n(&tr->si.si_pid, __ATOMIC_RELAXED))
             handle_round(tr);
-            pthread_mutex_unlock(tr->mu);
-        }
         pthread_mutex_lock(tr->mu);
         run_requests(tr);
         int stop = tr->stop;

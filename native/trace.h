@@ -1,9 +1,10 @@
 /* The ptrace backends' tracer: one thread per engine, created with the first
  * ptrace group, that owns every tracee (ptrace requests must come from the
  * thread that attached). It blocks in waitid(__WALL | __WNOTHREAD), so it
- * never reaps the supervisor's other children, and takes the engine's mutex
- * for each round of stops (every stop waiting then, so that no tracee waits
- * behind younger ones): the engine's own code decides every governed call.
+ * never reaps the supervisor's other children. It handles the stops in rounds
+ * (every stop waiting then, so that no tracee waits behind younger ones) and
+ * takes the engine's mutex for each: the engine's own code decides every
+ * governed call.
  *
  * It is woken for rare work (an attach, an answer that the engine thread
  * decided, shutdown) by GOV_TRACE_WAKE_SIG sent to the thread, whose handler
