@@ -10,7 +10,12 @@ busy forking, writing, sending, mapping memory and starting threads, then
 holds exactly --tasks tasks still. Limits rotate over the groups: processes
 always (it binds: children with a thread take two tasks), plus disk_write,
 net_send, memory or all three. Prints the supervisor's RSS, fds and threads
-once a minute, and a verdict; exit status 1 if a check failed."""
+once a minute, the children each group made (alike groups must get alike
+service: one under a third of its mix's median fails), and a verdict;
+a stuck group's tasks are printed with the call each is in. Exit status 1
+if a check failed: a tenant that never went still, a count that is not
+/proc's, a call still held, state files that disagree, RSS growth past
+8 MiB, or fds or threads left once the supervisor has closed."""
 from __future__ import annotations
 
 import argparse
