@@ -140,6 +140,12 @@ def read_kv(path: Path) -> dict[str, str]:
     return dict(part.split("=", 1) for part in line.split() if "=" in part)
 
 
+def children_of(pid: int) -> list[int]:
+    """pid's children, from /proc/PID/task/*/children (each thread's)."""
+    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+            for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+
+
 def group_tasks(init_pid: int) -> dict[int, int]:
     """Every process below a group's init (the init excluded), read from /proc
     through /proc/PID/task/TID/children, with its live threads: 0 for a

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import compile_c, open_fds, read_line, wait_for
+from _tenants import children_of, compile_c, open_fds, read_line, wait_for
 from governor import GovernorError, Limits, Supervisor
 from governor.rules import syscall_number
 
@@ -120,11 +120,11 @@ def test_a_spawn_the_engine_refuses_leaves_nothing_behind():
         # Past their start-up: glibc maps its gconv cache MAP_SHARED, which a
         # disk_write group governs (a pidfd in the engine's cache, for a while).
         wait_for(lambda: all(_in_call(p.pid) == "230" for p in procs), 10, "the sleeps asleep")
-        before, kids = open_fds(), set(_children())
+        before, kids = open_fds(), set(children_of(os.getpid()))
         with pytest.raises(GovernorError, match="add init"):
             g.spawn(["/bin/sleep", "60"])
         wait_for(lambda: not new_fds(before), 5, "the fds of before")
-        assert set(_children()) == kids
+        assert set(children_of(os.getpid())) == kids
         for p in procs:
             p.kill()
 
@@ -135,12 +135,6 @@ def _in_call(pid: int) -> str:
         return open(f"/proc/{pid}/syscall").read().split()[0]
     except (OSError, IndexError):
         return ""
-
-
-def _children() -> list[int]:
-    me = os.getpid()
-    return [int(pid) for t in os.listdir(f"/proc/{me}/task")
-            for pid in open(f"/proc/{me}/task/{t}/children").read().split()]
 
 
 PIPE_AND_SOCKET = r"""

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from _tenants import SHIM, TENANTS, compile_c, live_tasks, needs_root, python_tenant, read_line, wait_for
+from _tenants import (SHIM, TENANTS, children_of, compile_c, live_tasks, needs_root, python_tenant,
+                      read_line, wait_for)
 
 from governor import Limits, Supervisor
 
@@ -277,11 +278,6 @@ def _set_last_pid(pid: int) -> None:
     Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid))
 
 
-def _children_of(pid: int) -> list[int]:
-    return [int(c) for t in os.listdir(f"/proc/{pid}/task")
-            for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-
-
 def test_a_reused_pid_is_governed_by_its_new_group(tmp_path, backend):
     """The tracer used to make a child's entry at its parent's fork event,
     which it may take after the child's exit: the entry outlived the child,
@@ -306,7 +302,7 @@ def test_a_reused_pid_is_governed_by_its_new_group(tmp_path, backend):
         os.close(b_w)
         try:
             assert read_line(out_r, 60) == b"full\n"
-            root = wait_for(lambda: _children_of(b.init_pid), 10, "the cue's root")[0]
+            root = wait_for(lambda: children_of(b.init_pid), 10, "the cue's root")[0]
             after = _last_pid()
             assert after > before + 400, (before, after)
             candidates = range(before + 1, after, max(1, (after - before) // 40))
@@ -318,7 +314,7 @@ def test_a_reused_pid_is_governed_by_its_new_group(tmp_path, backend):
                     continue
                 _set_last_pid(pid - 1)
                 os.write(in_w, b"f")
-                child = wait_for(lambda: _children_of(root), 10, "the cue's child")[0]
+                child = wait_for(lambda: children_of(root), 10, "the cue's child")[0]
                 if child == pid:
                     reused.add(pid)
                 os.write(in_w, b"t")
