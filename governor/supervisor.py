@@ -24,7 +24,6 @@ from .rules import ALLOW, Action, Rule, c_rules
 ffi, lib = _native.ffi, _native.lib
 log = _log.getLogger(__name__)
 
-# In the order of native/gov.h's resource enum.
 # The engine's resources, in gov.h's order (GOV_NET_SEND = 0 ...): the index
 # of each comes from the cdef, never from this list's order.
 RESOURCES = tuple(sorted(("net_send", "net_recv", "disk_write", "disk_read", "processes", "memory",
