@@ -90,6 +90,7 @@ struct gov_wake {
     } tid[WAKE_TIDS];         /* the threads last answered, most recent first */
     int calls;                /* notifications this window */
     int64_t min_gap;          /* the shortest gap of the window, 0: none */
+    int slow;                 /* windows that found its gap long, less those that did not */
     int off;                  /* 1: its tenants are not woken on the engine's CPU */
 };
 

@@ -15,7 +15,11 @@
  * the hand-overs; the shortest of a window leaves out the queueing), and,
  * while two or more groups are busy, takes same-CPU wake-ups from a group
  * whose gap is more than WAKE_SLOWER times the shortest busy group's: its
- * tenant is woken where the scheduler finds room, the other CPU. */
+ * tenant is woken where the scheduler finds room, the other CPU. Windows
+ * are counted up and down (two alike tenants differ that much in one
+ * window now and then, a polite tenant pauses): a group loses them after
+ * WAKE_SLOW_WINDOWS more slow windows than not, and gets them back when
+ * as many say otherwise. */
 #define _GNU_SOURCE
 #include <sys/ioctl.h>
 
@@ -23,7 +27,8 @@
 
 #define WAKE_WINDOW_NS 20000000LL /* the groups' gaps are reviewed this often */
 #define WAKE_BUSY 50              /* calls in a window that make a group busy */
-#define WAKE_SLOWER 2             /* a gap this many times the shortest loses sync */
+#define WAKE_SLOWER 2             /* a gap this many times the shortest, */
+#define WAKE_SLOW_WINDOWS 3       /* in this many windows more than not, loses sync */
 
 /* Debian 12's headers predate kernel 6.6. */
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
@@ -100,8 +105,13 @@ void wake_review(struct gov_engine *e, int64_t now)
         if (!g || !g->listeners)
             continue;
         struct gov_wake *w = &g->wake;
-        wake_apply(e, g, busy >= 2 && w->calls >= WAKE_BUSY && shortest &&
-                             w->min_gap > WAKE_SLOWER * shortest);
+        int slow = busy >= 2 && w->calls >= WAKE_BUSY && shortest &&
+                   w->min_gap > WAKE_SLOWER * shortest;
+        if (slow && w->slow < WAKE_SLOW_WINDOWS)
+            w->slow++;
+        else if (!slow && w->slow > 0)
+            w->slow--;
+        wake_apply(e, g, w->off ? w->slow > 0 : w->slow == WAKE_SLOW_WINDOWS);
         w->calls = 0;
         w->min_gap = 0;
     }
