@@ -127,7 +127,11 @@ static int walk_unlocked(struct gov_engine *e, struct group *g, int land)
         gov_disk_free(d);
         return WALK_GONE;
     }
-    if (d->gen != gen) {
+    /* Changed meanwhile. Before a refusal, only by calls that free space
+     * (a count that missed them errs high: kept, or a tenant that frees
+     * without pause would keep its refused call waiting) and by settling
+     * writes that landed before the walk: its group's other calls wait. */
+    if (d->gen != gen && !land) {
         free(c.seen.key);
         return WALK_STALE;
     }
@@ -181,7 +185,7 @@ static void *walker_main(void *arg)
         }
         g->disk_counting = COUNT_WALKING;
         if (walk_unlocked(e, g, 1) != WALK_GONE)
-            g->disk_counting = 0; /* kept: the refusal is decided; stale: asked again */
+            g->disk_counting = 0; /* the held calls are decided on the count */
         wake(e); /* the held calls are looked at again */
     }
     pthread_mutex_unlock(&e->mu);
