@@ -415,3 +415,33 @@ def test_cli_disk_space_without_area_exits_2(tmp_path):
     assert "disk_space" in r.stderr and "writable area" in r.stderr
     assert "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_cli_disk_area_quota_stops_dd(tmp_path, area):
+    """`governor run --disk-area DIR`: dd into the area fails at the quota
+    with EDQUOT, as it would against a filesystem quota, and the command's
+    own exit status comes back."""
+    r = subprocess.run([sys.executable, "-m", "governor", "run", "--limit", "disk_space=1MiB",
+                        "--disk-area", str(area), "--", "dd", "if=/dev/zero",
+                        f"of={area / 'x'}", "bs=64k", "count=40"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Disk quota exceeded" in r.stderr
+    assert 1 * MiB - 2 * CHUNK < stored(area) <= 1 * MiB
+
+
+@pytest.mark.parametrize("bad, words", [("missing", "does not exist"),
+                                        ("file", "is not a directory"),
+                                        ("container", "rootfs and volumes")])
+def test_cli_bad_disk_area_exits_2_naming_it(tmp_path, area, bad, words):
+    (tmp_path / "file").write_text("")
+    marker = tmp_path / "started"
+    extra = {"missing": ["--disk-area", str(tmp_path / "missing")],
+             "file": ["--disk-area", str(tmp_path / "file")],
+             "container": ["--disk-area", str(area), "--rootfs", str(tmp_path), "--name", "c"]}
+    r = subprocess.run([sys.executable, "-m", "governor", "run", "--limit", "disk_space=1MiB",
+                        *extra[bad], "--", "/bin/sh", "-c", f"touch {marker}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--disk-area" in r.stderr and words in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
