@@ -157,13 +157,18 @@ int disk_walk_holds(const struct group *g, const struct hold *h, int grows)
     return g->disk_counting && (grows || h->call.disk_entry);
 }
 
-/* The next group whose area the walker should walk, or NULL. */
+/* The next group whose area the walker should walk, or NULL: in turn from
+ * the one after the last walked, so that a group that keeps asking cannot
+ * keep the others' counts waiting. */
 static struct group *next_walk(struct gov_engine *e)
 {
-    for (int i = 0; i < MAX_GROUPS; i++) {
+    for (int n = 0; n < MAX_GROUPS; n++) {
+        int i = (e->walked + 1 + n) % MAX_GROUPS;
         struct group *g = e->groups[i];
-        if (g && g->disk_counting == COUNT_WANTED && !g->disk->walking)
+        if (g && g->disk_counting == COUNT_WANTED && !g->disk->walking) {
+            e->walked = i;
             return g; /* (a usage read's walk signals the walker when done) */
+        }
     }
     return NULL;
 }

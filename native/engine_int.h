@@ -161,6 +161,7 @@ struct gov_engine {
     int *free_watch, nfree_watch;
     pthread_t walker;         /* walks disk areas before refusals (diskwalk.c) */
     int walker_on;
+    int walked;               /* the group it walked last (its index) */
     pthread_cond_t walk_cv;   /* wakes the walker (CLOCK_MONOTONIC) */
 };
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _tenants import read_line
 from governor import Limits, Supervisor
 from governor._errors import GovernorError
 
@@ -322,3 +323,72 @@ def test_a_refusal_walk_does_not_stop_other_groups(tmp_path):
             os.close(r)
     assert denied > 0, "the full group's writes were never refused"
     assert moved == 3, "the polite group made no call while the full group waited for a count"
+
+
+def test_the_walker_takes_groups_in_turn(tmp_path):
+    """One walker counts the areas of every group of its engine. Groups that
+    keep asking for counts (made first, so first in the engine's table)
+    must not keep another group's refusal waiting: the walker takes them in
+    turn. (Taken in table order, two such groups took turns with each other
+    and the third group's write waited as long as they kept deleting.)"""
+    areas = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        areas.append(make_area(tmp_path / name, 3))
+    with Supervisor(publish_state=False, engines=1) as sup:
+        groups = [sup.group(f"g{i}", Limits(disk_space="4KiB"), disk_area=[area])
+                  for i, area in enumerate(areas)]
+        rewalkers = []
+
+        def refused() -> int:
+            return sum(g.usage().resources["disk_space"].denied_calls for g in groups[:2])
+
+        try:
+            with open(os.devnull, "wb") as null:
+                for g, area in zip(groups[:2], areas):
+                    rewalkers.append(g.spawn([sys.executable, "-c", REWALKER,
+                                              str(area / "d0" / "f0"), "60"],
+                                             stdout=null, stderr=null))
+            deadline = time.monotonic() + 30
+            while min(g.usage().resources["disk_space"].denied_calls for g in groups[:2]) < 3:
+                assert time.monotonic() < deadline, "the first groups' writes were not refused"
+                time.sleep(0.01)
+            r, w = os.pipe()
+            go_r, go_w = os.pipe()
+            once = groups[2].spawn([sys.executable, "-c", WRITE_ONCE,
+                                    str(areas[2] / "d0" / "f0")], stdin=go_r, stdout=w)
+            os.close(w)
+            os.close(go_r)
+            try:
+                read_line(r, 30)   # it is about to wait for its stdin
+                before = refused()
+                os.close(go_w)   # EOF: it writes
+                rc = once.wait(20)
+                others = refused() - before
+                said = os.read(r, 100).decode().strip()
+            finally:
+                once.kill()
+                os.close(r)
+        finally:
+            for p in rewalkers:
+                p.kill()
+    assert rc == 0 and said == str(errno.EDQUOT), (rc, said)
+    # Each refusal of theirs followed a count of their area: in turn, two
+    # or three of theirs before the third's (hundreds in table order).
+    assert others < 30, f"the two busy groups were refused {others} times meanwhile"
+
+
+# Says it is ready, then writes 4 KiB to argv[1] once, when its stdin
+# closes; prints the errno (0: written).
+WRITE_ONCE = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+os.write(1, b"ready\n")
+sys.stdin.buffer.read()
+try:
+    os.write(fd, b"x" * 4096)
+    err = 0
+except OSError as e:
+    err = e.errno
+os.write(1, f"{err}\n".encode())
+"""
