@@ -30,7 +30,7 @@ ONLY_DENY = {
                    "possible",
 }
 # disk_space and disk_inodes count what a group stores in its writable area.
-NEEDS_AREA = "needs a writable area: a container's --rootfs or volumes"
+NEEDS_AREA = "needs a writable area: --disk-area DIR, or a container's --rootfs or volumes"
 # A CPU cap throttles: nothing to deny.
 ONLY_HOLD = ("cpu",)
 # Deadline bandwidth the kernel lets all reservations of a host use

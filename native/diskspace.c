@@ -173,6 +173,13 @@ static double inflight_sum(struct gov_disk *d, double *inodes)
     return sum;
 }
 
+int gov_disk_inflight(struct gov_disk *d)
+{
+    double inodes;
+    inflight_sum(d, &inodes);
+    return d->ninflight;
+}
+
 /* Counts an inode once; 1 if it was new. */
 static int count(struct gov_inoset *s, int64_t *total, const struct stat *st)
 {
@@ -288,10 +295,9 @@ static int walk(int rootfd, uint64_t dev, struct gov_inoset *s, int64_t *total)
             continue; /* another filesystem mounted here, or counted */
         /* Gone, or swapped for a mount point, a file or a symlink since
          * fstatat: what is there now is counted where the walk finds it.
-         * (A tenant cannot keep moving directories during a walk: its
-         * renames wait for the engine, which is walking; or, for a walk
-         * outside the engine's lock, they make its count stale, and it is
-         * thrown away: engine.c disk_recount_unlocked.) */
+         * (A tenant cannot keep moving directories during a walk: before
+         * a refusal its renames wait for the walk; for a usage read they
+         * make the count stale, and it is thrown away: diskwalk.c.) */
         if (!(next = open_dir(dirfd(dir), de->d_name, dev)) && errno != ENOENT &&
             errno != EXDEV && errno != ENOTDIR && errno != ELOOP)
             rc = -errno;
@@ -367,10 +373,16 @@ void gov_disk_touch(struct gov_disk *d)
     d->gen++;
 }
 
+void gov_disk_begin(const struct gov_disk *d, struct gov_disk_count *c)
+{
+    *c = (struct gov_disk_count){0};
+    for (int i = 0; i < d->ninflight; i++)
+        c->naming |= d->inflight[i].inodes > 0;
+}
+
 void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
                    struct gov_disk_count *c)
 {
-    *c = (struct gov_disk_count){0};
     for (int i = 0; i < d->ndirs && c->rc == 0; i++)
         c->rc = walk(d->dirfd[i], d->dev[i], &c->seen, &c->total);
     uint64_t named = c->seen.n;
@@ -394,6 +406,7 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
     double inodes;
     d->used = c->total + (int64_t)inflight_sum(d, &inodes);
     d->inodes = (int64_t)(d->seen.n + inodes);
+    d->naming = c->naming;
     d->dirty = 0;
     return 0;
 }
@@ -401,6 +414,7 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
 int gov_disk_recount(struct gov_disk *d, const int *pids, int npids)
 {
     struct gov_disk_count c;
+    gov_disk_begin(d, &c);
     gov_disk_walk(d, pids, npids, &c);
     return gov_disk_apply(d, &c);
 }

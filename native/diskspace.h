@@ -43,6 +43,8 @@ struct gov_disk {
     struct gov_inoset seen;      /* every inode of the area at the last recount */
     int unlinked;                /* it counted deleted files held open: closing the last
                                   * fd or mapping frees them, with no call the engine sees */
+    int naming;                  /* calls that make a name (charged an inode) were in
+                                  * flight as it began: a file it did not find may be theirs */
     struct gov_disk_inflight *inflight;
     int ninflight, cap_inflight;
 };
@@ -69,25 +71,33 @@ void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double in
 /* Thread tid makes another call: its last one has returned. */
 void gov_disk_returned(struct gov_disk *d, int tid);
 
+/* How many growths may still be in flight (their thread in its call, or on
+ * a CPU); forgets those that returned. */
+int gov_disk_inflight(struct gov_disk *d);
+
 /* Something changed the area behind the counter: recount when usage is
  * read, and a count walked meanwhile is stale. */
 void gov_disk_touch(struct gov_disk *d);
 
 /* What a walk of the area found, for gov_disk_apply. */
 struct gov_disk_count {
+    int naming;     /* calls that make a name were in flight as it began */
     struct gov_inoset seen;
     int64_t total;
     int unlinked;   /* deleted files held open were counted */
     int rc;
 };
 
-/* The slow half of a recount: walks the area and the deleted files pids
- * hold (below), reading only what gov_disk_new set, so it may run while
- * others use d. c->rc: 0 or -errno. */
+/* A recount in three steps, so that the slow one may run while others use
+ * d: gov_disk_begin notes whether calls that make a name (charged an
+ * inode) are in flight, whose files the walk may miss (naming);
+ * gov_disk_walk walks the area and the deleted files pids hold (below),
+ * reading only what gov_disk_new set (c->rc: 0 or -errno); gov_disk_apply
+ * makes the counter the walk's (c is consumed) plus the growths still in
+ * flight, or, if the walk failed, sets failed. */
+void gov_disk_begin(const struct gov_disk *d, struct gov_disk_count *c);
 void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
                    struct gov_disk_count *c);
-/* The fast half: the counter becomes the walk's (c is consumed), plus the
- * growths still in flight; or, if the walk failed, failed is set. */
 int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c);
 
 /* Recounts exactly: walks every directory of the area (openat from the

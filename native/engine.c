@@ -302,6 +302,11 @@ int gov_engine_new(struct gov_engine **out)
         return -ENOMEM;
     e->epfd = e->timerfd = e->wakefd = e->evfd = -1;
     pthread_mutex_init(&e->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->walk_cv, &ca);
+    pthread_condattr_destroy(&ca);
     gov_pidfds_init(&e->pidfds);
     int rc;
     if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &e->sizes) < 0) {
@@ -366,14 +371,14 @@ static void free_group(struct gov_engine *e, struct group *g)
     free(g->mem);
     gov_shmem_free(&g->shmem);
     if (g->disk && g->disk->walking)
-        g->disk->orphan = 1; /* disk_recount_unlocked frees it */
+        g->disk->orphan = 1; /* its walk frees it (diskwalk.c) */
     else if (g->disk)
         gov_disk_free(g->disk);
     gov_keep_close(g->keep);
     free(g);
 }
 
-static void wake(struct gov_engine *e)
+void wake(struct gov_engine *e)
 {
     uint64_t one = 1;
     ssize_t n = write(e->wakefd, &one, sizeof one);
@@ -387,6 +392,7 @@ void gov_engine_free(struct gov_engine *e)
     wake(e);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
+    disk_walker_stop(e); /* before the groups whose areas it walks go */
     /* The tracer first: no stop reaches a group from here on. Its tracees
      * die with its thread (EXITKILL); their memory goes after the groups',
      * whose holds point at them. */
@@ -558,57 +564,6 @@ int gov_group_add_listener(struct gov_engine *e, int id, int fd)
     return rc;
 }
 
-/* Recounts g's area for a usage read with e->mu unlocked during the walk
- * (called and returns locked): a large area takes long to walk (a second for
- * 200,000 files), and every group of the engine would wait. The count is
- * kept only if no call of the group changed the area meanwhile (its
- * generation); else the counter stays the estimate, dirty. An area that a
- * tenant keeps changing stays dirty: each read walked it again, and the
- * supervisor's sampler walked all the time, a CPU taken from the tenants
- * and the engine (README, Noisy neighbours: churned area). A read within
- * DISK_REUSE walks' time of the last walk reports the estimate instead.
- * Denials never rely on this: disk_fits recounts under the lock, where the
- * group's calls wait for the walk. Returns g, or NULL if the group went
- * meanwhile. */
-static struct group *disk_recount_unlocked(struct gov_engine *e, int id, struct group *g)
-{
-    struct gov_disk *d = g->disk;
-    int n = 0;
-    int64_t start = now_ns();
-    if (d->walking || start < g->disk_walk_after)
-        return g; /* another reader walks it, or one did a moment ago */
-    if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
-        disk_recount(e, g); /* fails closed */
-        return g;
-    }
-    int *pids = malloc(sizeof *pids * (size_t)(n ? n : 1));
-    if (!pids)
-        return g;
-    memcpy(pids, e->procs, sizeof *pids * (size_t)n);
-    uint64_t gen = d->gen;
-    d->walking = 1;
-    pthread_mutex_unlock(&e->mu);
-    struct gov_disk_count c;
-    gov_disk_walk(d, pids, n, &c);
-    free(pids);
-    pthread_mutex_lock(&e->mu);
-    d->walking = 0;
-    int64_t end = now_ns();
-    g->disk_walk_after = end + DISK_REUSE * (end - start);
-    if (d->orphan) {
-        free(c.seen.key);
-        gov_disk_free(d);
-        return NULL;
-    }
-    if (d->gen != gen) {
-        free(c.seen.key); /* stale: the next read walks again */
-        return g;
-    }
-    if (gov_disk_apply(d, &c) == 0) /* a failed walk fails closed, as disk_recount */
-        g->disk_pending = 0;
-    return g;
-}
-
 int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
 {
     pthread_mutex_lock(&e->mu);
@@ -617,7 +572,7 @@ int gov_group_usage(struct gov_engine *e, int id, struct gov_usage *out)
         if (g->lim.r[GOV_PROCESSES].set)
             count_tasks(e, g, NULL); /* the level now, pending clones settled */
         if (g->disk && g->disk->dirty)
-            g = disk_recount_unlocked(e, id, g);
+            g = disk_usage_walk(e, g);
     }
     if (g) {
         if (g->disk) {

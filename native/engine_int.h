@@ -7,7 +7,8 @@
  * - verdict.c: whether a call fits its group's rates and caps (tasks,
  *   memory, disk space), and charging it;
  * - events.c: what the engine reports: the event ring, and the hold-record
- *   file (keep.h) that outlives a restart. */
+ *   file (keep.h) that outlives a restart;
+ * - diskwalk.c: walks of a disk area, off the engine thread (the walker). */
 #ifndef GOV_ENGINE_INT_H
 #define GOV_ENGINE_INT_H
 
@@ -122,9 +123,11 @@ struct group {
     double disk_pending;      /* page cache dirtied past the growth charged, since the last
                                  recount: growth the count may lack (settle_dirtied) */
     int disk_over;            /* such growth took the area past its quota (disk_fits) */
-    uint64_t disk_exact_gen;  /* the area's generation at the last recount before a denial, */
-    int64_t disk_exact_until; /* and until when that count may serve the next (disk_fits) */
+    int64_t disk_count_start; /* the last count of the area began then, */
+    uint64_t disk_exact_gen;  /* with the area at this generation; */
+    int64_t disk_exact_until; /* it serves refusals until then (disk_count_current) */
     int64_t disk_walk_after;  /* a usage read walks the area again from then on */
+    int disk_counting;        /* a walk before a refusal: COUNT_* (diskwalk.c) */
     struct gov_iowrites iowrites;  /* writes to settle (iowrite.h) */
     /* Its own network interface (gov_group_settle_net), per direction:
      * its totals and the group's usage at the last settlement. */
@@ -156,9 +159,13 @@ struct gov_engine {
     struct watch *watch;      /* what epoll events name (struct watch) */
     int nwatch, cap_watch;
     int *free_watch, nfree_watch;
+    pthread_t walker;         /* walks disk areas before refusals (diskwalk.c) */
+    int walker_on;
+    pthread_cond_t walk_cv;   /* wakes the walker (CLOCK_MONOTONIC) */
 };
 
 enum { GO, WAIT, DENY };   /* verdict() */
+enum { COUNT_WANTED = 1, COUNT_WALKING };   /* group.disk_counting */
 
 static inline int64_t now_ns(void)
 {
@@ -170,6 +177,7 @@ static inline int64_t now_ns(void)
 #pragma GCC visibility push(hidden)
 
 /* engine.c */
+void wake(struct gov_engine *e);
 int watch_add(struct gov_engine *e, int fd, uint32_t events, int tag, void *obj, uint64_t *key);
 void watch_del(struct gov_engine *e, int fd, uint64_t key);
 struct group *group_of(struct gov_engine *e, int id);
@@ -194,10 +202,30 @@ void settle_returned(void *group, const struct gov_call *c, double got);
 void settle_write(void *group, const struct gov_call *c, int what, double wrote, double dirtied);
 int64_t count_tasks(struct gov_engine *e, struct group *g, int *nprocs);
 struct memproc *mem_proc(struct group *g, int tgid);
-void disk_recount(struct gov_engine *e, struct group *g);
 int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_t now, int64_t *wait_ns,
             int fresh, int *why);
 int deny_errno(struct hold *h, int res);
+
+/* diskwalk.c */
+/* Recounts g's area exactly on this thread, under the lock (fails closed). */
+void disk_recount(struct gov_engine *e, struct group *g);
+/* Whether the last count may serve h's refusal without walking again:
+ * nothing the engine sees has changed the area since (its generation, no
+ * pending growth), and it began after h came, or it is recent (DISK_REUSE
+ * walks' time: space freed from outside the group is seen then) and found
+ * no deleted file held open (whose last close frees space unseen: close is
+ * not notified). A count that failed serves as recent. */
+int disk_count_current(const struct group *g, const struct hold *h);
+/* Asks the walker for a count of g's area before a refusal; the refused
+ * call waits for it. 0, or -errno if no walker thread can run. */
+int disk_want_count(struct gov_engine *e, struct group *g);
+/* 1 if h must wait for the count of its group's area that is asked for: it
+ * grows the area (`grows`), or adds, removes or renames a name. */
+int disk_walk_holds(const struct group *g, const struct hold *h, int grows);
+/* A usage read's walk: recounts g's area unless it was walked a moment
+ * ago, with e->mu unlocked meanwhile. g, or NULL if it went meanwhile. */
+struct group *disk_usage_walk(struct gov_engine *e, struct group *g);
+void disk_walker_stop(struct gov_engine *e);
 void settle_now(struct group *g, struct hold *h);
 void charge(struct group *g, struct hold *h, int sign);
 

@@ -285,41 +285,6 @@ static int file_memory_fits(struct gov_engine *e, struct group *g, struct hold *
 
 /* ---- disk space: the same pattern as memory, on the group's area ---- */
 
-void disk_recount(struct gov_engine *e, struct group *g)
-{
-    int n = 0;
-    int64_t start = now_ns();
-    g->disk_exact_until = 0;
-    if (count_tasks(e, g, &n) < 0 || n >= MAX_PROCS) {
-        g->disk->failed = -ESRCH; /* the holders of deleted files are unknown */
-        g->disk->dirty = 1;
-        return;
-    }
-    if (gov_disk_recount(g->disk, e->procs, n) < 0)
-        return;
-    g->disk_pending = 0;
-    int64_t end = now_ns();
-    g->disk_exact_gen = g->disk->gen;
-    g->disk_exact_until = end + DISK_REUSE * (end - start);
-}
-
-/* Whether the last recount may serve a refusal without walking again:
- * nothing the engine sees has changed the area since (its generation, no
- * pending growth), it found no deleted file held open (whose last close
- * would free space unseen: close is not notified), and it is recent. A
- * tenant that retries a refused write in a loop used to have the area
- * walked at each try, and no other group of the engine was answered
- * meanwhile: next to a full area of 94,000 files a polite group's 20,000
- * writes took over 120 s (README, Noisy neighbours). Now such walks take
- * at most a tenth of the engine; space freed from outside the group is
- * seen at most ten walks' time later (refusals meanwhile fail closed). */
-static int disk_count_current(const struct group *g)
-{
-    const struct gov_disk *d = g->disk;
-    return !d->failed && !d->dirty && !d->unlinked && g->disk_pending == 0 &&
-           d->gen == g->disk_exact_gen && now_ns() < g->disk_exact_until;
-}
-
 /* The area's cap that bytes and inodes more would pass (-1: none); with
  * `any`, the first that they grow at all. Growth the count may lack
  * (disk_pending) counts with the bytes. */
@@ -333,10 +298,17 @@ static int disk_within(struct group *g, double bytes, double inodes, int any)
     return -1;
 }
 
+/* disk_fits: wait for the walker's count of the area. */
+#define DISK_COUNTING (-2)
+
 /* -1 if h's growth of the area fits disk_space and disk_inodes, else the
- * resource that says no; `fresh`: recount exactly before saying no. A
- * target the recount does not find in the area (a file elsewhere on the
- * same filesystem) costs nothing. Fail closed:
+ * resource that says no, or DISK_COUNTING; `fresh`: count exactly before
+ * saying no, on the walker thread (diskwalk.c), while h waits. A target
+ * the count does not find in the area (a file elsewhere on the same
+ * filesystem) costs nothing, unless the count may have missed it (naming:
+ * a file being created as it began; it was then written uncharged, the
+ * area went past its quota and every write of the group failed, even to
+ * stderr: tests/test_disk_space.py, parallel writers). Fail closed:
  * - while no recount can finish, the area may not grow at all;
  * - growth the count may lack (disk_pending, pages a write dirtied beyond
  *   its charge) counts too: when it may take the area past its quota, the
@@ -353,8 +325,12 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
         else if (h->call.ch[i].res == GOV_DISK_INODES)
             inodes = h->call.ch[i].cost;
     }
-    int may_dirty = gov_iowrite_may_dirty(h->nr);
-    if (!g->disk || (bytes <= 0 && inodes <= 0 && !may_dirty))
+    int may_dirty = gov_iowrite_may_dirty(h->nr), grows = bytes > 0 || inodes > 0 || may_dirty;
+    if (!g->disk)
+        return -1;
+    if (disk_walk_holds(g, h, grows))
+        return DISK_COUNTING;
+    if (!grows)
         return -1;
     const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE];
     int why = disk_within(g, bytes, inodes, g->disk->failed);
@@ -363,16 +339,18 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
         why = GOV_DISK_SPACE;
     if (why < 0 || !fresh)
         return why;
-    int unexplained = g->disk_over || g->disk_pending > 0;
-    if (!disk_count_current(g))
-        disk_recount(e, g);
+    int inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
+    if (!disk_count_current(g, h) || (!inside && g->disk->naming)) {
+        if (disk_want_count(e, g) == 0)
+            return DISK_COUNTING;
+        disk_recount(e, g); /* no walker thread: walk here */
+        inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
+    }
     if (g->disk->failed)
         return why;
-    if (unexplained && sp->set)
-        g->disk_over = g->disk->used > sp->cap;
     if (g->disk_over)
         return GOV_DISK_SPACE;
-    if (!gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino)) {
+    if (!inside) {
         for (int i = 0; i < h->call.nch; i++)
             if (h->call.ch[i].res == GOV_DISK_SPACE || h->call.ch[i].res == GOV_DISK_INODES)
                 h->call.ch[i].cost = 0;
@@ -414,7 +392,10 @@ int verdict(struct gov_engine *e, struct group *g, struct hold *h, int64_t now,
         *why = res = GOV_MEMORY;
         if (fits < 0)
             return DENY;
-    } else if ((res = disk_fits(e, g, h, fresh)) >= 0) {
+    } else if ((res = disk_fits(e, g, h, fresh)) == DISK_COUNTING) {
+        *why = GOV_DISK_SPACE; /* looked at again when the walk ends (wake) */
+        return WAIT;
+    } else if (res >= 0) {
         fits = 0; /* deny only: a full area does not free itself */
     } else {
         for (int i = 0; i < h->call.nch; i++) {

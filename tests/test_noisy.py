@@ -260,3 +260,65 @@ def slow_writes(group, tmp_path, walk: float, meanwhile, deadline: float) -> tup
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+# Deletes another file of its full area (which changes the area: the next
+# refusal needs a new count), then tries to write to argv[1], for argv[2]
+# seconds; prints how many writes were refused with EDQUOT.
+REWALKER = r"""
+import errno, os, sys, time
+path = sys.argv[1]
+others = [os.path.join(d, f) for d, _, fs in os.walk(os.path.dirname(os.path.dirname(path)))
+          for f in fs if os.path.join(d, f) != path]
+fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+end, refused = time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < end and others:
+    os.unlink(others.pop())
+    try:
+        os.write(fd, b"x" * 4096)
+    except OSError as e:
+        refused += e.errno == errno.EDQUOT
+os.write(1, f"{refused}\n".encode())
+"""
+
+
+def test_a_refusal_walk_does_not_stop_other_groups(tmp_path):
+    """Before a refusal the area is counted on the engine's walker thread:
+    the refused call (and its group's calls that could change the area)
+    wait for the count, the other groups of the engine are answered. Seen
+    from outside: between two refusals of the full group, while it has a
+    call held for the count, a polite group of the same engine keeps making
+    calls. The walk used to run on the engine thread, with the call not
+    held: no window in which the polite group moved (README, Noisy
+    neighbours: the full area)."""
+    area = make_area(tmp_path, 10)
+    with Supervisor(publish_state=False, engines=1) as sup:
+        full = sup.group("full", Limits(disk_space="4KiB"), disk_area=[area])
+        polite = sup.group("polite", Limits(disk_write="100GiB/s"))
+        writer = polite.spawn([sys.executable, "-c", POLITE, "30", str(tmp_path / "p"), "1"],
+                              stdout=subprocess.DEVNULL)
+        r, w = os.pipe()
+        with open(os.devnull, "wb") as null:
+            rewalker = full.spawn([sys.executable, "-c", REWALKER, str(area / "d0" / "f0"),
+                                   "30"], stdout=w, stderr=null)
+        os.close(w)
+        try:
+            moved, deadline = 0, time.monotonic() + 30
+            while moved < 3 and time.monotonic() < deadline:
+                before = full.usage(), polite.usage().notifications
+                after = full.usage(), polite.usage().notifications
+                if (before[0].held_now and after[0].held_now and
+                        before[0].resources["disk_space"].denied_calls ==
+                        after[0].resources["disk_space"].denied_calls and after[1] > before[1]):
+                    moved += 1
+            # And the held call ends refused, as the area is full.
+            while not (denied := full.usage().resources["disk_space"].denied_calls):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        finally:
+            writer.kill()
+            rewalker.kill()
+            os.close(r)
+    assert denied > 0, "the full group's writes were never refused"
+    assert moved == 3, "the polite group made no call while the full group waited for a count"

@@ -61,6 +61,10 @@ def add_parser(sub) -> None:
                           "call past them fails at once with EAGAIN (ENOMEM for memory) and "
                           "is logged (default 4096): what the supervisor keeps "
                           "per waiting call stays bounded whatever the command does")
+    run.add_argument("--disk-area", action="append", default=[], metavar="DIR",
+                     help="a directory whose contents count against disk_space and "
+                          "disk_inodes (repeatable; a container's area is its rootfs and "
+                          "volumes)")
     run.add_argument("--stop-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                      help="after a SIGTERM, which is passed on to the command, kill the whole "
                           "group if the command is still running this much later (default 10)")
@@ -194,6 +198,9 @@ def _container(args, allow_syscalls: tuple[str, ...]):
                                                                           "security.allow")
             raise PolicyError(*where, "needs --rootfs: only containers have a seccomp profile")
         return None
+    if args.disk_area:
+        raise PolicyError("--disk-area", None, "a container's writable area is its rootfs "
+                                               "and volumes")
     if not args.name:
         raise PolicyError("--rootfs", None, "a container needs --name (its hostname and uid range)")
     from ..container import Container, check_name
@@ -253,6 +260,10 @@ def main(args) -> int:
         container = _container(args, allow_syscalls)
         if container:  # before anything is made for it
             container.find_command(cmd[0])
+        for d in args.disk_area:
+            if not os.path.isdir(d):
+                raise PolicyError("--disk-area", d, "is not a directory" if os.path.exists(d)
+                                  else "does not exist")
     except PolicyError as e:
         print(f"governor: {e}", file=sys.stderr)
         return 2
@@ -269,7 +280,8 @@ def main(args) -> int:
     held = {} if args.max_held is None else {"max_held": args.max_held}
     with Supervisor(backend=args.backend, engines=1, **held) as sup:   # one group: one engine
         try:
-            group = sup.group(name, limits, container=container)
+            group = sup.group(name, limits, container=container,
+                              disk_area=args.disk_area or None)
         except PolicyError as e:  # e.g. disk_space without a writable area
             print(f"governor: {e}", file=sys.stderr)
             return 2
@@ -325,7 +337,8 @@ def _run_under_daemon(args, cmd: list[str], name: str, limits, container, log,
 
     relay = _relay(container)
     try:
-        kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container)
+        kept = KeptGroup(name, limits, socket_path=args.daemon_socket, container=container,
+                         disk_area=args.disk_area or None)
         proc = kept.spawn(cmd, **(relay.spawn_args() if relay else {}))
     except (PolicyError, SpawnError, DaemonError) as e:
         if relay:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from _compat import BACKENDS, NEVER_BINDS, needs_root, run
+from _compat import BACKENDS, GOVERNOR, NEVER_BINDS, needs_root, run
 from _tenants import SHIM
 
 pytestmark = needs_root
@@ -169,3 +170,70 @@ def test_git_clone_and_tar_round_trip_under_disk_write(backend, lua_source, tmp_
     assert any(k.startswith(".git/objects/") for k in native)
     report("git clone (local, 3 commits) + tar round trip", f"{backend}, disk_write=32MiB/s",
            "same files", seconds[None], seconds[backend])
+
+
+def run_in_area(argv, backend, quota: str, area: Path, cwd=None, timeout: float = 900):
+    """argv natively (backend None), or under `governor run` with
+    disk_space=quota over --disk-area area and the limits that never bind."""
+    if backend:
+        limits = NEVER_BINDS + (f"disk_space={quota}",)
+        argv = [str(GOVERNOR), "run", "--backend", backend, "--name", "compat",
+                "--disk-area", str(area), *(a for lim in limits for a in ("--limit", lim)),
+                "--", *argv]
+    return run(argv, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.compat_full
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unpack_and_build_in_a_disk_space_area(backend, lua_source, tmp_path, report):
+    """Lua's sources unpacked with tar and built with make -j4 inside a
+    disk_space area whose quota does not bind (every growing call is
+    charged, every new file counted): the same objects and binary as
+    natively."""
+    results = {}
+    for how in (None, backend):
+        area = tmp_path / "area"
+        shutil.rmtree(area, ignore_errors=True)
+        area.mkdir()
+        unpacked = run_in_area(["tar", "-xzf", str(lua_source), "-C", str(area)], how, "1GiB",
+                               area)
+        assert unpacked.rc == 0, unpacked.err[-3000:]
+        src = next(area.glob("*/third-party/lua54"))
+        (src / ".git").unlink(missing_ok=True)
+        built = run_in_area(MAKE, how, "1GiB", area, cwd=src)
+        assert built.rc == 0, f"make under {how or 'native'}: {built.err[-3000:]}"
+        results[how] = (digests(src, "*.o") | digests(src, "lua"), unpacked, built)
+    (native, nu, nb), (governed, gu, gb) = results[None], results[backend]
+    assert len(native) > 30 and governed == native
+    report("tar -xzf of lupa's sdist, then make -j4 of its Lua", f"{backend}, disk_space=1GiB",
+           "same objects and binary", nu.seconds + nb.seconds, gu.seconds + gb.seconds)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tar_meets_a_full_quota_as_it_meets_a_full_disk(backend, lua_source, tmp_path, report):
+    """tar -x of lupa's sdist (larger than 2 MiB unpacked) into a 2 MiB
+    area stops as it does on a full 2 MiB tmpfs: tar fails (exit 2) with
+    the error for each file it cannot write, nothing past the limit is
+    stored, nothing hangs. The governed error is EDQUOT where the full disk
+    gives ENOSPC."""
+    disk = tmp_path / "tmpfs"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        native = run(["tar", "-xzf", str(lua_source), "-C", str(disk)], timeout=120)
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    area = tmp_path / "area"
+    area.mkdir()
+    governed = run_in_area(["tar", "-xzf", str(lua_source), "-C", str(area)], backend, "2MiB",
+                           area, timeout=120)
+    assert native.rc == governed.rc == 2, (native.rc, governed.rc, governed.err[-2000:])
+    assert "No space left on device" in native.err
+    assert "Disk quota exceeded" in governed.err and "No space" not in governed.err
+    stored = sum(max(p.lstat().st_size, p.lstat().st_blocks * 512)
+                 for p in [area, *area.rglob("*")])
+    assert stored <= 2 * 1024 * 1024
+    report("tar -x into a full area (2 MiB) / a full 2 MiB tmpfs", f"{backend}, disk_space=2MiB",
+           "tar exits 2, EDQUOT / ENOSPC", native.seconds, governed.seconds)
