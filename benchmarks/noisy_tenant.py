@@ -6,6 +6,10 @@
     python noisy_tenant.py churn DIR         creates, writes and deletes one file of
                                              DIR in a loop (each delete makes the
                                              area's count stale: a recount)
+    python noisy_tenant.py calls DIR KIND    one of churn's kinds of call alone, in a loop:
+                                             unlink (of no file), pwrite (4 KiB at 0),
+                                             reopen (O_CREAT of a file that is there),
+                                             create (a new file, closed and deleted)
     python noisy_tenant.py full FILE         appends 4 KiB to FILE in a loop, whatever
                                              the errors (a full disk area: EDQUOT)
     python noisy_tenant.py mmap              maps and unmaps 1 MiB in a loop
@@ -49,6 +53,25 @@ def churn(workdir: str) -> None:
         os.unlink(path)
 
 
+def calls(workdir: str, kind: str) -> None:
+    path = f"{workdir}/calls"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    while kind == "pwrite":
+        os.pwrite(fd, b"x" * 4096, 0)
+    while kind == "reopen":
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.unlink(path)
+    while kind == "create":
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.unlink(path)
+    while kind == "unlink":
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    raise SystemExit(f"calls: unknown kind {kind!r}")
+
+
 def full(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     while True:
@@ -82,5 +105,5 @@ def sigstop(workdir: str, n: int) -> None:
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     {"threads": lambda: threads(args[0], int(args[1])), "flood": flood,
-     "churn": lambda: churn(args[0]), "full": lambda: full(args[0]), "mmap": mmap_churn,
+     "churn": lambda: churn(args[0]), "calls": lambda: calls(args[0], args[1]), "full": lambda: full(args[0]), "mmap": mmap_churn,
      "sigstop": lambda: sigstop(args[0], int(args[1]))}[what]()

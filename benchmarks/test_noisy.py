@@ -15,6 +15,8 @@ and is killed after them:
             NOISY_FILES_SECONDS, at most NOISY_FILES), made stale by a tenant
             that creates and deletes a file in a loop, and recounted whenever
             the group's usage is read (the sampler does, each tick)
+  calls     each kind of the churner's calls alone in a loop, on the same
+            area (noisy_tenant.py calls): what each costs the polite group
   full      the same area over its disk_space quota, and a tenant that keeps
             trying to grow it (each refusal is preceded by an exact recount)
   mmap      a memory cap under mmap/munmap churn
@@ -211,6 +213,13 @@ def area(world) -> tuple[Path, int]:
 def test_recount(benchmark, world, area):
     run_pattern(benchmark, world, f"recount of {area[1]:,} files", Limits(disk_space="100GiB"),
                 ["churn", str(area[0])], lambda u: u.notifications > 100, disk_area=[area[0]])
+
+
+@pytest.mark.parametrize("kind", ["unlink", "pwrite", "reopen", "create"])
+def test_calls(benchmark, world, area, kind):
+    run_pattern(benchmark, world, f"churn's {kind} alone", Limits(disk_space="100GiB"),
+                ["calls", str(area[0]), kind], lambda u: u.notifications > 100,
+                disk_area=[area[0]])
 
 
 @pytest.mark.timeout(300)   # before the fix one round took over 20 s

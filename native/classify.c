@@ -612,17 +612,13 @@ static void to_parent(char *path)
 }
 
 /* An O_PATH fd of the file that the tenant's path (relative to its dirfd)
- * names, or with `parent` of the directory that holds it; -1 if none. The
- * path is resolved as the tenant sees it: an absolute one inside
- * /proc/TID/root, a relative one from /proc/TID/cwd or the tenant's dirfd. */
-static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr, int parent)
+ * names; -1 if none. The path is resolved as the tenant sees it: an
+ * absolute one inside /proc/TID/root, a relative one from /proc/TID/cwd or
+ * the tenant's dirfd. */
+static int resolve(struct gov_pidfds *c, int tid, int dirfd, const char *path)
 {
-    char path[PATH_MAX], proc[64];
+    char proc[64];
     struct open_how how = {.flags = O_PATH | O_CLOEXEC};
-    if (read_str(tid, addr, path, sizeof path) < 0)
-        return -1;
-    if (parent)
-        to_parent(path);
     int base;
     if (path[0] == '/' || dirfd == AT_FDCWD) {
         snprintf(proc, sizeof proc, "/proc/%d/%s", tid, path[0] == '/' ? "root" : "cwd");
@@ -637,6 +633,13 @@ static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr, 
     int fd = (int)syscall(SYS_openat2, base, path, &how, sizeof how);
     close(base);
     return fd;
+}
+
+/* resolve() of the path at the tenant's addr. */
+static int tenant_path(struct gov_pidfds *c, int tid, int dirfd, uint64_t addr)
+{
+    char path[PATH_MAX];
+    return read_str(tid, addr, path, sizeof path) < 0 ? -1 : resolve(c, tid, dirfd, path);
 }
 
 /* What ftruncate, truncate or fallocate grows file st by; -1 if it may give
@@ -685,11 +688,8 @@ static void classify_resize(const struct gov_disk *d, struct gov_shmem *sh, int 
 /* What a name takes in its directory: twice ext4's entry (8 bytes and the
  * name, to 4): a hashed directory's blocks split half full (5,100 names of
  * 5 bytes took 135 KiB, 1.74 times their entries). */
-static double entry_bytes(int tid, uint64_t addr)
+static double entry_bytes(const char *path)
 {
-    char path[PATH_MAX];
-    if (read_str(tid, addr, path, sizeof path) < 0)
-        return 2 * 264; /* the longest */
     size_t len = strlen(path);
     while (len > 1 && path[len - 1] == '/')
         len--;
@@ -724,27 +724,70 @@ static void charge_dir(const struct gov_disk *d, int fd, int blocks, double byte
  * filesystem (what a new directory or a long symlink's target takes), and
  * an inode; the recount makes it exact. */
 static void charge_entry(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
-                         uint64_t path, int inode, struct gov_call *out)
+                         uint64_t addr, int inode, struct gov_call *out)
 {
-    charge_dir(d, tenant_path(c, tid, dirfd, path, 1), 1, entry_bytes(tid, path), inode, out);
+    char path[PATH_MAX];
+    if (read_str(tid, addr, path, sizeof path) < 0)
+        return;
+    double bytes = entry_bytes(path);
+    to_parent(path);
+    charge_dir(d, resolve(c, tid, dirfd, path), 1, bytes, inode, out);
+}
+
+/* The last name of path if it is a plain one (not ".", "..", nor followed
+ * by a slash), else NULL. */
+static const char *plain_name(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    return *name && strcmp(name, ".") && strcmp(name, "..") ? name : NULL;
+}
+
+/* 1 if the plain name is in directory fd `at`, 0 if not; -1 if it is a
+ * symlink (open follows it) or could not be looked at. */
+static int name_there(int at, const char *name)
+{
+    struct stat st;
+    if (at < 0 || !name)
+        return -1;
+    if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -1;
+    return S_ISLNK(st.st_mode) ? -1 : 1;
 }
 
 /* open, openat, openat2, creat: a new inode with O_CREAT when the file is
- * not there yet, and always with O_TMPFILE (in the directory it names). */
+ * not there yet, and always with O_TMPFILE (in the directory it names).
+ * The path is read once, and its directory resolved once: the directory is
+ * what a new file is charged to, and the last name is looked up in it (a
+ * tenant that creates and deletes a file in a loop made three reads and
+ * two resolutions of each path: README, Noisy neighbours, churned area).
+ * Only a last name that is a symlink, or that could not be looked at, has
+ * the whole path resolved, as before. */
 static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
-                            uint64_t path, uint64_t flags, struct gov_call *out)
+                            uint64_t addr, uint64_t flags, struct gov_call *out)
 {
     if ((flags & O_TMPFILE) == O_TMPFILE) {
-        charge_dir(d, tenant_path(c, tid, dirfd, path, 0), 0, 0, 1, out);
+        charge_dir(d, tenant_path(c, tid, dirfd, addr), 0, 0, 1, out);
         return;
     }
-    if (!(flags & O_CREAT))
+    char path[PATH_MAX], dir[PATH_MAX];
+    if (!(flags & O_CREAT) || read_str(tid, addr, path, sizeof path) < 0)
         return;
-    int there = tenant_path(c, tid, dirfd, path, 0);
-    if (there >= 0)
-        close(there);
-    else
-        charge_entry(c, d, tid, dirfd, path, 1, out);
+    memcpy(dir, path, sizeof dir);
+    to_parent(dir);
+    int at = resolve(c, tid, dirfd, dir);
+    int there = name_there(at, plain_name(path));
+    if (there < 0) {
+        int fd = resolve(c, tid, dirfd, path);
+        there = fd >= 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (there) {
+        if (at >= 0)
+            close(at);
+        return;
+    }
+    charge_dir(d, at, 1, entry_bytes(path), 1, out);
 }
 
 /* setxattr, lsetxattr, fsetxattr: the value may take a block of its own;
@@ -857,7 +900,7 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         return 1;
     case SYS_setxattr:
     case SYS_lsetxattr:
-        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a), 0);
+        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a));
         classify_xattr(d, fd, a[3], out);
         break;
     case SYS_fsetxattr:
@@ -870,7 +913,7 @@ static int classify_disk_call(struct gov_pidfds *c, const struct gov_disk *d,
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     case SYS_truncate:
-        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a), 0);
+        fd = tenant_path(c, tid, AT_FDCWD, arg_path(nr, a));
         classify_resize(d, sh, tid, fd, nr, a, out);
         break;
     default:

@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,13 +31,20 @@ def governor(*args, timeout=120, env=None):
                           text=True, timeout=timeout, env=env)
 
 
-def helpers_running() -> list[int]:
-    """Processes running one of the bench's helpers (from its cache dir)."""
-    cache = str(benchbin.cache_dir())
+def helpers_running(tmpdir: Path) -> list[int]:
+    """Processes running one of the bench's helpers (from its cache dir)
+    that a bench started with TMPDIR=tmpdir left: another bench running on
+    the machine meanwhile has helpers of its own."""
+    cache, mine = str(benchbin.cache_dir()), f"TMPDIR={tmpdir}".encode()
     pids = []
     for p in psutil.process_iter(["exe"]):
         if (p.info["exe"] or "").startswith(cache):
-            pids.append(p.pid)
+            try:
+                env = Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue   # gone meanwhile
+            if mine in env:
+                pids.append(p.pid)
     return pids
 
 
@@ -57,7 +65,7 @@ def test_bench_small_run_has_every_row(tmp_path):
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
     # Nothing left behind: no helper still running, no work files.
-    assert helpers_running() == []
+    assert helpers_running(work) == []
     assert list(work.iterdir()) == []
 
     meta = doc["meta"]

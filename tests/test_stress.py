@@ -31,6 +31,10 @@ RATE = 1 << 20                       # disk_write, bytes/s: writers are held
 # A processes cap traces clones, under seccomp too: not under TSan.
 LIMITS = Limits(disk_write=f"{RATE}B/s", processes=None if under_tsan() else 24)
 LIVE = 4                             # groups alive at once, at most
+# A full disk area whose tenant keeps retrying and deleting: the walker
+# counts it before each refusal, and the group may close mid-walk.
+DISK_LIMITS = Limits(disk_write=f"{RATE}B/s", processes=LIMITS.processes, disk_space="64KiB")
+FILL = 'while :; do echo xxxxxxxxxxxxxxxx >> "$1/f"; true > "$1/g"; rm -f "$1/g"; done'
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +88,8 @@ def commands(tenant: str, path: Path) -> list[list[str]]:
 
 def churn(sup: Supervisor, tenant: str, tmp: Path, seconds: float, rng: random.Random) -> int:
     """Creates groups and closes them at random moments, LIVE at most at
-    once, for `seconds`. Each group's disk_write stays within its rate.
-    Returns how many groups it closed."""
+    once, for `seconds`; a quarter of them fill a disk area. Each group's
+    disk_write stays within its rate. Returns how many groups it closed."""
     live: deque = deque()
     closed = 0
     deadline = time.monotonic() + seconds
@@ -93,9 +97,18 @@ def churn(sup: Supervisor, tenant: str, tmp: Path, seconds: float, rng: random.R
         if time.monotonic() < deadline:
             n = closed + len(live)
             path = tmp / f"w{n}"
-            g = sup.group(f"stress-{n}", LIMITS)
-            g.spawn(rng.choice(commands(tenant, path)), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL)
+            if rng.random() < 0.25:
+                area = tmp / f"area{n}"
+                area.mkdir()
+                for i in range(300):
+                    (area / f"{i}").touch()
+                (area / "big").write_bytes(bytes(56 << 10))   # the first append is refused
+                g = sup.group(f"stress-{n}", DISK_LIMITS, disk_area=[area])
+                argv = ["/bin/sh", "-c", FILL, "fill", str(area)]
+            else:
+                g = sup.group(f"stress-{n}", LIMITS)
+                argv = rng.choice(commands(tenant, path))
+            g.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             live.append((g, path, time.monotonic()))
             if len(live) < LIVE and rng.random() < 0.5:
                 continue

@@ -22,7 +22,9 @@
  *                     one try of each other call that makes an inode
  *                     (mkdir, symlink, mknod, O_TMPFILE, a unix socket's
  *                     bind) and of two that make none (link, open O_CREAT
- *                     of a file that is there), and setxattrat
+ *                     of a file that is there), and setxattrat; and open
+ *                     O_CREAT of two symlinks made first, one to a file
+ *                     that is there, one to none (open creates it)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -234,6 +236,8 @@ static int inodes(int area, const char *area_path)
 {
     char name[32];
     int made = 0, err = 0;
+    if (symlinkat("e1", area, "to_e1") < 0 || symlinkat("new", area, "to_new") < 0)
+        return perror("symlinkat"), 1;
     for (; made < 100000; made++) {
         snprintf(name, sizeof name, "e%d", made);
         int fd = openat(area, name, O_WRONLY | O_CREAT | O_EXCL, 0644);
@@ -244,6 +248,10 @@ static int inodes(int area, const char *area_path)
         close(fd);
     }
     printf("made=%d\nerrno=%d\n", made, err);
+    int fd = openat(area, "to_e1", O_WRONLY | O_CREAT, 0644);
+    printf("reopen_symlink_errno=%d\n", fd < 0 ? errno : 0);
+    fd = openat(area, "to_new", O_WRONLY | O_CREAT, 0644);
+    printf("create_symlink_errno=%d\n", fd < 0 ? errno : 0);
     printf("mkdir_errno=%d\n", mkdirat(area, "dir", 0755) < 0 ? errno : 0);
     printf("symlink_errno=%d\n", symlinkat("e0", area, "sym") < 0 ? errno : 0);
     printf("mknod_errno=%d\n", mknodat(area, "fifo", S_IFIFO | 0644, 0) < 0 ? errno : 0);
@@ -255,7 +263,7 @@ static int inodes(int area, const char *area_path)
     printf("bind_errno=%d\n", bind(s, (struct sockaddr *)&sun, sizeof sun) < 0 ? errno : 0);
     /* A link adds no inode; opening a file that is there creates none. */
     printf("link_errno=%d\n", linkat(area, "e0", area, "e0.link", 0) < 0 ? errno : 0);
-    int fd = openat(area, "e1", O_WRONLY | O_CREAT, 0644);
+    fd = openat(area, "e1", O_WRONLY | O_CREAT, 0644);
     printf("reopen_errno=%d\n", fd < 0 ? errno : 0);
     /* setxattrat (Linux 6.13, number 463), which the filter may not know. */
     struct {

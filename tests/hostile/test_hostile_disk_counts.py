@@ -180,13 +180,15 @@ def test_disk_inodes_caps_every_call_that_makes_an_inode(tenant, tmp_path, area,
         g = sup.group("t", Limits(disk_inodes=200), disk_area=[area])
         r = run(g, tenant, tmp_path / "out", "inodes", area)
         u = g.usage().resources["disk_inodes"]
-    assert (r["made"], r["errno"]) == (199, errno.EDQUOT), r   # the area's directory is one
+    # The area's directory is one, and two symlinks made first.
+    assert (r["made"], r["errno"]) == (197, errno.EDQUOT), r
     for call in ("mkdir", "symlink", "mknod", "tmpfile", "bind"):
         assert r[f"{call}_errno"] == errno.EDQUOT, (call, r)
-    assert (r["link_errno"], r["reopen_errno"]) == (0, 0), r
+    assert (r["link_errno"], r["reopen_errno"], r["reopen_symlink_errno"]) == (0, 0, 0), r
+    assert r["create_symlink_errno"] == errno.EDQUOT, r   # a new file at the link's target
     assert r["setxattrat_errno"] == errno.ENOSYS, r
     assert inodes(area) == 200
-    assert (u.used, u.denied_calls) == (200, 6)   # the open that failed, and the five
+    assert (u.used, u.denied_calls) == (200, 7)   # the opens that failed, and the five
 
 
 def test_disk_inodes_needs_an_area():
@@ -212,8 +214,8 @@ def test_container_disk_inodes_from_the_command_line(tenant, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     r = {k: int(v) for k, v in (line.split("=", 1) for line in p.stdout.split())}
-    assert (r["made"], r["errno"]) == (50, errno.EDQUOT), r
-    assert r["mkdir_errno"] == r["symlink_errno"] == errno.EDQUOT, r
+    assert (r["made"], r["errno"]) == (48, errno.EDQUOT), r   # and the two symlinks
+    assert r["mkdir_errno"] == r["symlink_errno"] == r["create_symlink_errno"] == errno.EDQUOT, r
     assert r["setxattrat_errno"] == errno.ENOSYS, r
     assert inodes(rootfs) == cap
 
