@@ -32,7 +32,7 @@ assert [getattr(lib, "GOV_" + r.upper()) for r in RESOURCES] == list(range(lib.G
 _EVENTS = {lib.GOV_EV_HELD: "held", lib.GOV_EV_RELEASED: "released", lib.GOV_EV_DENIED: "denied",
            lib.GOV_EV_COMPAT: "compat_denied", lib.GOV_EV_LISTENER_CLOSED: "listener_closed",
            lib.GOV_EV_OVERFLOW: "events_lost", lib.GOV_EV_STALLED: "stalled",
-           lib.GOV_EV_HELD_CAP: "held_cap"}
+           lib.GOV_EV_HELD_CAP: "held_cap", lib.GOV_EV_SYNC_WAKEUP: "sync_wakeup"}
 _FILTER_MAX = 1 << 16
 BACKENDS = dict(zip(backends.NAMES, (lib.GOV_BACKEND_SECCOMP, lib.GOV_BACKEND_PTRACE,
                                      lib.GOV_BACKEND_PTRACE_SYSCALL)))

@@ -13,7 +13,8 @@ HEADERS = ["gov.h", "bucket.h", "filter.h", "syscalls.h", "container.h", "spawn.
            "share.h", "engine.h", "cpu.h", "fault.h"]
 SOURCES = ["bucket.c", "argcond.c", "filter.c", "syscalls.c", "container.c", "spawn.c", "procfs.c",
            "tasks.c", "classify.c", "diskspace.c", "shmem.c", "iowrite.c", "keep.c", "engine.c",
-           "holds.c", "verdict.c", "diskwalk.c", "events.c", "trace.c", "cpu.c", "share.c", "fault.c"]
+           "holds.c", "verdict.c", "wakeups.c", "diskwalk.c", "events.c", "trace.c", "cpu.c",
+           "share.c", "fault.c"]
 
 
 def _cdef_text(header: str) -> str:

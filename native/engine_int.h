@@ -8,7 +8,8 @@
  *   memory, disk space), and charging it;
  * - events.c: what the engine reports: the event ring, and the hold-record
  *   file (keep.h) that outlives a restart;
- * - diskwalk.c: walks of a disk area, off the engine thread (the walker). */
+ * - diskwalk.c: walks of a disk area, off the engine thread (the walker);
+ * - wakeups.c: which groups' tenants are woken on the engine's CPU. */
 #ifndef GOV_ENGINE_INT_H
 #define GOV_ENGINE_INT_H
 
@@ -33,6 +34,7 @@
 #define EVENT_RING 4096
 #define MAX_PROCS 65536
 #define MEM_TIDS 64                 /* memory: threads whose process is known (verdict.c mem_tid) */
+#define WAKE_TIDS 8                 /* wakeups.c: threads whose last answer is timed */
 
 enum { TAG_LISTENER = 1, TAG_TIMER, TAG_WAKE, TAG_DATA };
 
@@ -80,6 +82,18 @@ struct memproc {
     int tgid;
     int64_t bytes;
     int64_t start_brk, last_brk;
+};
+
+/* A group's tenants' time between an answer and their next call (wakeups.c). */
+struct gov_wake {
+    struct {
+        int pid;
+        int64_t answered;     /* 0: its next call is not timed */
+    } tid[WAKE_TIDS];         /* the threads last answered, most recent first */
+    int calls;                /* notifications this window */
+    int64_t min_gap;          /* the shortest gap of the window, 0: none */
+    int slow;                 /* windows that found its gap long, less those that did not */
+    int off;                  /* 1: its tenants are not woken on the engine's CPU */
 };
 
 /* A walk of a disk area may be reused for this many times as long as it
@@ -134,6 +148,7 @@ struct group {
     uint64_t if_seen[2];
     uint64_t used_seen[2];
     struct gov_keep *keep;    /* the hold-record file (keep.h), or NULL */
+    struct gov_wake wake;     /* same-CPU wake-ups (wakeups.c) */
 };
 
 struct gov_engine {
@@ -143,6 +158,7 @@ struct gov_engine {
     int stop;
     int sync_wakeup;
     int want_sync_wakeup;     /* 0: measure round trips without it */
+    int64_t wake_review_at;   /* wakeups.c: the next review of the groups' wake-ups */
     struct group *groups[MAX_GROUPS];
     struct group *held;       /* groups that have holds */
     struct seccomp_notif *req;
@@ -196,6 +212,12 @@ struct gov_shmem *shmem_of(struct group *g);
 void reclassify(struct gov_engine *e, struct hold *h);
 void decide(struct gov_engine *e, struct group *g, struct hold *h, int64_t now);
 void run_holds(struct gov_engine *e);
+
+/* wakeups.c */
+int wake_set_sync(int fd, int on);
+void wake_answered(struct group *g, int pid);
+void wake_notified(struct group *g, int pid);
+void wake_review(struct gov_engine *e, int64_t now);
 
 /* verdict.c */
 int is_rate(int res);

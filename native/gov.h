@@ -85,6 +85,7 @@ enum {
     GOV_EV_STALLED,   /* calls held on a cap failed: no task could free it */
     GOV_EV_HELD_CAP,  /* a call that would wait was denied: its group holds
                          its most calls already (gov_group_set_max_held) */
+    GOV_EV_SYNC_WAKEUP, /* a group's same-CPU wake-ups, value 1: on, 0: off (wakeups.c) */
 };
 
 /* The most directories of a group's disk area (gov_group_disk_area). */

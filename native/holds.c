@@ -87,6 +87,7 @@ int answer(struct gov_engine *e, struct hold *h, int64_t val, int error, int con
     if (cont)
         note_write(e, h);
     if (h->l) {
+        wake_answered(h->g, h->pid);
         int rc = respond(e, h->l, h->id, val, error, cont);
         keep_done(h);
         return rc;

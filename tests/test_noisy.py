@@ -392,3 +392,53 @@ except OSError as e:
     err = e.errno
 os.write(1, f"{err}\n".encode())
 """
+
+
+# Maps, touches and unmaps 1 MiB, then computes for 100 us, for argv[1] seconds.
+MAPPER = r"""
+import mmap, sys, time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    m = mmap.mmap(-1, 1 << 20)
+    m[0] = 1
+    m.close()
+    t = time.perf_counter() + 100e-6
+    while time.perf_counter() < t:
+        pass
+"""
+
+
+def sync_events(sup) -> list[tuple[str, int]]:
+    return [(e.group, e.value) for e in sup.events() if e.kind == "sync_wakeup"]
+
+
+def wait_sync_event(sup, seen: list, want: tuple[str, int], proc) -> None:
+    deadline = time.monotonic() + 10
+    while want not in seen:
+        assert proc.poll() is None and time.monotonic() < deadline, (want, seen)
+        time.sleep(0.02)
+        seen += sync_events(sup)
+
+
+def test_a_tenant_that_computes_between_calls_is_not_woken_on_the_engines_cpu(tmp_path):
+    """Two busy groups on one engine: the one whose tenant computes long
+    between its calls loses same-CPU wake-ups (it would hold the engine's
+    CPU while the other's answers wait, docs/design.md), the other keeps
+    them; alone again, the first gets them back."""
+    with Supervisor(publish_state=False, engines=1) as sup:
+        mapper = sup.group("mapper", Limits(memory="512MiB"))
+        polite = sup.group("polite", Limits(disk_write="100GiB/s"))
+        churn = mapper.spawn([sys.executable, "-c", MAPPER, "30"])
+        try:
+            writer = polite.spawn([sys.executable, "-c", POLITE, "4", str(tmp_path / "p"), "10"],
+                                  stdout=subprocess.DEVNULL)
+            assert writer.wait(30) == 0
+            if not sup.sync_wakeup:
+                pytest.skip("no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel < 6.6)")
+            seen = sync_events(sup)
+            assert ("mapper", 0) in seen
+            wait_sync_event(sup, seen, ("mapper", 1), churn)
+            assert ("polite", 0) not in seen
+        finally:
+            churn.kill()
+            churn.wait(10)
