@@ -138,6 +138,7 @@ void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double in
     d->used += (int64_t)(cost * sign);
     d->inodes += (int64_t)(inodes * sign);
     d->gen++;
+    d->grown++;
     if (!set_has(&d->seen, dev, ino))
         d->dirty = 1;
     gov_disk_returned(d, tid);
@@ -368,6 +369,13 @@ static int count_held(const struct gov_disk *d, const int *pids, int npids,
 }
 
 void gov_disk_touch(struct gov_disk *d)
+{
+    d->dirty = 1;
+    d->gen++;
+    d->grown++;
+}
+
+void gov_disk_freed(struct gov_disk *d)
 {
     d->dirty = 1;
     d->gen++;

@@ -34,8 +34,10 @@ struct gov_disk {
     int64_t used;                /* bytes: the last recount plus estimates since */
     int64_t inodes;              /* inodes, the same way */
     int dirty;                   /* the counter may be off: recount when usage is read */
-    uint64_t gen;                /* bumped by every charge and gov_disk_touch: a count
-                                  * walked meanwhile may have missed it */
+    uint64_t gen;                /* bumped by every charge, gov_disk_touch and
+                                  * gov_disk_freed: a count walked meanwhile may have missed it */
+    uint64_t grown;              /* the same, less the frees: a count may still serve the
+                                  * refusal it was made for (diskwalk.c) */
     int walking;                 /* a walk runs outside the engine's lock (engine.c) */
     int orphan;                  /* its group went meanwhile: the walker frees it */
     int failed;                  /* -errno: the last recount could not finish, and
@@ -78,6 +80,9 @@ int gov_disk_inflight(struct gov_disk *d);
 /* Something changed the area behind the counter: recount when usage is
  * read, and a count walked meanwhile is stale. */
 void gov_disk_touch(struct gov_disk *d);
+/* Space was given back (unlink, rmdir, a shrinking truncate): the same,
+ * but a count made before errs high only. */
+void gov_disk_freed(struct gov_disk *d);
 
 /* What a walk of the area found, for gov_disk_apply. */
 struct gov_disk_count {

@@ -35,6 +35,7 @@ static void disk_counted(struct group *g, int64_t start, int64_t end)
     const struct gov_limit *sp = &g->lim.r[GOV_DISK_SPACE];
     g->disk_count_start = start;
     g->disk_exact_gen = g->disk->gen;
+    g->disk_exact_grown = g->disk->grown;
     g->disk_exact_until = end + DISK_REUSE * (end - start);
     if (g->disk->failed)
         return;
@@ -61,13 +62,17 @@ int disk_count_current(const struct group *g, const struct hold *h)
     const struct gov_disk *d = g->disk;
     int64_t now = now_ns();
     /* Begun after h came (h->since: held), a count is as exact for h as one
-     * made at its arrival. A recent one serves too, but not when it found
-     * deleted files held open (a close may have freed them since). */
+     * made at its arrival, and space freed since only makes it err high (a
+     * tenant deleting without pause would otherwise make each count stale
+     * before h is looked at again). A recent one serves too, but not when
+     * it found deleted files held open (a close may have freed them since). */
     int for_h = h->since && g->disk_count_start >= h->since;
     if (d->failed)
         return for_h || now < g->disk_exact_until;
-    return !d->dirty && g->disk_pending == 0 && d->gen == g->disk_exact_gen &&
-           (for_h || (!d->unlinked && now < g->disk_exact_until));
+    if (for_h)
+        return g->disk_pending == 0 && d->grown == g->disk_exact_grown;
+    return !d->dirty && g->disk_pending == 0 && d->gen == g->disk_exact_gen && !d->unlinked &&
+           now < g->disk_exact_until;
 }
 
 enum { WALK_KEPT, WALK_STALE, WALK_GONE };

@@ -152,7 +152,7 @@ void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     if (g->disk)
         gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
-        gov_disk_touch(g->disk); /* recounted when usage is read, or before a denial */
+        gov_disk_freed(g->disk); /* recounted when usage is read, or before a denial */
     /* Mappings are notified for disk_write too, where memory is free. */
     if (h->call.kind == GOV_CALL_DISK_FREE || h->call.kind == GOV_CALL_REFUSED ||
         (h->call.kind == GOV_CALL_MEMORY && !g->lim.r[GOV_MEMORY].set)) {

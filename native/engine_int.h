@@ -138,7 +138,8 @@ struct group {
                                  recount: growth the count may lack (settle_dirtied) */
     int disk_over;            /* such growth took the area past its quota (disk_fits) */
     int64_t disk_count_start; /* the last count of the area began then, */
-    uint64_t disk_exact_gen;  /* with the area at this generation; */
+    uint64_t disk_exact_gen;  /* with the area at this generation (and grown); */
+    uint64_t disk_exact_grown;
     int64_t disk_exact_until; /* it serves refusals until then (disk_count_current) */
     int64_t disk_walk_after;  /* a usage read walks the area again from then on */
     int disk_counting;        /* a walk before a refusal: COUNT_* (diskwalk.c) */
