@@ -96,9 +96,9 @@ struct gov_wake {
     int off;                  /* 1: its tenants are not woken on the engine's CPU */
 };
 
-/* A walk of a disk area may be reused for this many times as long as it
- * took: walks then take at most about a tenth of a CPU (verdict.c
- * disk_fits, engine.c usage reads). */
+/* A count of a disk area may serve refusals for this many times as long
+ * as its walk took while the area is unchanged, and usage reads walk an
+ * area at most once in that time (diskwalk.c). */
 #define DISK_REUSE 10
 
 struct group {
