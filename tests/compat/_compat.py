@@ -36,11 +36,11 @@ class Result:
 
 
 def run(argv: list[str], backend: str | None = None, limits=NEVER_BINDS, cwd=None, env=None,
-        timeout: float = 600) -> Result:
+        timeout: float = 600, options=()) -> Result:
     """argv natively (backend None) or under `governor run --backend B` with
-    limits."""
+    limits and further options of `governor run`."""
     if backend:
-        argv = [str(GOVERNOR), "run", "--backend", backend, "--name", "compat",
+        argv = [str(GOVERNOR), "run", "--backend", backend, "--name", "compat", *options,
                 *(a for lim in limits for a in ("--limit", lim)), "--", *argv]
     t0 = time.monotonic()
     p = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,

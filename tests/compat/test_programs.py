@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _compat import BACKENDS, GOVERNOR, NEVER_BINDS, needs_root, run
+from _compat import BACKENDS, NEVER_BINDS, needs_root, run
 from _tenants import SHIM
 
 pytestmark = needs_root
@@ -175,12 +175,8 @@ def test_git_clone_and_tar_round_trip_under_disk_write(backend, lua_source, tmp_
 def run_in_area(argv, backend, quota: str, area: Path, cwd=None, timeout: float = 900):
     """argv natively (backend None), or under `governor run` with
     disk_space=quota over --disk-area area and the limits that never bind."""
-    if backend:
-        limits = NEVER_BINDS + (f"disk_space={quota}",)
-        argv = [str(GOVERNOR), "run", "--backend", backend, "--name", "compat",
-                "--disk-area", str(area), *(a for lim in limits for a in ("--limit", lim)),
-                "--", *argv]
-    return run(argv, cwd=cwd, timeout=timeout)
+    return run(argv, backend, NEVER_BINDS + (f"disk_space={quota}",), cwd=cwd, timeout=timeout,
+               options=("--disk-area", str(area)))
 
 
 @pytest.mark.compat_full
