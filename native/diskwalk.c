@@ -57,7 +57,7 @@ void disk_recount(struct gov_engine *e, struct group *g)
     disk_counted(g, start, now_ns());
 }
 
-int disk_count_current(const struct group *g, const struct hold *h)
+int disk_count_current(const struct group *g, const struct hold *h, int inside)
 {
     const struct gov_disk *d = g->disk;
     int64_t now = now_ns();
@@ -71,8 +71,10 @@ int disk_count_current(const struct group *g, const struct hold *h)
         return for_h || now < g->disk_exact_until;
     if (for_h)
         return g->disk_pending == 0 && d->grown == g->disk_exact_grown;
+    /* A file made as it began may be missing from it (naming): a target it
+     * did not find was there when h came, and h's own count finds it. */
     return !d->dirty && g->disk_pending == 0 && d->gen == g->disk_exact_gen && !d->unlinked &&
-           now < g->disk_exact_until;
+           (inside || !d->naming) && now < g->disk_exact_until;
 }
 
 enum { WALK_KEPT, WALK_STALE, WALK_GONE };

@@ -340,7 +340,7 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
     if (why < 0 || !fresh)
         return why;
     int inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
-    if (!disk_count_current(g, h) || (!inside && g->disk->naming)) {
+    if (!disk_count_current(g, h, inside)) {
         if (disk_want_count(e, g) == 0)
             return DISK_COUNTING;
         disk_recount(e, g); /* no walker thread: walk here */

@@ -445,3 +445,54 @@ def test_cli_bad_disk_area_exits_2_naming_it(tmp_path, area, bad, words):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "--disk-area" in r.stderr and words in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+# One thread makes a file in the area (argv[1]) and then computes, making no
+# call, until told to stop (at most 20 s); the main thread writes 12 KiB to
+# argv[2], a file outside the area on the same filesystem, and prints
+# whether the other thread was still computing when the write returned.
+SPINNER = r'''
+import os, sys, threading, time
+area, out = sys.argv[1], sys.argv[2]
+stop = threading.Event()
+def make_then_compute():
+    os.close(os.open(os.path.join(area, "new"), os.O_WRONLY | os.O_CREAT, 0o600))
+    end = time.monotonic() + 20
+    while not stop.is_set() and time.monotonic() < end:
+        pass
+spinner = threading.Thread(target=make_then_compute)
+spinner.start()
+while not os.path.exists(os.path.join(area, "new")):
+    time.sleep(0.01)
+fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+os.write(fd, b"x" * 12288)
+alive = spinner.is_alive()
+stop.set()
+spinner.join()
+print(alive)
+'''
+
+
+def test_a_write_outside_the_area_does_not_wait_for_a_thread_that_computes(tmp_path, area):
+    """The quota is nearly used up, so a write to a file outside the area
+    (same filesystem) needs a count to find its file is not the area's.
+    A count that begins while a file is being made in the area may miss it,
+    and then does not settle a target it did not find; but a thread whose
+    last call made a file and which then computes looks to the engine as if
+    that call were still in flight. Counts kept being asked for until the
+    thread made another call: the write waited as long as it computed (7.7 s
+    in an 8 s run)."""
+    (area / "big").write_bytes(bytes(50 << 10))
+    with Supervisor(publish_state=False, engines=1) as sup:
+        g = quota_group(sup, area, 64 * KiB)
+        r, w = os.pipe()
+        p = g.spawn([PYTHON, "-c", SPINNER, str(area), str(tmp_path / "out")], stdout=w)
+        os.close(w)
+        try:
+            assert p.wait(60) == 0
+            said = os.read(r, 100).decode().strip()
+        finally:
+            p.kill()
+            os.close(r)
+    assert said == "True", "the write returned only once the other thread stopped"
+    assert (tmp_path / "out").stat().st_size == 12288
