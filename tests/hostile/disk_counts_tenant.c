@@ -18,14 +18,16 @@
  *                     (at most 20000), then a 64 KiB write
  *   xattrs AREA       files with a 4000-byte xattr each until one fails
  *                     (at most 20000), then a 64 KiB write
- *   inodes AREA       empty files until one fails (at most 100000), then
+ *   inodes AREA [OUT] empty files until one fails (at most 100000), then
  *                     one try of each other call that makes an inode
  *                     (mkdir, symlink, mknod, O_TMPFILE, a unix socket's
  *                     bind) and of two that make none (link, open O_CREAT
  *                     of a file that is there), and setxattrat; and open
  *                     O_CREAT of two symlinks made first, one to a file
  *                     that is there, one to none (open creates it), that
- *                     one last
+ *                     one last; with OUT (a directory outside the area),
+ *                     open O_CREAT of a link from OUT to a new file of the
+ *                     area and of one from the area to a new file in OUT
  *   sibling AREA      empty files until one fails, one of them deleted; a
  *                     thread creates "a" (to the cap) and then computes,
  *                     making no call, while the main thread creates "b"
@@ -36,6 +38,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -263,15 +266,32 @@ static int fill_empty(int area, int *err)
     return made;
 }
 
-static int inodes(int area, const char *area_path)
+/* With `out` (a directory outside the area), open O_CREAT of a link from
+ * there to a new file of the area, and of one from the area to a new file
+ * there, both made first. */
+static int inodes(int area, const char *area_path, const char *out)
 {
+    char from_out[PATH_MAX], into_area[PATH_MAX], to_out[PATH_MAX];
     int err = 0;
     if (symlinkat("e1", area, "to_e1") < 0 || symlinkat("new", area, "to_new") < 0)
         return perror("symlinkat"), 1;
+    if (out) {
+        snprintf(from_out, sizeof from_out, "%s/to_area", out);
+        snprintf(into_area, sizeof into_area, "%s/via_out", area_path);
+        snprintf(to_out, sizeof to_out, "%s/made", out);
+        if (symlink(into_area, from_out) < 0 || symlinkat(to_out, area, "to_out") < 0)
+            return perror("symlink"), 1;
+    }
     int made = fill_empty(area, &err);
     printf("made=%d\nerrno=%d\n", made, err);
     int fd = openat(area, "to_e1", O_WRONLY | O_CREAT, 0644);
     printf("reopen_symlink_errno=%d\n", fd < 0 ? errno : 0);
+    if (out) {
+        fd = open(from_out, O_WRONLY | O_CREAT, 0644);
+        printf("create_from_out_errno=%d\n", fd < 0 ? errno : 0);
+        fd = openat(area, "to_out", O_WRONLY | O_CREAT, 0644);
+        printf("create_to_out_errno=%d\n", fd < 0 ? errno : 0);
+    }
     printf("mkdir_errno=%d\n", mkdirat(area, "dir", 0755) < 0 ? errno : 0);
     printf("symlink_errno=%d\n", symlinkat("e0", area, "sym") < 0 ? errno : 0);
     printf("mknod_errno=%d\n", mknodat(area, "fifo", S_IFIFO | 0644, 0) < 0 ? errno : 0);
@@ -358,7 +378,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "xattrs"))
         return until_refused(area, make_xattr);
     if (!strcmp(mode, "inodes"))
-        return inodes(area, argv[2]);
+        return inodes(area, argv[2], argc > 3 ? argv[3] : NULL);
     if (!strcmp(mode, "sibling"))
         return sibling(area);
     return 64;

@@ -181,25 +181,43 @@ def test_symlink_targets_and_xattrs_are_charged_at_the_call(tenant, tmp_path, ar
 
 
 def test_disk_inodes_caps_every_call_that_makes_an_inode(tenant, tmp_path, area, backend):
-    """The tenant's stderr is a deleted file on the area's filesystem (as
-    pytest's capture file may be): counted while the tenant holds it, as
-    any such file. Its last call is a refused create, whose count took that
-    file: the count was kept after the tenant exited (usage read 201 of
-    200 inodes)."""
-    with Supervisor(backend=backend, publish_state=False) as sup, \
-            tempfile.TemporaryFile(dir=tmp_path) as err:
+    """A create through a symlink is charged where the link leads: one from
+    outside the area to a new file in it made that file uncharged (21 of 20
+    inodes), one from the area to a new file outside was refused at the
+    cap."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with Supervisor(backend=backend, publish_state=False) as sup:
         g = sup.group("t", Limits(disk_inodes=200), disk_area=[area])
-        r = run(g, tenant, tmp_path / "out", "inodes", area, stderr=err)
+        r = run(g, tenant, tmp_path / "out", "inodes", area, outside)
         u = g.usage().resources["disk_inodes"]
-    # The area's directory is one, and two symlinks made first.
-    assert (r["made"], r["errno"]) == (197, errno.EDQUOT), r
+    # The area's directory is one, and three symlinks made first.
+    assert (r["made"], r["errno"]) == (196, errno.EDQUOT), r
     for call in ("mkdir", "symlink", "mknod", "tmpfile", "bind"):
         assert r[f"{call}_errno"] == errno.EDQUOT, (call, r)
     assert (r["link_errno"], r["reopen_errno"], r["reopen_symlink_errno"]) == (0, 0, 0), r
     assert r["create_symlink_errno"] == errno.EDQUOT, r   # a new file at the link's target
+    assert (r["create_from_out_errno"], r["create_to_out_errno"]) == (errno.EDQUOT, 0), r
+    assert (outside / "made").exists()
     assert r["setxattrat_errno"] == errno.ENOSYS, r
     assert inodes(area) == 200
-    assert (u.used, u.denied_calls) == (200, 7)   # the opens that failed, and the five
+    assert (u.used, u.denied_calls) == (200, 8)   # the opens that failed, and the five
+
+
+def test_disk_inodes_count_is_not_kept_after_a_deleted_file_is_let_go(tenant, tmp_path, area,
+                                                                      backend):
+    """The tenant's stderr is a deleted file on the area's filesystem (as
+    pytest's capture file may be): one inode of the area while the tenant
+    holds it, as any such file. Its last call is a refused create, whose
+    count took that file: the count was kept after the tenant exited, and
+    usage read 201 of 200 inodes."""
+    with Supervisor(backend=backend, publish_state=False) as sup, \
+            tempfile.TemporaryFile(dir=tmp_path) as err:
+        g = sup.group("t", Limits(disk_inodes=200), disk_area=[area])
+        r = run(g, tenant, tmp_path / "out", "inodes", area, stderr=err)
+        used = g.usage().resources["disk_inodes"].used
+    assert r["create_symlink_errno"] == errno.EDQUOT, r
+    assert used == inodes(area) == 200
 
 
 def test_disk_inodes_counts_a_file_once_while_its_maker_computes(tenant, tmp_path, area,
