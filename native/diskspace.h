@@ -110,8 +110,9 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c);
  * parent's fd, O_NOFOLLOW, never into another filesystem, any depth), the
  * deleted files that processes pids still hold (fds of every thread,
  * mappings), and adds the growths still in flight; sets used, clears
- * failed, and dirty as gov_disk_apply says. 0 or -errno: then failed is set (the engine refuses growth
- * until a recount finishes) and the counter is left as it was. */
+ * failed, and dirty as gov_disk_apply says. 0 or -errno: then failed is set
+ * (the engine refuses growth until a recount finishes) and the counter is
+ * left as it was. */
 int gov_disk_recount(struct gov_disk *d, const int *pids, int npids);
 
 #endif
