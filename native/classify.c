@@ -754,14 +754,54 @@ static int name_there(int at, const char *name)
     return S_ISLNK(st.st_mode) ? -1 : 1;
 }
 
+#define MAX_LINKS 40 /* the kernel's MAXSYMLINKS */
+
+/* open O_CREAT follows a last name that is a symlink, and makes the file
+ * the link names if there is none, in that file's directory: path (the
+ * tenant's, at the directory *at) becomes the link's target, a relative one
+ * from the link's directory (the same path to it, so the same directory),
+ * through at most MAX_LINKS links, and *at that target's directory.
+ * name_there's answer for the last target; -1 (*at the last directory
+ * found) if it cannot tell. */
+static int follow_links(struct gov_pidfds *c, int tid, int dirfd, char *path, int *at)
+{
+    char target[PATH_MAX], dir[PATH_MAX];
+    for (int n = 0; n < MAX_LINKS; n++) {
+        const char *name = plain_name(path);
+        ssize_t len = name ? readlinkat(*at, name, target, sizeof target - 1) : -1;
+        if (len <= 0)
+            return -1;
+        target[len] = 0;
+        memcpy(dir, path, PATH_MAX);
+        to_parent(dir);
+        if (target[0] == '/')
+            memcpy(path, target, (size_t)len + 1);
+        else if (snprintf(path, PATH_MAX, "%s/%s", dir, target) >= PATH_MAX)
+            return -1;
+        memcpy(dir, path, PATH_MAX);
+        to_parent(dir);
+        int next = resolve(c, tid, dirfd, dir);
+        if (next < 0)
+            return -1;
+        close(*at);
+        *at = next;
+        int there = name_there(*at, plain_name(path));
+        if (there >= 0)
+            return there;
+    }
+    return -1;
+}
+
 /* open, openat, openat2, creat: a new inode with O_CREAT when the file is
  * not there yet, and always with O_TMPFILE (in the directory it names).
  * The path is read once, and its directory resolved once: the directory is
  * what a new file is charged to, and the last name is looked up in it (a
  * tenant that creates and deletes a file in a loop made three reads and
  * two resolutions of each path: README, Noisy neighbours, churned area).
- * Only a last name that is a symlink, or that could not be looked at, has
- * the whole path resolved, as before. */
+ * A last name that is a symlink is followed to the directory where the
+ * file would be made (a link to a new file charged its own directory: a
+ * link from outside the area made files in it uncharged). Only a name that
+ * could not be looked at has the whole path resolved, as before. */
 static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int tid, int dirfd,
                             uint64_t addr, uint64_t flags, struct gov_call *out)
 {
@@ -776,6 +816,8 @@ static void classify_create(struct gov_pidfds *c, const struct gov_disk *d, int 
     to_parent(dir);
     int at = resolve(c, tid, dirfd, dir);
     int there = name_there(at, plain_name(path));
+    if (there < 0 && at >= 0)
+        there = follow_links(c, tid, dirfd, path, &at);
     if (there < 0) {
         int fd = resolve(c, tid, dirfd, path);
         there = fd >= 0;

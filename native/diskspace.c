@@ -381,11 +381,10 @@ void gov_disk_freed(struct gov_disk *d)
     d->gen++;
 }
 
-void gov_disk_begin(const struct gov_disk *d, struct gov_disk_count *c)
+void gov_disk_begin(struct gov_disk *d, struct gov_disk_count *c)
 {
     *c = (struct gov_disk_count){0};
-    for (int i = 0; i < d->ninflight; i++)
-        c->naming |= d->inflight[i].inodes > 0;
+    c->inflight = inflight_sum(d, &c->inflight_inodes);
 }
 
 void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
@@ -410,12 +409,11 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c)
     d->failed = 0;
     free(d->seen.key);
     d->seen = c->seen;
-    d->unlinked = c->unlinked;
-    double inodes;
-    d->used = c->total + (int64_t)inflight_sum(d, &inodes);
-    d->inodes = (int64_t)(d->seen.n + inodes);
-    d->naming = c->naming;
-    d->dirty = 0;
+    /* Those that returned during the walk count too: it may have passed
+     * their files before they landed. */
+    d->used = c->total + (int64_t)c->inflight;
+    d->inodes = (int64_t)(d->seen.n + c->inflight_inodes);
+    d->dirty = c->unlinked || c->inflight > 0 || c->inflight_inodes > 0;
     return 0;
 }
 

@@ -33,7 +33,8 @@ struct gov_disk {
     uint64_t dev[GOV_DISK_DIRS];
     int64_t used;                /* bytes: the last recount plus estimates since */
     int64_t inodes;              /* inodes, the same way */
-    int dirty;                   /* the counter may be off: recount when usage is read */
+    int dirty;                   /* the counter may be off: recount when usage is read,
+                                  * and before a refusal */
     uint64_t gen;                /* bumped by every charge, gov_disk_touch and
                                   * gov_disk_freed: a count walked meanwhile may have missed it */
     uint64_t grown;              /* the same, less the frees: a count may still serve the
@@ -43,10 +44,6 @@ struct gov_disk {
     int failed;                  /* -errno: the last recount could not finish, and
                                   * until one does the area may not grow */
     struct gov_inoset seen;      /* every inode of the area at the last recount */
-    int unlinked;                /* it counted deleted files held open: closing the last
-                                  * fd or mapping frees them, with no call the engine sees */
-    int naming;                  /* calls that make a name (charged an inode) were in
-                                  * flight as it began: a file it did not find may be theirs */
     struct gov_disk_inflight *inflight;
     int ninflight, cap_inflight;
 };
@@ -70,7 +67,7 @@ double gov_disk_growth(const struct stat *st, double end);
  * outside the area). */
 void gov_disk_charge(struct gov_disk *d, int tid, int nr, double cost, double inodes,
                      uint64_t dev, uint64_t ino, int sign);
-/* Thread tid makes another call: its last one has returned. */
+/* Thread tid makes another call, or exits: its last one has returned. */
 void gov_disk_returned(struct gov_disk *d, int tid);
 
 /* How many growths may still be in flight (their thread in its call, or on
@@ -86,7 +83,7 @@ void gov_disk_freed(struct gov_disk *d);
 
 /* What a walk of the area found, for gov_disk_apply. */
 struct gov_disk_count {
-    int naming;     /* calls that make a name were in flight as it began */
+    double inflight, inflight_inodes;   /* growths in flight as it began */
     struct gov_inoset seen;
     int64_t total;
     int unlinked;   /* deleted files held open were counted */
@@ -94,13 +91,17 @@ struct gov_disk_count {
 };
 
 /* A recount in three steps, so that the slow one may run while others use
- * d: gov_disk_begin notes whether calls that make a name (charged an
- * inode) are in flight, whose files the walk may miss (naming);
+ * d: gov_disk_begin takes the growths still in flight (their calls may land
+ * after the walk passed their files; those that returned are on disk);
  * gov_disk_walk walks the area and the deleted files pids hold (below),
  * reading only what gov_disk_new set (c->rc: 0 or -errno); gov_disk_apply
- * makes the counter the walk's (c is consumed) plus the growths still in
- * flight, or, if the walk failed, sets failed. */
-void gov_disk_begin(const struct gov_disk *d, struct gov_disk_count *c);
+ * makes the counter the walk's plus those growths (c is consumed), or, if
+ * the walk failed, sets failed. The count is left dirty, an estimate that
+ * errs high, when it may not stay exact with no call the engine sees:
+ * deleted files held open (a close or an exit frees them), growths in
+ * flight (the walk may have counted what one made already: its thread, on
+ * a CPU, may have left its call). */
+void gov_disk_begin(struct gov_disk *d, struct gov_disk_count *c);
 void gov_disk_walk(const struct gov_disk *d, const int *pids, int npids,
                    struct gov_disk_count *c);
 int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c);
@@ -108,9 +109,10 @@ int gov_disk_apply(struct gov_disk *d, struct gov_disk_count *c);
 /* Recounts exactly: walks every directory of the area (openat from the
  * parent's fd, O_NOFOLLOW, never into another filesystem, any depth), the
  * deleted files that processes pids still hold (fds of every thread,
- * mappings), and adds the growths still in flight; sets used, clears dirty
- * and failed. 0 or -errno: then failed is set (the engine refuses growth
- * until a recount finishes) and the counter is left as it was. */
+ * mappings), and adds the growths still in flight; sets used, clears
+ * failed, and dirty as gov_disk_apply says. 0 or -errno: then failed is set
+ * (the engine refuses growth until a recount finishes) and the counter is
+ * left as it was. */
 int gov_disk_recount(struct gov_disk *d, const int *pids, int npids);
 
 #endif

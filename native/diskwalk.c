@@ -57,24 +57,26 @@ void disk_recount(struct gov_engine *e, struct group *g)
     disk_counted(g, start, now_ns());
 }
 
-int disk_count_current(const struct group *g, const struct hold *h, int inside)
+int disk_count_current(const struct group *g, const struct hold *h)
 {
     const struct gov_disk *d = g->disk;
     int64_t now = now_ns();
     /* Begun after h came (h->since: held), a count is as exact for h as one
      * made at its arrival, and space freed since only makes it err high (a
      * tenant deleting without pause would otherwise make each count stale
-     * before h is looked at again). A recent one serves too, but not when
-     * it found deleted files held open (a close may have freed them since). */
+     * before h is looked at again). A recent one serves too, unless it was
+     * left dirty: it found deleted files held open (a close may have freed
+     * them since), or growths in flight (they have landed or failed since,
+     * and it may have counted a file twice, or missed one that h targets:
+     * a target it did not find was there when h came, and h's own count
+     * finds it). */
     int for_h = h->since && g->disk_count_start >= h->since;
     if (d->failed)
         return for_h || now < g->disk_exact_until;
     if (for_h)
         return g->disk_pending == 0 && d->grown == g->disk_exact_grown;
-    /* A file made as it began may be missing from it (naming): a target it
-     * did not find was there when h came, and h's own count finds it. */
-    return !d->dirty && g->disk_pending == 0 && d->gen == g->disk_exact_gen && !d->unlinked &&
-           (inside || !d->naming) && now < g->disk_exact_until;
+    return !d->dirty && g->disk_pending == 0 && d->gen == g->disk_exact_gen &&
+           now < g->disk_exact_until;
 }
 
 enum { WALK_KEPT, WALK_STALE, WALK_GONE };

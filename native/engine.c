@@ -135,6 +135,10 @@ void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     /* Its last iovec write is over (iowrite.h); at exit_group, every one. */
     gov_iowrite_settle(&g->iowrites, &e->pidfds, h->nr == SYS_exit_group ? -1 : h->pid,
                        settle_write, g, &h->io);
+    /* A thread that makes another call, or exits, has returned from its
+     * last growth of the disk area. */
+    if (g->disk)
+        gov_disk_returned(g->disk, h->pid);
     if (gov_syscall_flags(h->nr) & GOV_SYS_EXIT) {
         answer(e, h, 0, 0, 1);
         free_hold(e, h);
@@ -146,11 +150,8 @@ void on_call(struct gov_engine *e, struct hold *h, uint32_t arch)
     if (h->nr == SYS_mremap && g->lim.r[GOV_DISK_WRITE].set && h->args[2] > h->args[1] &&
         gov_task_shared_file_map(h->pid, h->args[0]) > 0)
         gov_classify_shared_remap(h->args[2] - h->args[1], &h->call);
-    /* A thread that makes another call has returned from its last clone, or
-     * its last growth of the disk area. */
+    /* A thread that makes another call has returned from its last clone. */
     gov_clones_drop(&g->clones, h->pid);
-    if (g->disk)
-        gov_disk_returned(g->disk, h->pid);
     if (h->call.kind == GOV_CALL_DISK_FREE && g->disk)
         gov_disk_freed(g->disk); /* recounted when usage is read, or before a denial */
     /* Mappings are notified for disk_write too, where memory is free. */

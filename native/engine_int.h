@@ -236,11 +236,11 @@ void disk_recount(struct gov_engine *e, struct group *g);
 /* Whether the last count may serve h's refusal without walking again:
  * nothing the engine sees has changed the area since (its generation, no
  * pending growth), and it began after h came, or it is recent (DISK_REUSE
- * walks' time: space freed from outside the group is seen then), found
- * no deleted file held open (whose last close frees space unseen: close is
- * not notified), and found h's target (`inside`) or no file was being
- * made as it began. A count that failed serves as recent. */
-int disk_count_current(const struct group *g, const struct hold *h, int inside);
+ * walks' time: space freed from outside the group is seen then) and was
+ * exact (not dirty: no deleted file held open, whose last close frees
+ * space unseen, close is not notified; no growth in flight). A count that
+ * failed serves as recent. */
+int disk_count_current(const struct group *g, const struct hold *h);
 /* Asks the walker for a count of g's area before a refusal; the refused
  * call waits for it. 0, or -errno if no walker thread can run. */
 int disk_want_count(struct gov_engine *e, struct group *g);

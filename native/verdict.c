@@ -305,10 +305,11 @@ static int disk_within(struct group *g, double bytes, double inodes, int any)
  * resource that says no, or DISK_COUNTING; `fresh`: count exactly before
  * saying no, on the walker thread (diskwalk.c), while h waits. A target
  * the count does not find in the area (a file elsewhere on the same
- * filesystem) costs nothing, unless the count may have missed it (naming:
- * a file being created as it began; it was then written uncharged, the
- * area went past its quota and every write of the group failed, even to
- * stderr: tests/test_disk_space.py, parallel writers). Fail closed:
+ * filesystem) costs nothing, unless the count may have missed it (a file
+ * being created as it began, disk_count_current; such a file was written
+ * uncharged, the area went past its quota and every write of the group
+ * failed, even to stderr: tests/test_disk_space.py, parallel writers).
+ * Fail closed:
  * - while no recount can finish, the area may not grow at all;
  * - growth the count may lack (disk_pending, pages a write dirtied beyond
  *   its charge) counts too: when it may take the area past its quota, the
@@ -339,13 +340,12 @@ static int disk_fits(struct gov_engine *e, struct group *g, struct hold *h, int 
         why = GOV_DISK_SPACE;
     if (why < 0 || !fresh)
         return why;
-    int inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
-    if (!disk_count_current(g, h, inside)) {
+    if (!disk_count_current(g, h)) {
         if (disk_want_count(e, g) == 0)
             return DISK_COUNTING;
         disk_recount(e, g); /* no walker thread: walk here */
-        inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
     }
+    int inside = gov_disk_inside(g->disk, h->call.disk_dev, h->call.disk_ino);
     if (g->disk->failed)
         return why;
     if (g->disk_over)

@@ -208,8 +208,10 @@ def test_net_send_is_charged_what_crossed_the_interface(tmp_path, state):
           f"{rate:.3f} MiB/s at the interface")
     assert received == size
     assert received < used <= 1.1 * received   # payload plus TCP/IP headers and ACKs
-    # Coarse: the run (about 4 s) includes the container's start and a 0.1 s burst.
-    assert 1.9 <= rate <= 2.1, rate
+    # Coarse: the run (about 4 s) includes the container's start and a 0.1 s
+    # burst. Above the limit is the engine's fault; below it, a slow start
+    # on a loaded machine (CI: 1.88 with a 4.52 s run), so that side is loose.
+    assert 1.5 <= rate <= 2.1, rate
 
 
 def test_each_command_of_a_container_is_charged_at_its_own_veth(tmp_path, state):

@@ -42,9 +42,12 @@ def test_the_same_pid_with_another_start_is_another_process(sleeper):
 
 
 def test_a_zombie_is_dead_and_a_reaped_process_too():
-    p = subprocess.Popen(["true"])
+    # cat exits when its stdin closes: its identity is read while it lives
+    # (a child that exits at once may be a zombie before the read).
+    p = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
     who = _proc.identity(p.pid)
     assert who is not None
+    p.stdin.close()
     # Exited, not yet reaped: /proc still lists it, in state Z.
     wait_for(lambda: _stat_state(p.pid) == "Z", 10, "the child to become a zombie")
     assert not _proc.alive(*who)

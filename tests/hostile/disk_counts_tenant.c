@@ -18,19 +18,30 @@
  *                     (at most 20000), then a 64 KiB write
  *   xattrs AREA       files with a 4000-byte xattr each until one fails
  *                     (at most 20000), then a 64 KiB write
- *   inodes AREA       empty files until one fails (at most 100000), then
+ *   inodes AREA [OUT] empty files until one fails (at most 100000), then
  *                     one try of each other call that makes an inode
  *                     (mkdir, symlink, mknod, O_TMPFILE, a unix socket's
  *                     bind) and of two that make none (link, open O_CREAT
  *                     of a file that is there), and setxattrat; and open
  *                     O_CREAT of two symlinks made first, one to a file
- *                     that is there, one to none (open creates it)
+ *                     that is there, one to none (open creates it), that
+ *                     one last; with OUT (a directory outside the area),
+ *                     open O_CREAT of a link from OUT to a new file of the
+ *                     area and of one from the area to a new file in OUT
+ *   sibling AREA      empty files until one fails, one of them deleted; a
+ *                     thread creates "a" (to the cap) and then computes,
+ *                     making no call, while the main thread creates "b"
+ *                     (past the cap), deletes e0 and creates "c" (to the
+ *                     cap); then the thread exits, and the main thread
+ *                     creates "d" (to the cap)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,26 +243,55 @@ static int until_refused(int area, int (*make)(int, int))
     return 0;
 }
 
-static int inodes(int area, const char *area_path)
+/* An empty file `name` at dirfd: 0 or the errno. */
+static int create(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return errno;
+    close(fd);
+    return 0;
+}
+
+/* Empty files e<i> until one fails (at most 100000): how many. */
+static int fill_empty(int area, int *err)
 {
     char name[32];
-    int made = 0, err = 0;
-    if (symlinkat("e1", area, "to_e1") < 0 || symlinkat("new", area, "to_new") < 0)
-        return perror("symlinkat"), 1;
+    int made = 0;
     for (; made < 100000; made++) {
         snprintf(name, sizeof name, "e%d", made);
-        int fd = openat(area, name, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0) {
-            err = errno;
+        if ((*err = create(area, name)))
             break;
-        }
-        close(fd);
     }
+    return made;
+}
+
+/* With `out` (a directory outside the area), open O_CREAT of a link from
+ * there to a new file of the area, and of one from the area to a new file
+ * there, both made first. */
+static int inodes(int area, const char *area_path, const char *out)
+{
+    char from_out[PATH_MAX], into_area[PATH_MAX], to_out[PATH_MAX];
+    int err = 0;
+    if (symlinkat("e1", area, "to_e1") < 0 || symlinkat("new", area, "to_new") < 0)
+        return perror("symlinkat"), 1;
+    if (out) {
+        snprintf(from_out, sizeof from_out, "%s/to_area", out);
+        snprintf(into_area, sizeof into_area, "%s/via_out", area_path);
+        snprintf(to_out, sizeof to_out, "%s/made", out);
+        if (symlink(into_area, from_out) < 0 || symlinkat(to_out, area, "to_out") < 0)
+            return perror("symlink"), 1;
+    }
+    int made = fill_empty(area, &err);
     printf("made=%d\nerrno=%d\n", made, err);
     int fd = openat(area, "to_e1", O_WRONLY | O_CREAT, 0644);
     printf("reopen_symlink_errno=%d\n", fd < 0 ? errno : 0);
-    fd = openat(area, "to_new", O_WRONLY | O_CREAT, 0644);
-    printf("create_symlink_errno=%d\n", fd < 0 ? errno : 0);
+    if (out) {
+        fd = open(from_out, O_WRONLY | O_CREAT, 0644);
+        printf("create_from_out_errno=%d\n", fd < 0 ? errno : 0);
+        fd = openat(area, "to_out", O_WRONLY | O_CREAT, 0644);
+        printf("create_to_out_errno=%d\n", fd < 0 ? errno : 0);
+    }
     printf("mkdir_errno=%d\n", mkdirat(area, "dir", 0755) < 0 ? errno : 0);
     printf("symlink_errno=%d\n", symlinkat("e0", area, "sym") < 0 ? errno : 0);
     printf("mknod_errno=%d\n", mknodat(area, "fifo", S_IFIFO | 0644, 0) < 0 ? errno : 0);
@@ -272,6 +312,46 @@ static int inodes(int area, const char *area_path)
     } xa = {(unsigned long)"v", 1, 0};
     printf("setxattrat_errno=%d\n",
            syscall(463, area, "e1", 0, "user.x", &xa, sizeof xa) < 0 ? errno : 0);
+    /* Last, after the other refused calls: nothing changes the area after
+     * its count. */
+    fd = openat(area, "to_new", O_WRONLY | O_CREAT, 0644);
+    printf("create_symlink_errno=%d\n", fd < 0 ? errno : 0);
+    return 0;
+}
+
+static atomic_int sibling_made, sibling_stop;
+
+/* Creates "a", then computes without a call until told to stop: to the
+ * engine it may still be in its create. Its errno is its return value. */
+static void *sibling_thread(void *arg)
+{
+    intptr_t err = create(*(int *)arg, "a");
+    atomic_store(&sibling_made, 1);
+    while (!atomic_load(&sibling_stop))
+        ;
+    return (void *)err;
+}
+
+static int sibling(int area)
+{
+    char name[32];
+    int err, made = fill_empty(area, &err);
+    printf("made=%d\nerrno=%d\n", made, err);
+    snprintf(name, sizeof name, "e%d", made - 1);
+    unlinkat(area, name, 0);
+    pthread_t t;
+    void *a_errno;
+    if (pthread_create(&t, NULL, sibling_thread, &area))
+        return 1;
+    while (!atomic_load(&sibling_made))
+        ;
+    int b = create(area, "b");
+    unlinkat(area, "e0", 0);
+    int c = create(area, "c");
+    atomic_store(&sibling_stop, 1);
+    pthread_join(t, &a_errno);
+    int d = create(area, "d");
+    printf("a_errno=%d\nb_errno=%d\nc_errno=%d\nd_errno=%d\n", (int)(intptr_t)a_errno, b, c, d);
     return 0;
 }
 
@@ -298,6 +378,8 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "xattrs"))
         return until_refused(area, make_xattr);
     if (!strcmp(mode, "inodes"))
-        return inodes(area, argv[2]);
+        return inodes(area, argv[2], argc > 3 ? argv[3] : NULL);
+    if (!strcmp(mode, "sibling"))
+        return sibling(area);
     return 64;
 }

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,13 @@ def kv(out: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("=", 1) for line in out.read_text().split())}
 
 
-def run(group, tenant: str, out: Path, *args) -> dict:
+def run(group, tenant: str, out: Path, *args, stderr=None) -> dict:
+    """The tenant's key=value lines; its stderr goes to out too, unless
+    given (inherited, it would be pytest's capture file: deleted, perhaps on
+    the area's filesystem, so counted while the tenant holds it)."""
     with open(out, "w") as f:
-        p = group.spawn([tenant, *map(str, args)], stdout=f, stdin=subprocess.DEVNULL)
+        p = group.spawn([tenant, *map(str, args)], stdout=f, stdin=subprocess.DEVNULL,
+                        stderr=f if stderr is None else stderr)
         assert p.wait(30) == 0, out.read_text()
     return kv(out)
 
@@ -176,19 +181,63 @@ def test_symlink_targets_and_xattrs_are_charged_at_the_call(tenant, tmp_path, ar
 
 
 def test_disk_inodes_caps_every_call_that_makes_an_inode(tenant, tmp_path, area, backend):
+    """A create through a symlink is charged where the link leads: one from
+    outside the area to a new file in it made that file uncharged (21 of 20
+    inodes), one from the area to a new file outside was refused at the
+    cap."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
     with Supervisor(backend=backend, publish_state=False) as sup:
         g = sup.group("t", Limits(disk_inodes=200), disk_area=[area])
-        r = run(g, tenant, tmp_path / "out", "inodes", area)
+        r = run(g, tenant, tmp_path / "out", "inodes", area, outside)
         u = g.usage().resources["disk_inodes"]
-    # The area's directory is one, and two symlinks made first.
-    assert (r["made"], r["errno"]) == (197, errno.EDQUOT), r
+    # The area's directory is one, and three symlinks made first.
+    assert (r["made"], r["errno"]) == (196, errno.EDQUOT), r
     for call in ("mkdir", "symlink", "mknod", "tmpfile", "bind"):
         assert r[f"{call}_errno"] == errno.EDQUOT, (call, r)
     assert (r["link_errno"], r["reopen_errno"], r["reopen_symlink_errno"]) == (0, 0, 0), r
     assert r["create_symlink_errno"] == errno.EDQUOT, r   # a new file at the link's target
+    assert (r["create_from_out_errno"], r["create_to_out_errno"]) == (errno.EDQUOT, 0), r
+    assert (outside / "made").exists()
     assert r["setxattrat_errno"] == errno.ENOSYS, r
     assert inodes(area) == 200
-    assert (u.used, u.denied_calls) == (200, 7)   # the opens that failed, and the five
+    assert (u.used, u.denied_calls) == (200, 8)   # the opens that failed, and the five
+
+
+def test_disk_inodes_count_is_not_kept_after_a_deleted_file_is_let_go(tenant, tmp_path, area,
+                                                                      backend):
+    """The tenant's stderr is a deleted file on the area's filesystem (as
+    pytest's capture file may be): one inode of the area while the tenant
+    holds it, as any such file. Its last call is a refused create, whose
+    count took that file: the count was kept after the tenant exited, and
+    usage read 201 of 200 inodes."""
+    with Supervisor(backend=backend, publish_state=False) as sup, \
+            tempfile.TemporaryFile(dir=tmp_path) as err:
+        g = sup.group("t", Limits(disk_inodes=200), disk_area=[area])
+        r = run(g, tenant, tmp_path / "out", "inodes", area, stderr=err)
+        used = g.usage().resources["disk_inodes"].used
+    assert r["create_symlink_errno"] == errno.EDQUOT, r
+    assert used == inodes(area) == 200
+
+
+def test_disk_inodes_counts_a_file_once_while_its_maker_computes(tenant, tmp_path, area,
+                                                                 backend):
+    """A thread that made a file and then computes, making no call, is on a
+    CPU: to the engine it may still be in its create, and a count adds it
+    to the files it found. Such a count, one over, was kept as exact after
+    the thread had exited: "d", one under the cap, was refused (and usage
+    read then showed one more inode than the area has). "c" is refused: its
+    count cannot tell whether the thread made its file yet (fails closed).
+    A cap of 2000: a count serves refusals for ten times its walk's length,
+    and this one's outlasts the thread's exit."""
+    with Supervisor(backend=backend, publish_state=False) as sup:
+        g = sup.group("t", Limits(disk_inodes=2000), disk_area=[area])
+        r = run(g, tenant, tmp_path / "out", "sibling", area)
+        used = g.usage().resources["disk_inodes"].used
+    assert (r["made"], r["errno"]) == (1999, errno.EDQUOT), r   # and the area's directory
+    assert (r["a_errno"], r["b_errno"]) == (0, errno.EDQUOT), r
+    assert r["d_errno"] == 0, r   # at the cap, e0 deleted: one create back
+    assert used == inodes(area) == 2000
 
 
 def test_disk_inodes_needs_an_area():
