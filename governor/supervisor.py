@@ -625,6 +625,8 @@ class Group:
             try:
                 info = psutil.Process(pid)
                 with info.oneshot():
+                    if info.status() == psutil.STATUS_ZOMBIE:
+                        continue   # exited: holds no slot under the engine's cap either
                     tasks += info.num_threads()
                     mem = info.memory_info()
                     times = info.cpu_times()

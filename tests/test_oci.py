@@ -303,7 +303,9 @@ def test_governed_through_annotations(oci, tmp_path):
     done = oci("run", "--bundle", str(b), "c10")
     assert done.returncode == 0, done.stderr
     t0, t1 = map(float, done.stdout.split())
-    assert 1.7 < t1 - t0 < 2.5, (t0, t1)   # 2 MiB at 1 MiB/s, less the 0.1 s burst
+    # 2 MiB at 1 MiB/s, less the 0.1 s burst: 1.9 s. Above by a second or two
+    # if dd is kept off the CPU, which the engine does not control.
+    assert 1.7 < t1 - t0 < 2 * 1.9, (t0, t1)
 
 
 def test_features_and_spec(oci, tmp_path):
@@ -337,7 +339,8 @@ def test_seccomp_profile_in_the_same_filter(oci, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[:2] == ["getcwd EPERM", "pwrite64 EACCES"], done.stdout
     seconds = float(lines[2].split()[-2])
-    assert lines[2].startswith("write 524288 bytes") and 0.3 < seconds < 0.6, done.stdout
+    # 512 KiB at 1 MiB/s, less the 0.1 s burst: 0.4 s (at half the rate, 0.8 s).
+    assert lines[2].startswith("write 524288 bytes") and 0.3 < seconds < 0.8, done.stdout
     del spec["linux"]["seccomp"]
     (b / "config.json").write_text(json.dumps(spec))
     done = oci("run", "--bundle", str(b), "s2")

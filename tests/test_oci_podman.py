@@ -306,6 +306,6 @@ def test_a_seccomp_profile_through_podman(podman, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:2] == ["getcwd EPERM", "pwrite64 EACCES"], done.stdout
-    assert 0.3 < float(lines[2].split()[-2]) < 0.6, done.stdout
+    assert 0.3 < float(lines[2].split()[-2]) < 0.8, done.stdout   # as in test_oci.py
     default = run(podman, *args)    # podman's own profile: both allowed
     assert default.stdout.splitlines()[:2] == ["getcwd ok", "pwrite64 ok"], default.stdout

@@ -202,6 +202,27 @@ print(made)
     assert u.resources["processes"].denied_calls == 1
 
 
+def test_zombies_are_not_in_the_peak_task_count(tmp_path):
+    """peak_tasks counts as the cap does: a live child and two unreaped
+    zombies under processes=3 peak at 3 tasks at most (the sampler used to
+    count the zombies: 4, past the cap it reported)."""
+    prog = python_tenant(tmp_path, "zombies2.py", r'''
+import os, time
+if os.fork() == 0:
+    time.sleep(2)
+    os._exit(0)
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
+time.sleep(1)  # several samples of the group meanwhile
+''')
+    rc, _, u, _ = run_under(Limits(processes=3), [sys.executable, prog])
+    assert rc == 0
+    assert u.peak_tasks <= 3
+
+
 def test_sigterm_kills_a_group_that_ignores_it_after_the_stop_timeout(tmp_path):
     marker = tmp_path / "started"
     script = f"trap '' TERM; : > {marker}; while :; do dd if=/dev/zero of=/dev/null count=1 2>/dev/null; sleep 0.1; done"
