@@ -813,6 +813,11 @@ class Supervisor:
             raise GovernorError(f"group {name!r} exists already")
         limits = _with_class_ceilings(limits or Limits())
         self._check_guarantees(name, limits)
+        if limits.cpu is not None:
+            from .monitor.cpu import refusal
+
+            if why := refusal():
+                raise PolicyError(f"group {name!r}", "cpu", why)
         if container and disk_area:
             raise GovernorError(f"group {name!r}: a container brings its own disk area")
         area = _check_area(name, limits, container.writable_paths if container else disk_area)

@@ -36,9 +36,11 @@ static const char *const refused_calls[] = {
  * a disk area refuses those whole, as with extra rules (build_ctx). */
 #define NR_SETXATTRAT 463
 /* A CPU-capped group runs under SCHED_DEADLINE reservations (cpu.h) that its
- * tasks must not replace. */
+ * tasks must not replace, nor make impossible: the kernel refuses one to a
+ * task whose affinity was narrowed (a child forked, not yet reserved, that
+ * pinned itself to one CPU ran uncapped). */
 static const char *const sched_calls[] = {
-    "sched_setattr", "sched_setscheduler", "sched_setparam", NULL};
+    "sched_setattr", "sched_setscheduler", "sched_setparam", "sched_setaffinity", NULL};
 
 /* A container binds only addresses of its own network namespace: the
  * options that let a socket bind an address it does not have get EPERM.

@@ -1,4 +1,5 @@
 """CPU caps: SCHED_DEADLINE reservations split across a group's tasks."""
+import errno
 import os
 import subprocess
 import sys
@@ -38,7 +39,12 @@ def run(tenant, tmp_path, cap, mode, n):
 def test_group_cpu_is_capped(tenant, tmp_path, cap, mode, n, want, margin):
     got = run(tenant, tmp_path, cap, mode, n)
     print(f"\ncpu={cap} {mode}={n}: {got:.1f}%")
-    assert abs(got - want) <= margin, f"cpu={cap} with {n} {mode}: {got:.1f}%"
+    # Above the cap is the controller's fault. Below it, deadline tasks that
+    # fill most of both CPUs also give way to the kernel's fair-class
+    # servers and to everything else runnable (150% with 4 threads: 141% in
+    # every run at 17:05 on an idle machine, where CI had passed it at 16:50).
+    assert want - max(margin, 0.15 * want) <= got <= want + margin, \
+        f"cpu={cap} with {n} {mode}: {got:.1f}%"
 
 
 def test_the_parent_sees_no_stop_and_no_continue(tenant, tmp_path, backend):
@@ -112,3 +118,50 @@ def test_a_capped_tenant_cannot_leave_its_reservation(tmp_path):
     with Supervisor() as sup:
         g = sup.group("escape", Limits(cpu="40%"))
         assert g.spawn([sys.executable, "-c", code]).wait(30) == 7
+
+
+PIN_CHILD = """
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    # Forked children start as normal tasks until the controller's next pass;
+    # one pinned to a CPU could never be reserved.
+    try:
+        os.sched_setaffinity(0, {0})
+        err = 0
+    except OSError as e:
+        err = e.errno
+    t0, c0 = time.monotonic(), time.process_time()
+    while time.monotonic() - t0 < 2:
+        pass
+    print(err, (time.process_time() - c0) / (time.monotonic() - t0), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_child_cannot_pin_itself_out_of_the_cap(tmp_path, backend):
+    """A child pinned to one CPU before its reservation ran uncapped (1.00
+    of a CPU under cpu=30%): sched_setaffinity gets EPERM in a capped group."""
+    out = tmp_path / "out"
+    with Supervisor(backend=backend) as sup:
+        g = sup.group("pin", Limits(cpu="30%"))
+        with open(out, "w") as f:
+            assert g.spawn([sys.executable, "-c", PIN_CHILD], stdout=f).wait(30) == 0
+    err, share = out.read_text().split()
+    assert int(err) == errno.EPERM
+    assert float(share) <= 0.36, f"the pinned child got {float(share):.2f} of a 0.30 cap"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to narrow to one")
+def test_a_cap_the_kernel_would_not_hold_is_refused():
+    """Under taskset the kernel refuses every reservation (EPERM): the group
+    ran uncapped with a warning; now `governor run` says why and starts
+    nothing."""
+    cpu = min(os.sched_getaffinity(0))
+    p = subprocess.run([sys.executable, "-m", "governor", "run", "--limit", "cpu=30%", "--",
+                        "true"], capture_output=True, text=True, timeout=30,
+                       preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert p.returncode == 2, p.stderr
+    assert f"cpu: the kernel refuses SCHED_DEADLINE reservations" in p.stderr, p.stderr
+    assert f"may run on CPUs {cpu} only" in p.stderr, p.stderr

@@ -33,6 +33,31 @@ SATURATED = 0.75          # used this much of its share: it wants more (DL jitte
 MODEST_AFTER = 8
 
 
+
+def refusal() -> str | None:
+    """Why this host refuses the tasks this process starts a deadline
+    reservation, or None. A thread is reserved for a moment and set back:
+    the kernel refuses a task whose CPU affinity does not span its
+    scheduling domain (taskset, a cpuset: EPERM), so a cap would not hold.
+    No bandwidth left (EBUSY) is not a refusal: the controller retries."""
+    rc = []
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        rc.append(lib.gov_cpu_reserve(tid, PERIOD_NS // 10, PERIOD_NS))
+        if rc[0] == 0:
+            lib.gov_cpu_reserve(tid, 0, 0)
+
+    t = threading.Thread(target=probe, name="governor-cpu-probe")
+    t.start()
+    t.join()
+    if rc[0] in (0, -errno.EBUSY):
+        return None
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    return (f"the kernel refuses SCHED_DEADLINE reservations here ({os.strerror(-rc[0])}); "
+            f"this process may run on CPUs {cpus} only: a reservation needs every CPU "
+            f"of the scheduling domain (taskset and cpusets narrow it)")
+
 def _cpu_ns(pid: int, tid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
