@@ -47,6 +47,17 @@ def test_group_cpu_is_capped(tenant, tmp_path, cap, mode, n, want, margin):
         f"cpu={cap} with {n} {mode}: {got:.1f}%"
 
 
+@pytest.mark.xfail(strict=True, reason="open: a new task runs unreserved until the next pass")
+def test_threads_too_short_for_a_pass_are_capped(tenant, tmp_path):
+    """A known hole, kept visible: each task starts as a normal one
+    (SCHED_FLAG_RESET_ON_FORK) until the controller's next pass (50 ms), so
+    a relay of 30 ms threads runs unreserved (0.74 of a CPU under 30%,
+    2026-11-27). strict: it fails the run once the hole is closed."""
+    got = run(tenant, tmp_path, "30%", "relay", 30)
+    print(f"\ncpu=30% relay of 30 ms threads: {got:.1f}%")
+    assert got <= 34
+
+
 def test_the_parent_sees_no_stop_and_no_continue(tenant, tmp_path, backend):
     out = tmp_path / "out"
     with Supervisor(backend=backend) as sup:

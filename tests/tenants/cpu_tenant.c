@@ -1,6 +1,7 @@
 /* cpu_tenant MODE SECONDS: busy loops for SECONDS, then prints "cpu=S wall=W"
  * (its own CPU time and children's, from getrusage).
  *   threads N: N busy threads;  procs N: N busy processes (forked);
+ *   relay N: busy threads one after another, each for N ms;
  *   watch: forks one busy child and counts stop/continue reports of it
  *   (waitpid WUNTRACED|WCONTINUED), printing "reports=K". */
 #define _GNU_SOURCE
@@ -60,6 +61,14 @@ int main(int argc, char **argv)
             }
         while (wait(NULL) > 0)
             ;
+    } else if (!strcmp(argv[1], "relay")) {
+        double total = secs;
+        secs = n / 1000.0;
+        while (now() - start < total) {
+            pthread_t t;
+            pthread_create(&t, NULL, spin, NULL);
+            pthread_join(t, NULL);
+        }
     } else if (!strcmp(argv[1], "watch")) {
         pid_t child = fork();
         if (child == 0) {
