@@ -53,6 +53,11 @@ def test_threads_too_short_for_a_pass_are_capped(tenant, tmp_path):
     (SCHED_FLAG_RESET_ON_FORK) until the controller's next pass (50 ms), so
     a relay of 30 ms threads runs unreserved (0.74 of a CPU under 30%,
     2026-11-27). strict: it fails the run once the hole is closed."""
+    native = subprocess.run([tenant, "relay", "2", "30"], capture_output=True, text=True,
+                            timeout=30).stdout
+    fields = dict(kv.split("=") for kv in native.split())
+    if float(fields["cpu"]) / float(fields["wall"]) < 0.6:
+        pytest.skip("the machine is too busy to tell a cap from a shortage")  # (strict xfail)
     got = run(tenant, tmp_path, "30%", "relay", 30)
     print(f"\ncpu=30% relay of 30 ms threads: {got:.1f}%")
     assert got <= 34
