@@ -85,6 +85,11 @@ def split(cap: float, demand: dict[int, float], hungry: set[int]) -> dict[int, f
         t = pending.pop(0)
         out[t] = min(each, MAX_TASK_SHARE)
         left -= out[t]
+    # The room and the floor may add up past the cap (many tasks): never
+    # reserve more than it.
+    total = sum(out.values())
+    if total > cap:
+        out = {t: s * cap / total for t, s in out.items()}
     return out
 
 
