@@ -33,9 +33,8 @@ SATURATED = 0.75          # used this much of its share: it wants more (DL jitte
 MODEST_AFTER = 8
 
 
-
 def refusal() -> str | None:
-    """Why this host refuses the tasks this process starts a deadline
+    """Why the kernel would refuse the tasks this process starts a deadline
     reservation, or None. A thread is reserved for a moment and set back:
     the kernel refuses a task whose CPU affinity does not span its
     scheduling domain (taskset, a cpuset: EPERM), so a cap would not hold.
@@ -57,6 +56,7 @@ def refusal() -> str | None:
     return (f"the kernel refuses SCHED_DEADLINE reservations here ({os.strerror(-rc[0])}); "
             f"this process may run on CPUs {cpus} only: a reservation needs every CPU "
             f"of the scheduling domain (taskset and cpusets narrow it)")
+
 
 def _cpu_ns(pid: int, tid: int) -> int | None:
     try:
