@@ -232,12 +232,20 @@ static int make_xattr(int area, int i)
     return rc;
 }
 
+/* make(area, i) for i = 0, 1, ... until it fails (*err: its errno) or
+ * max were made: how many were. */
+static int make_until(int area, int (*make)(int, int), int max, int *err)
+{
+    int made = 0;
+    while (made < max && !(*err = make(area, made) < 0 ? errno : 0))
+        made++;
+    return made;
+}
+
 /* make(area, i) until it fails (at most 20000), then a 64 KiB write. */
 static int until_refused(int area, int (*make)(int, int))
 {
-    int made = 0, err = 0;
-    while (made < 20000 && !(err = make(area, made) < 0 ? errno : 0))
-        made++;
+    int err = 0, made = make_until(area, make, 20000, &err);
     int fd = openat(area, "after", O_WRONLY | O_CREAT, 0644);
     printf("made=%d\nerrno=%d\nwrite_errno=%d\n", made, err, fd < 0 ? errno : put(fd, CHUNK));
     return 0;
@@ -253,17 +261,12 @@ static int create(int dirfd, const char *name)
     return 0;
 }
 
-/* Empty files e<i> until one fails (at most 100000): how many. */
-static int fill_empty(int area, int *err)
+/* An empty file e<i>. 0 or -1 with errno. */
+static int make_empty(int area, int i)
 {
     char name[32];
-    int made = 0;
-    for (; made < 100000; made++) {
-        snprintf(name, sizeof name, "e%d", made);
-        if ((*err = create(area, name)))
-            break;
-    }
-    return made;
+    snprintf(name, sizeof name, "e%d", i);
+    return (errno = create(area, name)) ? -1 : 0;
 }
 
 /* With `out` (a directory outside the area), open O_CREAT of a link from
@@ -282,7 +285,7 @@ static int inodes(int area, const char *area_path, const char *out)
         if (symlink(into_area, from_out) < 0 || symlinkat(to_out, area, "to_out") < 0)
             return perror("symlink"), 1;
     }
-    int made = fill_empty(area, &err);
+    int made = make_until(area, make_empty, 100000, &err);
     printf("made=%d\nerrno=%d\n", made, err);
     int fd = openat(area, "to_e1", O_WRONLY | O_CREAT, 0644);
     printf("reopen_symlink_errno=%d\n", fd < 0 ? errno : 0);
@@ -335,7 +338,7 @@ static void *sibling_thread(void *arg)
 static int sibling(int area)
 {
     char name[32];
-    int err, made = fill_empty(area, &err);
+    int err, made = make_until(area, make_empty, 100000, &err);
     printf("made=%d\nerrno=%d\n", made, err);
     snprintf(name, sizeof name, "e%d", made - 1);
     unlinkat(area, name, 0);
